@@ -1,0 +1,166 @@
+"""File-system primitives the security boundary relies on.
+
+- ``atomic_write``: temp file in the same folder, fsync, rename, fsync of the folder. A crash leaves
+  either the old file or the new one, never a torn one.
+- ``InterProcessLock``: an exclusive lock shared by threads and processes (``filelock``).
+- ``safe_relpath``: validates a relative POSIX path from untrusted input (artifact files,
+  manifests, ``get_path``): no ``..``, no absolute paths, no empty or doubled separators,
+  no NUL or control characters, valid UTF-8 only.
+- ``open_no_follow``: open a file for reading without following a symlink at the last component.
+- ``check_private_mode``: refuse key material readable by group or others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from filelock import FileLock
+
+from .errors import KeyPermissionError, UnsafePathError
+
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+MAX_RELPATH_BYTES = 1024
+MAX_RELPATH_PARTS = 32
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably, with file mode ``mode``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Like ``atomic_write`` for streamed output: yields a binary file; publishes on success."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w+b") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+class InterProcessLock:
+    """An exclusive lock file shared across threads and processes (re-entrant per thread)."""
+
+    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self._lock = FileLock(str(self.path), timeout=timeout, mode=0o600)
+
+    def __enter__(self) -> InterProcessLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def safe_relpath(name: str | bytes, *, what: str = "file name") -> str:
+    """Return ``name`` if it is a safe relative POSIX path; raise ``UnsafePathError`` otherwise."""
+    if isinstance(name, bytes):
+        try:
+            name = name.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UnsafePathError(f"{what} is not valid UTF-8") from exc
+    if not isinstance(name, str) or not name:
+        raise UnsafePathError(f"{what} is empty")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_RELPATH_BYTES:
+        raise UnsafePathError(f"{what} is longer than {MAX_RELPATH_BYTES} bytes")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnsafePathError(f"{what} {name!r} is not valid UTF-8") from exc
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        raise UnsafePathError(f"{what} {name!r} contains a NUL or control character")
+    if "\\" in name:
+        raise UnsafePathError(f"{what} {name!r} contains a backslash")
+    if name.startswith("/"):
+        raise UnsafePathError(f"{what} {name!r} is absolute")
+    parts = name.split("/")
+    if len(parts) > MAX_RELPATH_PARTS:
+        raise UnsafePathError(f"{what} {name!r} is nested deeper than {MAX_RELPATH_PARTS}")
+    for part in parts:
+        if part == "":
+            raise UnsafePathError(f"{what} {name!r} has an empty path component ('//' or trailing '/')")
+        if part in {".", ".."}:
+            raise UnsafePathError(f"{what} {name!r} has a '.' or '..' component")
+    return name
+
+
+def resolve_inside(root: Path, relpath: str) -> Path:
+    """Join a validated relative path to ``root`` and check no symlink leads outside it."""
+    relpath = safe_relpath(relpath)
+    candidate = root / relpath
+    real_root = root.resolve()
+    parent = candidate.parent.resolve()
+    if parent != real_root and real_root not in parent.parents:
+        raise UnsafePathError(f"file name {relpath!r} escapes its folder through a symlink")
+    return candidate
+
+
+def open_no_follow(path: str | Path) -> BinaryIO:
+    """Open a regular file for reading; refuse a symlink (at the last component) or non-file."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UnsafePathError(f"{path} is a symlink; refusing to follow it") from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UnsafePathError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def check_private_mode(path: Path) -> None:
+    """Refuse a private file or folder that group or others can read, write or enter."""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        raise KeyPermissionError(
+            f"{path} is a symlink; private key material must be a regular file",
+            hint=f"replace the symlink with the file itself: cp --remove-destination $(readlink -f {path}) {path}",
+        )
+    if st.st_mode & 0o077:
+        want = "700" if stat.S_ISDIR(st.st_mode) else "600"
+        raise KeyPermissionError(
+            f"{path} has mode {stat.S_IMODE(st.st_mode):o}, readable by group or others",
+            hint=f"run: chmod {want} {path}",
+        )
