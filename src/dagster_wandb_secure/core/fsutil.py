@@ -58,8 +58,13 @@ def atomic_write(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Like ``atomic_write`` for streamed output: yields a binary file; publishes on success."""
+def atomic_output(
+    path: str | Path, *, mode: int = 0o644, durable: bool = True
+) -> Iterator[BinaryIO]:
+    """Like ``atomic_write`` for streamed output: yields a binary file; publishes on success.
+
+    ``durable=False`` skips the fsyncs (the rename is still atomic) for callers that make the
+    result durable themselves, e.g. a store that fsyncs when it publishes a version."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -67,13 +72,15 @@ def atomic_output(path: str | Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "w+b") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 class InterProcessLock:

@@ -1,0 +1,126 @@
+"""Canonical JSON: the one encoding the envelope header and manifests are signed in.
+
+Encoding: ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+allow_nan=False)`` encoded as UTF-8. Values are limited to objects with string keys, arrays,
+strings, integers (no floats), booleans and null.
+
+Decoding is strict, and a decoded document must re-encode to exactly the same bytes, so there is
+one and only one byte string for every header: no whitespace, no escapes that could be written
+another way, no key order games, no duplicate keys, no floats, no NaN, no invalid UTF-8, no
+integers of absurd length, no nesting deeper than ``MAX_DEPTH``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_DEPTH = 16
+MAX_INT_DIGITS = 20
+
+
+class CanonicalJSONError(ValueError):
+    """The bytes are not canonical JSON of the allowed shape (the message says why)."""
+
+
+def encode(value: Any) -> bytes:
+    """Encode ``value`` canonically. Raises CanonicalJSONError for unsupported values."""
+    _check_shape(value, 0)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def decode(data: bytes | memoryview, *, max_bytes: int = 65536) -> Any:
+    """Decode canonical JSON strictly; the result re-encodes to the same bytes."""
+    raw = bytes(data)
+    if len(raw) > max_bytes:
+        raise CanonicalJSONError(f"document is {len(raw)} bytes, over the {max_bytes}-byte cap")
+    _check_depth_bytes(raw)
+    try:
+        text = raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise CanonicalJSONError(f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_float=_reject_float,
+            parse_int=_bounded_int,
+            parse_constant=_reject_constant,
+        )
+    except CanonicalJSONError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise CanonicalJSONError(f"not valid JSON: {exc}") from None
+    try:
+        again = encode(value)
+    except CanonicalJSONError as exc:
+        raise CanonicalJSONError(f"not of the allowed shape: {exc}") from None
+    if again != raw:
+        raise CanonicalJSONError("not in canonical form (key order, whitespace or escaping differs)")
+    return value
+
+
+def _check_depth_bytes(raw: bytes) -> None:
+    """Reject deep nesting before the JSON parser recurses (brackets inside strings count too,
+    which only makes the check stricter)."""
+    depth = 0
+    for byte in raw:
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise CanonicalJSONError(f"nested deeper than {MAX_DEPTH} levels")
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise CanonicalJSONError(f"duplicate key {key[:64]!r}")
+        out[key] = value
+    return out
+
+
+def _reject_float(text: str) -> Any:
+    raise CanonicalJSONError("floating-point numbers are not allowed")
+
+
+def _reject_constant(text: str) -> Any:
+    raise CanonicalJSONError(f"{text} is not allowed")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise CanonicalJSONError(f"integer with {len(text)} digits is too long")
+    return int(text)
+
+
+def _check_shape(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise CanonicalJSONError(f"nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool | str):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CanonicalJSONError("string is not valid Unicode (lone surrogate)") from None
+        return
+    if isinstance(value, int):
+        if len(str(abs(value))) > MAX_INT_DIGITS:
+            raise CanonicalJSONError("integer is too long")
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_shape(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalJSONError(f"object key {key!r} is not a string")
+            _check_shape(key, depth + 1)
+            _check_shape(item, depth + 1)
+        return
+    raise CanonicalJSONError(f"values of type {type(value).__name__} are not allowed")

@@ -1,0 +1,325 @@
+"""Signed manifests: one signature over every file of a multi-file artifact version.
+
+A version may hold W&B objects, added files and directories, and payload envelopes. The manifest
+lists each file's relative path, size and SHA-256, plus any external references, and is itself
+stored as an envelope (serializer ``json``) named ``MANIFEST_NAME`` whose signed context binds it
+to the artifact name, type, partition and asset key with ``role="manifest"``.
+
+Payload envelopes are listed by the digest of their *payload* (``envelope_payload_sha256``) and
+their serializer, so a reader that unseals them anyway hashes those bytes once, not twice.
+
+Verification refuses: a missing manifest (unsigned artifact), an empty artifact, any file on disk
+that the manifest does not list (an extra unsigned file), any listed file that is missing, a size
+or digest mismatch, a symlink or non-regular file, an unsafe file name, and a manifest signed for
+another artifact, type or partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .envelope import (
+    Context,
+    EnvelopeHeader,
+    is_envelope,
+    read_header_unverified,
+    seal,
+    verify_bytes,
+    verify_path,
+)
+from .errors import (
+    ConfigurationError,
+    MalformedEnvelopeError,
+    ResourceLimitError,
+    SecureArtifactError,
+    TamperedPayloadError,
+    UnsignedPayloadError,
+)
+from .fsutil import open_no_follow, safe_relpath
+from .policy import Policy
+from .serializers import get_serializer
+
+if TYPE_CHECKING:
+    from .keys import KeyStore
+
+MANIFEST_NAME = "dagster_wandb_secure.manifest"
+MANIFEST_ROLE = "manifest"
+MANIFEST_VERSION = 1
+HASH_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str
+    size: int
+    sha256: str | None = None  # for plain files
+    envelope_payload_sha256: str | None = None  # for payload envelopes
+    serializer: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"size": self.size}
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        if self.envelope_payload_sha256 is not None:
+            out["envelope_payload_sha256"] = self.envelope_payload_sha256
+            out["serializer"] = self.serializer
+        return out
+
+
+@dataclass(frozen=True)
+class VerifiedManifest:
+    header: EnvelopeHeader
+    entries: Mapping[str, ManifestEntry]
+    references: tuple[Mapping[str, Any], ...]
+
+
+def manifest_context(context: Context) -> dict[str, str | None]:
+    ctx = dict(context)
+    ctx["role"] = MANIFEST_ROLE
+    return ctx
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """Stream a regular file (symlinks refused) through SHA-256; returns (hex, size)."""
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(HASH_CHUNK)
+    view = memoryview(buf)
+    with open_no_follow(path) as fh:
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            digest.update(view[:n])
+            size += n
+    return digest.hexdigest(), size
+
+
+def describe_file(relpath: str, path: Path) -> ManifestEntry:
+    """Build the manifest entry for one file: envelopes by payload digest, others by file digest."""
+    relpath = safe_relpath(relpath)
+    with open_no_follow(path) as fh:
+        prefix = fh.read(16)
+    if is_envelope(prefix):
+        info = read_header_unverified(path)["header"]
+        size = path.stat().st_size
+        return ManifestEntry(
+            relpath,
+            size,
+            envelope_payload_sha256=info["payload_sha256"],
+            serializer=info["serializer"],
+        )
+    digest, size = file_sha256(path)
+    return ManifestEntry(relpath, size, sha256=digest)
+
+
+def build_manifest(
+    files: Mapping[str, Path], references: Iterable[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    entries: dict[str, Any] = {}
+    for relpath, path in files.items():
+        if relpath == MANIFEST_NAME:
+            raise ConfigurationError(f"an artifact file may not be named {MANIFEST_NAME!r}")
+        entry = describe_file(relpath, Path(path))
+        entries[entry.path] = entry.as_dict()
+    refs = [dict(r) for r in references]
+    if not entries and not refs:
+        raise ConfigurationError("refusing to sign an empty artifact (no files, no references)")
+    return {"manifest_version": MANIFEST_VERSION, "files": entries, "references": refs}
+
+
+def write_manifest(
+    files: Mapping[str, Path],
+    *,
+    key_store: KeyStore,
+    context: Context,
+    key_id: str | None = None,
+    policy: Policy | None = None,
+    run_id: str | None = None,
+    references: Iterable[Mapping[str, Any]] = (),
+    record: bool = True,
+) -> tuple[bytes, EnvelopeHeader]:
+    """Hash ``files`` (relative name -> local path) and return the signed manifest envelope.
+
+    The caller stores the bytes as ``MANIFEST_NAME`` next to the files."""
+    document = build_manifest(files, references)
+    data = seal(
+        document,
+        key_store=key_store,
+        serializer="json",
+        context=manifest_context(context),
+        key_id=key_id,
+        policy=policy,
+        record=record,
+        run_id=run_id,
+    )
+    header, _ = verify_bytes(data, key_store=key_store, expected_context=manifest_context(context))
+    return data, header
+
+
+def verify_manifest(
+    files_on_disk: Mapping[str, Path],
+    *,
+    key_store: KeyStore,
+    expected_context: Context,
+    policy: Policy | None = None,
+    deep: bool = True,
+    hash_envelopes: bool = True,
+    version: str | None = None,
+) -> VerifiedManifest:
+    """Verify a version's files against its signed manifest.
+
+    ``files_on_disk`` is what is actually present (relative name -> path), including the manifest
+    itself. ``deep=False`` checks names and sizes but not digests (fast audits);
+    ``hash_envelopes=False`` skips hashing envelope payloads that the caller will unseal (and so
+    hash) anyway."""
+    policy = policy or Policy.default()
+    artifact = expected_context.get("artifact")
+    try:
+        return _verify(files_on_disk, key_store, expected_context, policy, deep, hash_envelopes)
+    except SecureArtifactError as exc:
+        raise exc.with_location(artifact=artifact, version=version) from None
+
+
+def _verify(
+    files_on_disk: Mapping[str, Path],
+    key_store: KeyStore,
+    expected_context: Context,
+    policy: Policy,
+    deep: bool,
+    hash_envelopes: bool,
+) -> VerifiedManifest:
+    artifact = expected_context.get("artifact")
+    if len(files_on_disk) > policy.max_files:
+        raise ResourceLimitError(
+            f"artifact holds {len(files_on_disk)} files, over the policy cap of {policy.max_files}",
+            artifact=artifact,
+        )
+    for name in files_on_disk:
+        safe_relpath(name)
+    manifest_path = files_on_disk.get(MANIFEST_NAME)
+    if manifest_path is None:
+        raise UnsignedPayloadError(
+            "artifact has no signed manifest (written by upstream dagster-wandb or by hand)",
+            artifact=artifact,
+        )
+    with open_no_follow(manifest_path) as fh:
+        data = fh.read(policy.max_manifest_bytes + 1)
+    if len(data) > policy.max_manifest_bytes:
+        raise ResourceLimitError(
+            f"manifest is larger than {policy.max_manifest_bytes} bytes", artifact=artifact
+        )
+    header, payload = verify_bytes(
+        data,
+        key_store=key_store,
+        expected_context=manifest_context(expected_context),
+        expected_serializer="json",
+        policy=policy,
+    )
+    document = get_serializer("json").load(payload, header.serializer_params)
+    entries, references = _parse_document(document, policy, artifact, header.kid)
+    kid = header.kid
+    extra = sorted(set(files_on_disk) - set(entries) - {MANIFEST_NAME})
+    if extra:
+        raise TamperedPayloadError(
+            f"{len(extra)} file(s) not covered by the signed manifest, e.g. {extra[0]!r}",
+            artifact=artifact,
+            key_id=kid,
+        )
+    missing = sorted(set(entries) - set(files_on_disk))
+    if missing:
+        raise TamperedPayloadError(
+            f"{len(missing)} signed file(s) missing, e.g. {missing[0]!r}", artifact=artifact, key_id=kid
+        )
+    payload_context = dict(expected_context)
+    for name, entry in entries.items():
+        path = files_on_disk[name]
+        size = _regular_size(path)
+        if size != entry.size:
+            raise TamperedPayloadError(
+                f"file {name!r} is {size} bytes, the manifest signed {entry.size}",
+                artifact=artifact,
+                key_id=kid,
+            )
+        if entry.envelope_payload_sha256 is not None:
+            env = verify_path(
+                path,
+                key_store=key_store,
+                expected_context=payload_context,
+                expected_serializer=entry.serializer,
+                policy=policy,
+                deep=deep and hash_envelopes,
+            )
+            if not hmac.compare_digest(env.payload_sha256, entry.envelope_payload_sha256):
+                raise TamperedPayloadError(
+                    f"envelope {name!r} is not the one the manifest signed (mix-and-match)",
+                    artifact=artifact,
+                    key_id=env.kid,
+                )
+        elif deep:
+            digest, _ = file_sha256(path)
+            if not hmac.compare_digest(digest, entry.sha256 or ""):
+                raise TamperedPayloadError(
+                    f"file {name!r} does not match its signed SHA-256", artifact=artifact, key_id=kid
+                )
+    return VerifiedManifest(header=header, entries=entries, references=references)
+
+
+def _regular_size(path: Path) -> int:
+    with open_no_follow(path) as fh:
+        return os.fstat(fh.fileno()).st_size
+
+
+def _parse_document(
+    document: Any, policy: Policy, artifact: str | None, kid: str
+) -> tuple[dict[str, ManifestEntry], tuple[Mapping[str, Any], ...]]:
+    def bad(reason: str) -> MalformedEnvelopeError:
+        return MalformedEnvelopeError(f"manifest {reason}", artifact=artifact, key_id=kid)
+
+    if not isinstance(document, dict) or set(document) != {"manifest_version", "files", "references"}:
+        raise bad("document has unexpected fields")
+    if document["manifest_version"] != MANIFEST_VERSION:
+        raise bad(f"version {document['manifest_version']!r} is unknown")
+    files, refs = document["files"], document["references"]
+    if not isinstance(files, dict) or not isinstance(refs, list):
+        raise bad("files/references have the wrong types")
+    if len(files) + len(refs) > policy.max_manifest_entries:
+        raise ResourceLimitError(
+            f"manifest lists {len(files) + len(refs)} entries, over the cap of "
+            f"{policy.max_manifest_entries}",
+            artifact=artifact,
+            key_id=kid,
+        )
+    if not files and not refs:
+        raise TamperedPayloadError("signed manifest lists no files: empty artifact", artifact=artifact, key_id=kid)
+    entries: dict[str, ManifestEntry] = {}
+    for name, raw in files.items():
+        safe_relpath(name, what="manifest file name")
+        if name == MANIFEST_NAME or not isinstance(raw, dict):
+            raise bad(f"entry {name!r} is invalid")
+        size = raw.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise bad(f"entry {name!r} has an invalid size")
+        if set(raw) == {"size", "sha256"} and isinstance(raw["sha256"], str):
+            entries[name] = ManifestEntry(name, size, sha256=raw["sha256"])
+        elif set(raw) == {"size", "envelope_payload_sha256", "serializer"} and isinstance(
+            raw["envelope_payload_sha256"], str
+        ) and isinstance(raw["serializer"], str):
+            entries[name] = ManifestEntry(
+                name,
+                size,
+                envelope_payload_sha256=raw["envelope_payload_sha256"],
+                serializer=raw["serializer"],
+            )
+        else:
+            raise bad(f"entry {name!r} has unexpected fields")
+    references = tuple(r for r in refs if isinstance(r, dict))
+    if len(references) != len(refs):
+        raise bad("references must be objects")
+    return entries, references
