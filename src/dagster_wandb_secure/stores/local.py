@@ -23,6 +23,8 @@ Index tables (schema version in ``PRAGMA user_version``):
   version; publishing moves ``latest`` (and any alias given) to the new version.
 - ``lineage(id, artifact_id, number, run_id, direction, at)``: ``direction`` is ``write`` (the
   run that published the version) or ``read`` (runs that used it).
+- ``pending(id, entity, project, name, number, started_at)``: the intent of a publish that is
+  moving its folder into place; empty whenever no publish is in its final step.
 
 Publishing a version:
 
@@ -30,15 +32,18 @@ Publishing a version:
 2. Copy each source into a fresh ``staging/<id>/`` folder (streamed in 1 MiB chunks, SHA-256
    computed while copying, sources opened without following symlinks), fsync every file and
    folder. The publisher holds an ``flock`` on its staging folder while it works.
-3. Under ``publish.lock``: allocate the next number (``max + 1``, per artifact), rename the
-   staging folder to ``v<N>`` (refusing to overwrite anything the index knows), fsync the
-   parent, then insert the version, alias and lineage rows in one SQLite transaction.
+3. Under ``publish.lock``: allocate the next number (``max + 1``, per artifact), commit a
+   ``pending`` row, rename the staging folder to ``v<N>`` (never over a version the index
+   knows), fsync the parent, then insert the version, alias and lineage rows and delete the
+   ``pending`` row in one SQLite transaction.
 
 Crash safety: a version is visible only once its rows are committed, and its folder is complete
-before that. A crash before the commit leaves at most a staging folder (removed by a later publish
-once it is older than ``staging_max_age`` and no live publisher holds its lock) or a renamed folder
-that the index does not know (an orphan: discarded when a later publish allocates that number).
-Versions are never overwritten or modified by the store; their files are created read-only.
+before that. A crash (even SIGKILL) before the commit leaves either a staging folder (ignored;
+removed by a later publish once it is older than ``staging_max_age`` and no live publisher holds
+its ``flock``) or a renamed folder with its ``pending`` row, which the next process to open the
+store (or to publish) removes under the lock. Either way, once the store is opened again, a
+version is in the index with its folder complete, or in neither. Versions are never overwritten
+or modified by the store; their files are created read-only.
 """
 
 from __future__ import annotations
@@ -121,6 +126,10 @@ _SCHEMA = (
         direction TEXT NOT NULL CHECK (direction IN ('write', 'read')), at TEXT NOT NULL,
         UNIQUE (artifact_id, number, run_id, direction),
         FOREIGN KEY (artifact_id, number) REFERENCES versions(artifact_id, number))""",
+    """CREATE TABLE IF NOT EXISTS pending (
+        id INTEGER PRIMARY KEY,
+        entity TEXT NOT NULL, project TEXT NOT NULL, name TEXT NOT NULL,
+        number INTEGER NOT NULL, started_at TEXT NOT NULL)""",
 )
 
 # One query for any listing: versions with their artifact and their aliases.
@@ -272,7 +281,12 @@ class LocalArtifactStore:
     def _init_index(self) -> None:
         with self._connect() as conn:
             current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current == SCHEMA_VERSION:
+                if conn.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is None:
+                    return
         if current == SCHEMA_VERSION:
+            with self._locked(), self._connect() as conn:
+                self._recover_pending(conn)
             return
         self._check_schema_version(current)
         with self._locked(), self._connect() as conn:
@@ -678,23 +692,33 @@ class LocalArtifactStore:
                 ).fetchone()[0]
             else:
                 number = 0
+            self._recover_pending(conn)
             target = self._version_dir(entity, project, name, number)
             self._make_parents(target.parent)
             if os.path.lexists(target):
                 self._discard_orphan(conn, entity, project, name, number, target)
-            try:
-                os.rename(staging, target)
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot move the new version into {target}: {exc}",
-                    artifact=label,
-                    version=f"v{number}",
-                ) from exc
+            # Durable intent first, so a crash between the rename and the commit is undone by
+            # the next process that opens the store (see _recover_pending).
+            with self._transaction(conn):
+                pending_id = conn.execute(
+                    "INSERT INTO pending (entity, project, name, number, started_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (entity, project, name, number, _now()),
+                ).lastrowid
             committed = False
             try:
+                try:
+                    os.rename(staging, target)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot move the new version into {target}: {exc}",
+                        artifact=label,
+                        version=f"v{number}",
+                    ) from exc
                 fsync_dir(target.parent)
                 created_at = _now()
                 with self._transaction(conn):
+                    conn.execute("DELETE FROM pending WHERE id = ?", (pending_id,))
                     self._write_rows(
                         conn,
                         art_id=None if art is None else art[0],
@@ -713,8 +737,10 @@ class LocalArtifactStore:
                 committed = True
             finally:
                 if not committed:  # take the folder back out so the index never lags behind it
-                    with contextlib.suppress(StoreError):
-                        self._discard_folder(target)
+                    with contextlib.suppress(StoreError, sqlite3.Error):
+                        if os.path.lexists(target):
+                            self._discard_folder(target)
+                        conn.execute("DELETE FROM pending WHERE id = ?", (pending_id,))
         return ArtifactVersion(
             entity=entity,
             project=project,
@@ -772,6 +798,25 @@ class LocalArtifactStore:
                 "VALUES (?, ?, ?, 'write', ?)",
                 (art_id, number, run_id, created_at),
             )
+
+    def _recover_pending(self, conn: sqlite3.Connection) -> None:
+        """Undo publishes that died between their rename and their commit. Call under the lock:
+        then every pending row belongs to a publisher that is gone."""
+        rows = conn.execute("SELECT id, entity, project, name, number FROM pending").fetchall()
+        for pending_id, entity, project, name, number in rows:
+            target = self._version_dir(entity, project, name, number)
+            art = self._artifact_row(conn, entity, project, name)
+            indexed = (
+                art is not None
+                and conn.execute(
+                    "SELECT 1 FROM versions WHERE artifact_id = ? AND number = ?", (art[0], number)
+                ).fetchone()
+            )
+            if not indexed and os.path.lexists(target):
+                with contextlib.suppress(StoreError):  # a case collision: leave the folder be
+                    self._discard_orphan(conn, entity, project, name, number, target)
+            with self._transaction(conn):
+                conn.execute("DELETE FROM pending WHERE id = ?", (pending_id,))
 
     def _make_parents(self, folder: Path) -> None:
         """Create ``artifacts/<entity>/<project>/<name>`` durably."""
