@@ -1,0 +1,524 @@
+"""The digest ledger: one SQLite row per signed payload, plus alias high-water marks.
+
+It lives in the key store folder (``ledger.sqlite3``) and answers three questions:
+
+- *Did we sign these bytes?* ``find_digest(sha256_hex)`` (audit, ``resign --from KID``).
+- *What did we sign for this artifact?* ``rows(artifact=...)``.
+- *Has this alias ever pointed further?* ``newest_version(artifact, alias=...)``: the highest
+  version number recorded for the alias, from writers (``attach_version``) and readers
+  (``note_seen``); a reader that resolves an alias to an older version than this is looking at
+  a rollback.
+
+Concurrency: WAL journal, ``busy_timeout``, and every write is a ``BEGIN IMMEDIATE`` transaction
+(a deferred transaction that upgrades from read to write can fail with SQLITE_BUSY without
+waiting), so many threads and processes can write at once. Connections are opened lazily, one
+per process: a connection inherited across ``fork`` is abandoned (never used nor closed in the
+child, which could disturb the parent's locks) and a fresh one is opened.
+
+Durability: ``synchronous=NORMAL`` by default. In WAL mode NORMAL never corrupts the database
+and a committed row survives a crash of the process (SIGKILL included); only an operating
+system crash or power loss can drop the last transactions before the next WAL checkpoint.
+That is the right trade for a row written on every ``seal`` (FULL adds an fsync per signed
+payload, milliseconds on real disks, against a seal budget of tens of microseconds). Pass
+``synchronous="FULL"`` where that window matters more than throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import KeyStoreError
+
+__all__ = ["ORIGINS", "Ledger", "LedgerRow", "parse_version"]
+
+ORIGINS = ("signed", "adopted", "resigned")
+LATEST = "latest"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 60_000
+MAX_TEXT = 4096
+MAX_CONTEXT_JSON = 65536
+
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+_VERSION_RE = re.compile(r"v(0|[1-9][0-9]{0,17})")
+_CONTEXT_COLUMNS = {
+    "artifact": "artifact",
+    "type": "artifact_type",
+    "partition": "partition",
+    "asset_key": "asset_key",
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS signatures (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_id           TEXT    NOT NULL,
+    alg              TEXT    NOT NULL,
+    digest           TEXT    NOT NULL,
+    length           INTEGER NOT NULL CHECK (length >= 0),
+    artifact         TEXT,
+    artifact_type    TEXT,
+    partition        TEXT,
+    asset_key        TEXT,
+    context_json     TEXT    NOT NULL,
+    serializer       TEXT    NOT NULL,
+    signed_at        TEXT    NOT NULL,
+    run_id           TEXT,
+    artifact_version TEXT,
+    version_num      INTEGER,
+    origin           TEXT    NOT NULL CHECK (origin IN ('signed', 'adopted', 'resigned')),
+    recorded_at      TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signatures_by_digest ON signatures (digest);
+CREATE INDEX IF NOT EXISTS signatures_by_artifact ON signatures (artifact, version_num);
+CREATE TABLE IF NOT EXISTS aliases (
+    artifact   TEXT    NOT NULL,
+    alias      TEXT    NOT NULL,
+    version    INTEGER NOT NULL CHECK (version >= 0),
+    source     TEXT    NOT NULL CHECK (source IN ('writer', 'reader')),
+    updated_at TEXT    NOT NULL,
+    PRIMARY KEY (artifact, alias)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+# Full literal queries (no string building): the LedgerRow fields, in order.
+_SELECT_ALL = (
+    "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
+    "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
+    "FROM signatures ORDER BY id"
+)
+_SELECT_BY_DIGEST = (
+    "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
+    "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
+    "FROM signatures WHERE digest = ? ORDER BY id"
+)
+_SELECT_BY_ARTIFACT = (
+    "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
+    "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
+    "FROM signatures WHERE artifact = ? ORDER BY id"
+)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One signed payload as the ledger recorded it."""
+
+    id: int
+    key_id: str
+    alg: str
+    digest: str
+    length: int
+    artifact: str | None
+    artifact_type: str | None
+    partition: str | None
+    asset_key: str | None
+    context_json: str
+    serializer: str
+    signed_at: str
+    run_id: str | None
+    artifact_version: str | None
+    origin: str
+    recorded_at: str
+
+    @property
+    def context(self) -> dict[str, str | None]:
+        """The whole signed context (a fresh dict each time)."""
+        value: dict[str, str | None] = json.loads(self.context_json)
+        return value
+
+
+def parse_version(version: str) -> int:
+    """``"v7"`` -> 7. Anything else is a ``KeyStoreError``."""
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        raise KeyStoreError(
+            f"invalid artifact version {_short(version)} (want vN, e.g. v3)",
+            version=version if isinstance(version, str) else None,
+        )
+    return int(version[1:])
+
+
+def _short(value: object) -> str:
+    if isinstance(value, str):
+        text = ascii(value[:60])
+        return text + (f"...({len(value)} chars)" if len(value) > 60 else "")
+    return f"<{type(value).__name__}>"
+
+
+def _text(value: object, what: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or (not value and not optional) or len(value) > MAX_TEXT:
+        raise KeyStoreError(f"ledger field {what} must be a string of 1-{MAX_TEXT} characters, "
+                            f"not {_short(value)}")
+    return value
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Ledger:
+    """The SQLite digest ledger. Thread-safe; many processes may write at once."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise KeyStoreError(f"synchronous must be NORMAL or FULL, not {_short(synchronous)}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+        self._mutex = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.path)!r})"
+
+    # -- connection -------------------------------------------------------------------------------
+
+    def _after_fork_check(self) -> None:
+        if self._pid is not None and self._pid != os.getpid():
+            # Inherited across fork: abandon the parent's connection (never use or close it
+            # here) and its mutex (another thread of the parent may have held it).
+            self._conn = None
+            self._pid = None
+            self._mutex = threading.RLock()
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection; call with ``self._mutex`` held."""
+        conn = self._conn
+        if conn is None:
+            conn = self._open()
+            self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        if not self.path.parent.is_dir():
+            raise KeyStoreError(
+                f"the ledger folder {self.path.parent} does not exist",
+                hint="open the key store first (KeyStore.open creates it)",
+            )
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"cannot open the ledger {self.path}: {exc}") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._retry(lambda: self._create_schema(conn))
+        except sqlite3.Error as exc:
+            conn.close()
+            raise KeyStoreError(
+                f"the ledger {self.path} cannot be used: {exc}",
+                hint="if the file is corrupt, move it aside; a new ledger starts empty",
+            ) from None
+        return conn
+
+    @staticmethod
+    def _retry(action: Any, attempts: int = 200) -> Any:
+        """Run ``action``, retrying on 'database is locked' (schema creation and the switch to
+        WAL can race between processes opening a new ledger at the same moment)."""
+        for attempt in range(attempts):
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.01 + 0.001 * attempt)
+        return None  # pragma: no cover
+
+    @staticmethod
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            if row is None or row[0] != str(SCHEMA_VERSION):
+                raise KeyStoreError(
+                    f"the ledger has schema version {row[0] if row else None}; this library "
+                    f"reads version {SCHEMA_VERSION}",
+                    hint="upgrade dagster-wandb-secure",
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._after_fork_check()
+        with self._mutex:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise KeyStoreError(f"the ledger {self.path} is not writable: {exc}") from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._after_fork_check()
+        with self._mutex:
+            try:
+                return self._connection().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise KeyStoreError(f"cannot read the ledger {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        """Close this process's connection (a later call reopens it)."""
+        self._after_fork_check()
+        with self._mutex:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row_values(
+        *,
+        key_id: str,
+        alg: str,
+        digest: str,
+        length: int,
+        context: Mapping[str, str | None],
+        serializer: str,
+        signed_at: str,
+        run_id: str | None = None,
+        artifact_version: str | None = None,
+        origin: str = "signed",
+    ) -> tuple[Any, ...]:
+        _text(key_id, "key_id")
+        _text(alg, "alg")
+        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+            raise KeyStoreError(
+                f"ledger digest must be 64 lowercase hex digits (sha256), not {_short(digest)}"
+            )
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise KeyStoreError(f"ledger length must be a non-negative int, not {length!r}")
+        if not isinstance(context, Mapping):
+            raise KeyStoreError("ledger context must be a mapping of str to str or None")
+        for name, value in context.items():
+            _text(name, "context key")
+            _text(value, f"context[{name!r}]", optional=True)
+        context_json = json.dumps(dict(context), sort_keys=True, separators=(",", ":"))
+        if len(context_json) > MAX_CONTEXT_JSON:
+            raise KeyStoreError(f"ledger context is larger than {MAX_CONTEXT_JSON} characters")
+        _text(serializer, "serializer")
+        _text(signed_at, "signed_at")
+        _text(run_id, "run_id", optional=True)
+        version_num = None if artifact_version is None else parse_version(artifact_version)
+        if origin not in ORIGINS:
+            raise KeyStoreError(f"ledger origin must be one of {ORIGINS}, not {_short(origin)}")
+        return (
+            key_id,
+            alg,
+            digest,
+            length,
+            *(context.get(name) for name in _CONTEXT_COLUMNS),
+            context_json,
+            serializer,
+            signed_at,
+            run_id,
+            artifact_version,
+            version_num,
+            origin,
+            _now_text(),
+        )
+
+    _INSERT = (
+        "INSERT INTO signatures (key_id, alg, digest, length, artifact, artifact_type, partition, "
+        "asset_key, context_json, serializer, signed_at, run_id, artifact_version, version_num, "
+        "origin, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    def record_signature(
+        self,
+        *,
+        key_id: str,
+        alg: str,
+        digest: str,
+        length: int,
+        context: Mapping[str, str | None],
+        serializer: str,
+        signed_at: str,
+        run_id: str | None = None,
+        artifact_version: str | None = None,
+        origin: str = "signed",
+    ) -> int:
+        """Record one signed payload; returns the row id (for ``attach_version``)."""
+        values = self._row_values(
+            key_id=key_id,
+            alg=alg,
+            digest=digest,
+            length=length,
+            context=context,
+            serializer=serializer,
+            signed_at=signed_at,
+            run_id=run_id,
+            artifact_version=artifact_version,
+            origin=origin,
+        )
+        with self._write() as conn:
+            row_id = conn.execute(self._INSERT, values).lastrowid
+        assert row_id is not None
+        return row_id
+
+    def record_many(self, entries: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Record many payloads in ONE transaction (an audit setup of 10,000 rows takes well
+        under a second). Each entry holds ``record_signature``'s keyword arguments. All or
+        nothing: one invalid entry records none."""
+        rows = [self._row_values(**dict(entry)) for entry in entries]
+        ids: list[int] = []
+        with self._write() as conn:
+            for values in rows:
+                row_id = conn.execute(self._INSERT, values).lastrowid
+                assert row_id is not None
+                ids.append(row_id)
+        return ids
+
+    @staticmethod
+    def _raise_mark(
+        conn: sqlite3.Connection, artifact: str, alias: str, version: int, source: str
+    ) -> None:
+        """Move the (artifact, alias) high-water mark up to ``version``; never down."""
+        conn.execute(
+            "INSERT INTO aliases (artifact, alias, version, source, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (artifact, alias) DO UPDATE SET "
+            "version = excluded.version, source = excluded.source, "
+            "updated_at = excluded.updated_at WHERE excluded.version > aliases.version",
+            (artifact, alias, version, source, _now_text()),
+        )
+
+    def attach_version(
+        self, row_id: int, *, artifact_version: str, aliases: Sequence[str] = ()
+    ) -> None:
+        """After publishing: the version (``vN``) the row's payload became, and the aliases the
+        writer pointed at it (``latest`` is implied). Alias marks only move forward."""
+        if isinstance(row_id, bool) or not isinstance(row_id, int):
+            raise KeyStoreError(f"ledger row id must be an int, not {row_id!r}")
+        number = parse_version(artifact_version)
+        if isinstance(aliases, str):
+            raise KeyStoreError("aliases must be a sequence of names, not one string")
+        names = [_text(a, "alias") for a in aliases]
+        with self._write() as conn:
+            row = conn.execute("SELECT artifact FROM signatures WHERE id = ?", (row_id,)).fetchone()
+            if row is None:
+                raise KeyStoreError(f"the ledger has no row {row_id}", version=artifact_version)
+            artifact = row[0]
+            conn.execute(
+                "UPDATE signatures SET artifact_version = ?, version_num = ? WHERE id = ?",
+                (artifact_version, number, row_id),
+            )
+            if artifact is None:
+                if names:
+                    raise KeyStoreError(
+                        f"ledger row {row_id} has no artifact name; aliases cannot be recorded",
+                        version=artifact_version,
+                    )
+                return
+            for alias in dict.fromkeys([LATEST, *names]):
+                assert alias is not None
+                self._raise_mark(conn, artifact, alias, number, "writer")
+
+    def note_seen(self, artifact: str, alias: str, version: int) -> None:
+        """Reader side: ``alias`` of ``artifact`` resolved to ``version``. Monotonic: a lower
+        version than the recorded one leaves the mark where it is."""
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise KeyStoreError(f"version must be a non-negative int, not {version!r}",
+                                artifact=artifact)
+        with self._write() as conn:
+            self._raise_mark(conn, artifact, alias, version, "reader")
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def newest_version(self, artifact: str, *, alias: str = LATEST) -> int | None:
+        """The highest version number recorded for ``alias`` of ``artifact`` (writers and
+        readers combined), or None. For ``latest``: the highest version of the artifact at
+        all, under any alias or none."""
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        if alias == LATEST:
+            rows = self._read(
+                "SELECT MAX(v) FROM ("
+                " SELECT MAX(version) AS v FROM aliases WHERE artifact = ?"
+                " UNION ALL"
+                " SELECT MAX(version_num) AS v FROM signatures WHERE artifact = ?)",
+                (artifact, artifact),
+            )
+        else:
+            rows = self._read(
+                "SELECT version FROM aliases WHERE artifact = ? AND alias = ?", (artifact, alias)
+            )
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0])
+
+    def aliases(self, artifact: str) -> dict[str, int]:
+        """Every alias mark of ``artifact``: alias -> highest version seen."""
+        _text(artifact, "artifact")
+        return {
+            alias: int(version)
+            for alias, version in self._read(
+                "SELECT alias, version FROM aliases WHERE artifact = ? ORDER BY alias", (artifact,)
+            )
+        }
+
+    def find_digest(self, digest: str) -> list[LedgerRow]:
+        """Every row that recorded this payload digest (sha256 hex), oldest first."""
+        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest.lower()):
+            raise KeyStoreError(f"not a sha256 hex digest: {_short(digest)}")
+        return self._rows(_SELECT_BY_DIGEST, (digest.lower(),))
+
+    def rows(self, *, artifact: str | None = None) -> list[LedgerRow]:
+        """Every row (or every row of ``artifact``), oldest first."""
+        if artifact is None:
+            return self._rows(_SELECT_ALL)
+        _text(artifact, "artifact")
+        return self._rows(_SELECT_BY_ARTIFACT, (artifact,))
+
+    def count(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM signatures")[0][0])
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[LedgerRow]:
+        return [LedgerRow(*row) for row in self._read(sql, params)]
