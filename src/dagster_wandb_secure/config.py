@@ -208,7 +208,7 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
     )
 
 
-# --- the per-output / per-input configuration ------------------------------------------
+# --- the per-output / per-input configuration -------------------------------------------
 
 
 def artifact_configuration(metadata: Mapping[str, Any] | None, *, where: str) -> dict[str, Any]:

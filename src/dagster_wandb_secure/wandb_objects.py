@@ -143,7 +143,7 @@ def stage_user_artifact(artifact: Any, staging: Path) -> StagedFiles:
     return _collect(artifact, staging)
 
 
-# --- reading ----------------------------------------------------------------------
+# --- reading ----------------------------------------------------------------------------
 
 
 class _Entry:

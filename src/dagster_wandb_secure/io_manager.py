@@ -1,0 +1,463 @@
+"""The IO manager: Dagster outputs to signed W&B artifacts, and verified artifacts to inputs.
+
+``WandbArtifactsIOManager`` is the current Dagster style (``ConfigurableIOManager``);
+``wandb_artifacts_io_manager`` is the upstream ``@io_manager`` form (config keys ``run_name``,
+``run_id``, ``run_tags``, ``base_dir``, ``cache_duration_in_minutes`` plus the security ones;
+required resources ``wandb_resource`` and ``wandb_config``). Both are thin shells over
+``ArtifactIOEngine``, which validates every configuration before opening anything, then
+delegates to ``publishing`` (write) and ``verification`` (read).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import PrivateAttr
+
+from dagster import Any as DagsterAny
+from dagster import (
+    ConfigurableIOManager,
+    Field,
+    InitResourceContext,
+    InputContext,
+    IOManager,
+    MetadataValue,
+    Noneable,
+    OutputContext,
+    io_manager,
+)
+
+from .config import (
+    ReadConfig,
+    Settings,
+    WandbArtifactsIOManagerError,
+    WriteConfig,
+    artifact_configuration,
+    validate_read_config,
+    validate_settings,
+    validate_write_config,
+)
+from .core.errors import SecureArtifactError
+from .naming import (
+    artifact_name,
+    artifact_name_for_asset_key,
+    asset_key_path_string,
+    default_run_name,
+)
+from .private_copies import PrivateCopies
+from .publishing import Published, Target, publish_output
+from .resources import WandbResource, credentials_of
+from .session import Session, WandbCredentials, open_session
+
+SETTING_KEYS = tuple(Settings.__dataclass_fields__)
+
+
+class ArtifactIOEngine(IOManager):
+    """The IO manager proper, shared by the new and the legacy form."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        credentials: WandbCredentials,
+        entity: str | None,
+        project: str | None,
+        instance_storage_dir: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.entity = entity
+        self.project = project
+        self.instance_storage_dir = instance_storage_dir
+        self._session: Session | None = None
+        self._lock = threading.Lock()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def session(self, dagster_run_id: str | None) -> Session:
+        with self._lock:
+            if self._session is None:
+                self._session = open_session(
+                    self.settings,
+                    credentials=self.credentials,
+                    entity=self.entity,
+                    project=self.project,
+                    instance_storage_dir=self.instance_storage_dir,
+                    dagster_run_id=dagster_run_id,
+                )
+            return self._session
+
+    def private_copies(self, session: Session, run_id: str | None) -> PrivateCopies:
+        return PrivateCopies.for_process(
+            session.base_dir, run_id, self.settings.cache_duration_in_minutes
+        )
+
+    def _cleanup(self, private: PrivateCopies) -> None:
+        private.cleanup()
+
+    # --- writing --------------------------------------------------------------------------
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        where = _describe_output(context)
+        raw = artifact_configuration(context.definition_metadata, where=where)
+        config = validate_write_config(raw, where=where)
+        if obj is None:
+            context.log.warning(
+                f"{where} returned None: nothing is written to W&B (an artifact needs content)"
+            )
+            return
+        target = output_target(context, config, where)
+        run_id = context.run_id
+        try:
+            session = self.session(run_id)
+            private = self.private_copies(session, run_id)
+            published = publish_output(
+                session,
+                obj,
+                config=config,
+                target=target,
+                dagster_run_id=run_id,
+                staging_root=private.folder / "writes",
+                warn=context.log.warning,
+            )
+        except SecureArtifactError as exc:
+            raise exc.with_location(artifact=target.name) from None
+        context.add_output_metadata(self._output_metadata(session, published, run_id))
+        self._cleanup(private)
+
+    def _output_metadata(self, session: Session, p: Published, run_id: str) -> dict[str, Any]:
+        av = p.version
+        extra = dict(av.extra or {})
+        wandb_run_id = str(extra.get("run_id") or self.settings.run_id or run_id)
+        run_name = str(extra.get("run_name") or self.settings.run_name or default_run_name(run_id))
+        url = extra.get("url") or av.root.absolute().as_uri()
+        run_url = extra.get("run_url") or ""
+        meta: dict[str, Any] = {
+            "dagster_run_id": run_id,
+            "wandb_artifact_id": str(extra.get("id") or av.qualified_name),
+            "wandb_artifact_type": av.type,
+            "wandb_artifact_version": av.version_label,
+            "wandb_artifact_size": int(extra.get("size") or p.size),
+            "wandb_artifact_url": MetadataValue.url(str(url)),
+            "wandb_entity": av.entity,
+            "wandb_project": av.project,
+            "wandb_run_id": wandb_run_id,
+            "wandb_run_name": run_name,
+            "wandb_run_path": f"{av.entity}/{av.project}/{wandb_run_id}",
+            "wandb_run_url": MetadataValue.url(str(run_url)) if run_url else "",
+            "wandb_store": session.store_kind,
+            "signature_status": "signed",
+            "signing_key_id": p.key_id,
+            "signature_algorithm": p.algorithm,
+            "payload_sha256": p.payload_sha256,
+            "serializer": p.serializer or "wandb-files",
+        }
+        return meta
+
+    # --- reading --------------------------------------------------------------------------
+
+    def load_input(self, context: InputContext) -> Any:
+        where = _describe_input(context)
+        raw = artifact_configuration(context.definition_metadata, where=where)
+        read = validate_read_config(raw, where=where)
+        run_id = _input_run_id(context)
+        base, asset_key, bind_key = input_base_name(context, read, where)
+        session = self.session(run_id)
+        private = self.private_copies(session, run_id)
+        try:
+            if context.has_asset_key and context.has_asset_partitions:
+                keys = list(context.asset_partition_keys)
+                out: dict[str, Any] = {}
+                for key in keys:
+                    target = Target(
+                        name=artifact_name(base, _partition_value(key)),
+                        partition=str(key),
+                        asset_key=asset_key,
+                    )
+                    out[str(key)] = self._load_one(
+                        session, target, read.for_partition(str(key)), private, run_id, bind_key
+                    )
+                if len(out) == 1:
+                    return next(iter(out.values()))
+                return out
+            partition = _op_partition(context)
+            target = Target(
+                name=artifact_name(base, partition), partition=partition, asset_key=asset_key
+            )
+            return self._load_one(session, target, read, private, run_id, bind_key)
+        finally:
+            self._cleanup(private)
+
+    def _load_one(
+        self,
+        session: Session,
+        target: Target,
+        read: ReadConfig,
+        private: PrivateCopies,
+        run_id: str | None,
+        bind_asset_key: bool,
+    ) -> Any:
+        from .verification import load
+
+        return load(
+            session,
+            target,
+            read,
+            private=private,
+            dagster_run_id=run_id,
+            bind_asset_key=bind_asset_key,
+        )
+
+
+# --- Dagster context helpers ------------------------------------------------------------
+
+
+def _describe_output(context: OutputContext) -> str:
+    if context.has_asset_key:
+        return f"asset {context.asset_key.to_user_string()!r}"
+    try:
+        return f"output {context.name!r} of op {context.op_def.name!r}"
+    except Exception:  # noqa: BLE001 - only for a label
+        return "output"
+
+
+def _describe_input(context: InputContext) -> str:
+    label = f"input {context.name!r}" if context.has_input_name else "input"
+    if context.has_asset_key:
+        return f"{label} (asset {context.asset_key.to_user_string()!r})"
+    return label
+
+
+def _partition_value(key: Any) -> str:
+    return str(key)
+
+
+def output_target(context: OutputContext, config: WriteConfig, where: str) -> Target:
+    """Artifact name, partition and asset key of an output."""
+    if context.has_asset_key:
+        path = list(context.asset_key.path)
+        base = artifact_name_for_asset_key(path)
+        if config.name is not None and config.name != base:
+            raise WandbArtifactsIOManagerError(
+                f"{where}: 'name' {config.name!r} differs from the name derived from the asset "
+                f"key ({base!r}); for assets the artifact name is the asset key",
+                artifact=config.name,
+            )
+        asset_key: str | None = asset_key_path_string(path)
+    else:
+        if config.name is None:
+            raise WandbArtifactsIOManagerError(
+                f"{where}: an op output needs 'name' in wandb_artifact_configuration"
+            )
+        base, asset_key = config.name, None
+    partition: str | None = None
+    if context.has_asset_key and context.has_asset_partitions:
+        keys = list(context.asset_partition_keys)
+        if len(keys) != 1:
+            raise WandbArtifactsIOManagerError(
+                f"{where}: writing {len(keys)} partitions in one step is not supported; "
+                "materialize one partition per run",
+                artifact=base,
+            )
+        partition = str(keys[0])
+    elif context.has_partition_key:
+        partition = str(context.partition_key)
+    try:
+        name = artifact_name(base, partition)
+    except ValueError as exc:
+        raise WandbArtifactsIOManagerError(f"{where}: {exc}", artifact=base) from None
+    return Target(name=name, partition=partition, asset_key=asset_key)
+
+
+def input_base_name(
+    context: InputContext, read: ReadConfig, where: str
+) -> tuple[str, str | None, bool]:
+    """(base artifact name, asset key string, whether the asset key is bound on read)."""
+    if context.has_asset_key:
+        path = list(context.asset_key.path)
+        base = artifact_name_for_asset_key(path)
+        if read.name is not None and read.name != base:
+            raise WandbArtifactsIOManagerError(
+                f"{where}: do not set 'name' for an asset input; the artifact name comes from "
+                f"the asset key ({base!r})",
+                artifact=read.name,
+            )
+        return base, asset_key_path_string(path), _is_materializable(context)
+    name = read.name
+    if name is None and context.upstream_output is not None:
+        upstream = artifact_configuration(
+            context.upstream_output.definition_metadata, where=where
+        )
+        name = upstream.get("name")
+    if not name:
+        raise WandbArtifactsIOManagerError(
+            f"{where}: an op input needs 'name' in wandb_artifact_configuration"
+        )
+    return str(name), None, False
+
+
+def _is_materializable(context: InputContext) -> bool:
+    """Whether the upstream asset is produced by Dagster (then its asset key is bound on read).
+
+    A ``SourceAsset`` names an artifact made outside Dagster (or by an op, or adopted by the
+    CLI), whose signed context carries no asset key: only name, type and partition are bound."""
+    try:
+        graph = context.step_context.job_def.asset_layer.asset_graph
+        return bool(graph.get(context.asset_key).is_materializable)
+    except Exception:  # noqa: BLE001 - unknown: bind, which fails closed
+        return True
+
+
+def _op_partition(context: InputContext) -> str | None:
+    try:
+        if context.has_partition_key:
+            return str(context.partition_key)
+    except Exception:  # noqa: BLE001 - no partition information for this input
+        return None
+    return None
+
+
+def _input_run_id(context: InputContext) -> str | None:
+    try:
+        return context.step_context.run_id
+    except Exception:  # noqa: BLE001 - e.g. build_input_context without a run
+        return None
+
+
+# --- the current style ------------------------------------------------------------------
+
+
+class WandbArtifactsIOManager(ConfigurableIOManager):
+    """Stores outputs as signed W&B artifacts and verifies them before loading.
+
+    Upstream keys: ``run_name``, ``run_id``, ``run_tags``, ``base_dir``,
+    ``cache_duration_in_minutes``. Security keys: ``signing_key`` (a key id, ``"env:VAR"`` or
+    ``{"env": "VAR"}``), ``key_store`` (default ``keys``), ``store`` (``auto``/``local``/
+    ``wandb``), ``local_store_dir``, ``default_serialization`` (``auto``),
+    ``allowed_serializers``, ``allowed_algorithms``, ``max_payload_bytes``. ``wandb_resource``,
+    ``entity`` and ``project`` replace the legacy ``wandb_resource``/``wandb_config`` resources."""
+
+    run_name: str | None = None
+    run_id: str | None = None
+    run_tags: list[str] | None = None
+    base_dir: str | None = None
+    cache_duration_in_minutes: int | None = None
+    signing_key: Any | None = None
+    key_store: str | None = None
+    store: str | None = None
+    local_store_dir: str | None = None
+    default_serialization: str | None = None
+    allowed_serializers: list[str] | None = None
+    allowed_algorithms: list[str] | None = None
+    max_payload_bytes: int | None = None
+    wandb_resource: WandbResource | None = None
+    entity: str | None = None
+    project: str | None = None
+
+    _engine: ArtifactIOEngine | None = PrivateAttr(default=None)
+    _storage_dir: str | None = PrivateAttr(default=None)
+
+    def settings(self) -> Settings:
+        return validate_settings({k: getattr(self, k) for k in SETTING_KEYS})
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._storage_dir = _storage_dir(context)
+        self._engine = self._build()
+
+    def _build(self) -> ArtifactIOEngine:
+        return ArtifactIOEngine(
+            self.settings(),
+            credentials=credentials_of(self.wandb_resource),
+            entity=self.entity,
+            project=self.project,
+            instance_storage_dir=self._storage_dir,
+        )
+
+    def engine(self) -> ArtifactIOEngine:
+        if self._engine is None:
+            self._engine = self._build()
+        return self._engine
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        self.engine().handle_output(context, obj)
+
+    def load_input(self, context: InputContext) -> Any:
+        return self.engine().load_input(context)
+
+
+def _storage_dir(context: InitResourceContext) -> str | None:
+    instance = getattr(context, "instance", None)
+    if instance is None:
+        return None
+    try:
+        return str(instance.storage_directory())
+    except Exception:  # noqa: BLE001 - an instance without local storage
+        return None
+
+
+# --- the legacy (upstream) form ---------------------------------------------------------
+
+
+_LEGACY_SCHEMA = {
+    "run_name": Field(Noneable(str), is_required=False, description="W&B run name"),
+    "run_id": Field(Noneable(str), is_required=False, description="W&B run id (resumed)"),
+    "run_tags": Field(Noneable([str]), is_required=False, description="extra W&B run tags"),
+    "base_dir": Field(Noneable(str), is_required=False, description="local storage folder"),
+    "cache_duration_in_minutes": Field(
+        Noneable(int), is_required=False, description="keep private copies this long"
+    ),
+    "signing_key": Field(
+        DagsterAny,  # key id, "env:VAR" or {"env": "VAR"}
+        is_required=False,
+        description="key id in the key store, 'env:VAR' or {'env': 'VAR'} with key material",
+    ),
+    "key_store": Field(Noneable(str), is_required=False, description="key store folder"),
+    "store": Field(Noneable(str), is_required=False, description="auto | local | wandb"),
+    "local_store_dir": Field(Noneable(str), is_required=False, description="local store folder"),
+    "default_serialization": Field(Noneable(str), is_required=False, description="auto"),
+    "allowed_serializers": Field(Noneable([str]), is_required=False),
+    "allowed_algorithms": Field(Noneable([str]), is_required=False),
+    "max_payload_bytes": Field(Noneable(int), is_required=False),
+}
+
+
+@io_manager(
+    config_schema=_LEGACY_SCHEMA,
+    required_resource_keys={"wandb_resource", "wandb_config"},
+    description="Signed W&B artifacts IO manager (dagster-wandb-secure).",
+)
+def wandb_artifacts_io_manager(context: InitResourceContext) -> ArtifactIOEngine:
+    settings = validate_settings(dict(context.resource_config or {}))
+    wandb_config = context.resources.wandb_config
+    entity, project = _entity_project(wandb_config)
+    return ArtifactIOEngine(
+        settings,
+        credentials=credentials_of(context.resources.wandb_resource),
+        entity=entity,
+        project=project,
+        instance_storage_dir=_storage_dir(context),
+    )
+
+
+def _entity_project(wandb_config: Any) -> tuple[str | None, str | None]:
+    if wandb_config is None:
+        return None, None
+    if isinstance(wandb_config, Mapping):
+        entity, project = wandb_config.get("entity"), wandb_config.get("project")
+    else:
+        entity = getattr(wandb_config, "entity", None)
+        project = getattr(wandb_config, "project", None)
+    for label, value in (("entity", entity), ("project", project)):
+        if value is not None and not isinstance(value, str):
+            raise WandbArtifactsIOManagerError(f"wandb_config {label} must be a string")
+    return entity, project
+
+
+__all__ = [
+    "ArtifactIOEngine",
+    "WandbArtifactsIOManager",
+    "WandbArtifactsIOManagerError",
+    "wandb_artifacts_io_manager",
+]

@@ -1,0 +1,367 @@
+"""Turn one Dagster output into one signed artifact version.
+
+Every file of the version is signed: a Python object becomes ``output.<serializer>``, a signed
+envelope; W&B objects, the files of a user-built ``wandb.Artifact`` and ``add_files``/``add_dirs``
+are covered, with any ``add_references``, by a signed manifest (``MANIFEST_NAME``) of SHA-256
+digests bound to the artifact name, type, partition and asset key. Every signature is recorded in
+the key store's ledger and attached to the published version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import LocalAddition, WandbArtifactsIOManagerError, WriteConfig
+from .core.errors import SecureArtifactError, UnsafePathError
+from .core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
+from .naming import run_alias
+from .session import Session
+from .stores.base import ArtifactVersion, check_alias
+from .wandb_objects import (
+    StagedFiles,
+    is_wandb_artifact,
+    is_wandb_object,
+    stage_user_artifact,
+    stage_wandb_object,
+)
+
+DEFAULT_TYPE = "artifact"
+PAYLOAD_STEM = "output"
+INTEGRATION = "dagster_wandb_secure"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which artifact an output is written to or an input read from."""
+
+    name: str  # artifact name including the partition suffix
+    partition: str | None
+    asset_key: str | None
+
+    def context(self, type_: str, *, bind_asset_key: bool = True) -> dict[str, str | None]:
+        ctx: dict[str, str | None] = {
+            "artifact": self.name,
+            "type": type_,
+            "partition": self.partition,
+        }
+        if bind_asset_key:
+            ctx["asset_key"] = self.asset_key
+        return ctx
+
+
+@dataclass(frozen=True)
+class Published:
+    version: ArtifactVersion
+    key_id: str
+    algorithm: str
+    payload_sha256: str
+    serializer: str | None
+    size: int
+
+
+def payload_name(serializer: str) -> str:
+    return f"{PAYLOAD_STEM}.{serializer}"
+
+
+def choose_serializer(
+    session: Session, obj: Any, config: WriteConfig
+) -> tuple[str, dict[str, Any]]:
+    """An explicit ``serialization_module`` wins; otherwise ``default_serialization``."""
+    from .core.serializers import auto_serializer_name, get_serializer
+
+    if config.serialization is not None:
+        name = config.serialization.name
+        params = dict(config.serialization.parameters)
+    else:
+        name = session.settings.default_serialization
+        params = {}
+        if name == "auto":
+            name = auto_serializer_name(obj)
+    get_serializer(name)  # unknown / unavailable serializers fail here, named
+    return name, params
+
+
+def _stage_local_file(staging: Path, relpath: str, source: Path) -> Path:
+    relpath = safe_relpath(relpath, what="add_files name")
+    target = staging / relpath
+    if target.exists() or target.is_symlink():
+        raise UnsafePathError(f"two files would be stored under the same name {relpath!r}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open_no_follow(source) as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.chmod(target, 0o600)
+    return target
+
+
+def _walk_dir(root: Path) -> list[tuple[str, Path]]:
+    """Every regular file under ``root``; a symlink or special file anywhere is refused."""
+    st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(f"add_dirs: {root} is not a folder (or is a symlink)")
+    found: list[tuple[str, Path]] = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in sorted(dirs + files):
+            full = Path(folder) / name
+            est = os.lstat(full)
+            rel = full.relative_to(root).as_posix()
+            if stat.S_ISLNK(est.st_mode):
+                raise UnsafePathError(
+                    f"add_dirs: {full} is a symlink; refusing to follow it out of {root}",
+                    hint="copy the file into the folder instead of linking it",
+                )
+            if stat.S_ISREG(est.st_mode):
+                found.append((rel, full))
+            elif not stat.S_ISDIR(est.st_mode):
+                raise UnsafePathError(f"add_dirs: {full} is not a regular file")
+    return sorted(found)
+
+
+def stage_additions(staging: Path, config: WriteConfig, files: dict[str, Path]) -> None:
+    for item in config.add_files:
+        _stage_addition_file(staging, item, files)
+    for item in config.add_dirs:
+        prefix = item.name
+        for rel, full in _walk_dir(item.local_path):
+            name = f"{prefix}/{rel}" if prefix else rel
+            files[safe_relpath(name)] = _stage_local_file(staging, name, full)
+
+
+def _stage_addition_file(staging: Path, item: LocalAddition, files: dict[str, Path]) -> None:
+    st = os.lstat(item.local_path)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(
+            f"add_files: {item.local_path} is a symlink; refusing to follow it",
+            hint="point local_path at the file itself",
+        )
+    name = item.name or item.local_path.name
+    files[safe_relpath(name)] = _stage_local_file(staging, name, item.local_path)
+
+
+def _references(config: WriteConfig, staged: StagedFiles | None) -> list[dict[str, Any]]:
+    refs: list[dict[str, Any]] = []
+    if staged is not None:
+        refs.extend(staged.references)
+    for ref in config.add_references:
+        refs.append(
+            {
+                "name": ref.name or ref.uri.rstrip("/").rsplit("/", 1)[-1] or "reference",
+                "uri": ref.uri,
+                "checksum": ref.checksum,
+            }
+        )
+    return refs
+
+
+def _aliases(config: WriteConfig, dagster_run_id: str) -> list[str]:
+    out: list[str] = []
+    for alias in (*config.aliases, run_alias(dagster_run_id)):
+        if alias == "latest" or alias in out:
+            continue
+        check_alias(alias)
+        out.append(alias)
+    return out
+
+
+def publish_output(
+    session: Session,
+    obj: Any,
+    *,
+    config: WriteConfig,
+    target: Target,
+    dagster_run_id: str,
+    staging_root: Path,
+    warn: Callable[[str], None],
+) -> Published:
+    """Serialize, sign and publish ``obj``; returns the version and its signature facts."""
+    from .core.envelope import seal_to
+    from .core.manifest import MANIFEST_NAME, write_manifest
+
+    metadata: dict[str, Any] = {}
+    description = config.description
+    staged: StagedFiles | None = None
+    serializer: str | None = None
+    params: dict[str, Any] = {}
+
+    staging_root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    staging = Path(_mkdtemp(staging_root))
+    try:
+        files: dict[str, Path] = {}
+        if is_wandb_artifact(obj):
+            for key in ("name", "type"):
+                if getattr(config, key) is not None:
+                    raise WandbArtifactsIOManagerError(
+                        f"the output is a wandb.Artifact, so {key!r} may not be set in "
+                        "wandb_artifact_configuration (the Artifact already has one)",
+                        artifact=target.name,
+                    )
+            type_ = str(obj.type)
+            if obj.name and obj.name.split(":")[0] != target.name:
+                warn(
+                    f"the returned wandb.Artifact is named {obj.name!r}; it is stored as "
+                    f"{target.name!r} so that downstream reads find it"
+                )
+            description = description or obj.description
+            metadata.update(dict(obj.metadata or {}))
+            staged = stage_user_artifact(obj, staging)
+            files.update(staged.files)
+        elif is_wandb_object(obj):
+            type_ = config.type or DEFAULT_TYPE
+            staged = stage_wandb_object(obj, staging)
+            files.update(staged.files)
+        else:
+            type_ = config.type or DEFAULT_TYPE
+            serializer, params = choose_serializer(session, obj, config)
+        stage_additions(staging, config, files)
+
+        context = target.context(type_)
+        rows: list[int] = []
+        payload_digest: str | None = None
+        key_id = session.signing_key_id
+        alg: str | None = None
+        if serializer is not None:
+            name = payload_name(serializer)
+            if name in files:
+                raise WandbArtifactsIOManagerError(
+                    f"an added file is named {name!r}, the name of the serialized output",
+                    artifact=target.name,
+                )
+            path = staging / name
+            header = seal_to(
+                path,
+                obj,
+                key_store=session.key_store,
+                serializer=serializer,
+                context=context,
+                parameters=params or None,
+                key_id=key_id,
+                policy=session.policy,
+                run_id=dagster_run_id,
+            )
+            files[name] = path
+            payload_digest = header.payload_sha256
+            key_id, alg = header.kid, header.alg
+            if header.ledger_row is not None:
+                rows.append(header.ledger_row)
+        refs = _references(config, staged)
+        manifest_bytes, mheader = write_manifest(
+            files,
+            key_store=session.key_store,
+            context=context,
+            key_id=key_id,
+            policy=session.policy,
+            run_id=dagster_run_id,
+            references=refs,
+        )
+        if mheader.ledger_row is not None:
+            rows.append(mheader.ledger_row)
+        manifest_path = staging / MANIFEST_NAME
+        manifest_path.write_bytes(manifest_bytes)
+        files[MANIFEST_NAME] = manifest_path
+        key_id, alg = mheader.kid, mheader.alg
+
+        metadata.update(
+            _integration_metadata(
+                dagster_run_id, serializer, params, target, key_id, alg, refs
+            )
+        )
+        aliases = _aliases(config, dagster_run_id)
+        version = session.store.publish(
+            entity=session.entity,
+            project=session.project,
+            name=target.name,
+            type=type_,
+            files=files,
+            description=description,
+            metadata=metadata,
+            aliases=aliases,
+            run_id=dagster_run_id,
+        )
+        for row in rows:
+            session.key_store.ledger.attach_version(
+                row, artifact_version=version.version_label, aliases=tuple(version.aliases)
+            )
+        size = sum(p.stat().st_size for p in files.values())
+        return Published(
+            version=version,
+            key_id=key_id,
+            algorithm=alg,
+            payload_sha256=payload_digest or mheader.payload_sha256,
+            serializer=serializer,
+            size=size,
+        )
+    except SecureArtifactError as exc:
+        raise exc.with_location(artifact=target.name) from None
+    finally:
+        _rmtree(staging)
+
+
+def _integration_metadata(
+    dagster_run_id: str,
+    serializer: str | None,
+    params: Mapping[str, Any],
+    target: Target,
+    key_id: str,
+    alg: str,
+    refs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "source_integration": INTEGRATION,
+        "source_integration_version": __version__,
+        "source_dagster_run_id": dagster_run_id,
+        "source_created_at": datetime.now(UTC).isoformat(),
+        "source_python_version": platform.python_version(),
+        "dagster_wandb_secure": {
+            "signed": True,
+            "signing_key_id": key_id,
+            "signature_algorithm": alg,
+            "asset_key": target.asset_key,
+            "partition": target.partition,
+            "payload": payload_name(serializer) if serializer else None,
+            "references": refs,
+        },
+    }
+    if serializer is not None:
+        from .core.serializers import get_serializer
+
+        ser = get_serializer(serializer)
+        meta["source_serialization_module"] = {
+            "name": serializer,
+            "version": str(getattr(ser, "version", "") or ""),
+            "parameters": {k: v for k, v in params.items() if _jsonable(v)},
+        }
+    return meta
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def _mkdtemp(root: Path) -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="write-", dir=root)
+
+
+def _rmtree(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = [
+    "DEFAULT_TYPE",
+    "Published",
+    "Target",
+    "choose_serializer",
+    "payload_name",
+    "publish_output",
+]

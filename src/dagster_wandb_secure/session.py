@@ -1,0 +1,190 @@
+"""Everything an IO manager call needs, opened once: key store, signing key, policy, store.
+
+Store selection lives here, in one function (``select_store_kind`` / ``open_store``):
+``store="auto"`` means the embedded local store when no W&B API key is configured, the W&B store
+otherwise (which runs offline when ``WANDB_MODE=offline``). Nothing here logs in to W&B or opens
+a network connection: the W&B store decides itself when (and whether) it needs the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings, WandbArtifactsIOManagerError
+
+if TYPE_CHECKING:
+    from .core.keys import KeyStore
+    from .core.policy import Policy
+    from .stores.base import ArtifactStore
+
+DEFAULT_LOCAL_ENTITY = "local"
+DEFAULT_PROJECT = "uncategorized"
+
+
+@dataclass(frozen=True)
+class WandbCredentials:
+    """What the W&B resource provides: the API key (may be empty) and host."""
+
+    api_key: str | None = None
+    host: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key)
+
+
+@dataclass
+class Session:
+    settings: Settings
+    key_store: KeyStore
+    policy: Policy
+    store: ArtifactStore
+    store_kind: str  # "local" or "wandb"
+    entity: str
+    project: str
+    base_dir: Path
+    signing_key_id: str | None  # None: the key store's primary at signing time
+    credentials: WandbCredentials
+
+    @property
+    def offline(self) -> bool:
+        return self.store_kind == "local" or os.environ.get("WANDB_MODE") in {"offline", "dryrun"}
+
+
+def select_store_kind(settings: Settings, credentials: WandbCredentials) -> str:
+    """``local`` or ``wandb`` for the configured ``store`` setting (the stores package decides)."""
+    from .stores import select_store_kind as _select
+
+    return _select(settings.store, api_key=credentials.api_key)
+
+
+def build_policy(settings: Settings) -> Policy:
+    from .core.policy import Policy
+
+    policy = Policy.default()
+    overrides: dict[str, Any] = {}
+    if settings.allowed_serializers is not None:
+        overrides["allowed_serializers"] = frozenset(settings.allowed_serializers)
+    if settings.allowed_algorithms is not None:
+        overrides["allowed_algorithms"] = frozenset(settings.allowed_algorithms)
+    if settings.max_payload_bytes is not None:
+        overrides["max_payload_bytes"] = settings.max_payload_bytes
+    if not overrides:
+        return policy
+    try:
+        return dataclasses.replace(policy, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise WandbArtifactsIOManagerError(f"invalid policy setting: {exc}") from exc
+
+
+def open_key_store(settings: Settings) -> tuple[KeyStore, str | None]:
+    """Open the key store and resolve which key signs (``None`` = primary at signing time)."""
+    from .core.keys import KeyStore
+
+    path = settings.resolved_key_store()
+    key_store = KeyStore.open(path)
+    ref = settings.signing_key
+    if ref.env_var:
+        if not os.environ.get(ref.env_var):
+            raise WandbArtifactsIOManagerError(
+                f"signing_key names the environment variable {ref.env_var}, which is not set",
+                hint=f"export {ref.env_var} with the key material, or configure a key id",
+            )
+        return key_store, key_store.load_env_key(ref.env_var)
+    if ref.key_id:
+        key_store.get(ref.key_id)  # UnknownKeyError names the key id
+        return key_store, ref.key_id
+    return key_store, None
+
+
+def open_store(
+    kind: str,
+    settings: Settings,
+    *,
+    credentials: WandbCredentials,
+    entity: str | None,
+    project: str | None,
+    base_dir: Path,
+    local_root: Path,
+    run_id: str | None,
+    run_name: str | None,
+) -> ArtifactStore:
+    """Construct the artifact store of ``kind`` through the stores package's one selector."""
+    from .stores import open_store as _open
+
+    return _open(
+        kind,
+        local_dir=local_root,
+        entity=entity,
+        project=project,
+        api_key=credentials.api_key,
+        host=credentials.host,
+        base_dir=base_dir,
+        run_id=run_id,
+        run_name=run_name,
+        run_tags=tuple(settings.run_tags),
+        cache_duration=timedelta(minutes=settings.cache_duration_in_minutes),
+    )
+
+
+def open_session(
+    settings: Settings,
+    *,
+    credentials: WandbCredentials,
+    entity: str | None,
+    project: str | None,
+    instance_storage_dir: str | None,
+    dagster_run_id: str | None,
+) -> Session:
+    """Open the key store, the policy and the store for one IO manager."""
+    kind = select_store_kind(settings, credentials)
+    base_dir = settings.resolved_base_dir(instance_storage_dir)
+    local_root = settings.resolved_local_store_dir(instance_storage_dir)
+    policy = build_policy(settings)
+    key_store, key_id = open_key_store(settings)
+    run_id = settings.run_id or dagster_run_id
+    run_name = settings.run_name or (
+        f"dagster-run-{dagster_run_id[:8]}" if dagster_run_id else None
+    )
+    if kind == "local":
+        entity = entity or DEFAULT_LOCAL_ENTITY
+        project = project or DEFAULT_PROJECT
+    store = open_store(
+        kind,
+        settings,
+        credentials=credentials,
+        entity=entity,
+        project=project,
+        base_dir=base_dir,
+        local_root=local_root,
+        run_id=run_id,
+        run_name=run_name,
+    )
+    return Session(
+        settings=settings,
+        key_store=key_store,
+        policy=policy,
+        store=store,
+        store_kind=kind,
+        entity=entity or str(getattr(store, "entity", "") or DEFAULT_LOCAL_ENTITY),
+        project=project or str(getattr(store, "project", "") or DEFAULT_PROJECT),
+        base_dir=base_dir,
+        signing_key_id=key_id,
+        credentials=credentials,
+    )
+
+
+__all__ = [
+    "Session",
+    "WandbCredentials",
+    "build_policy",
+    "open_key_store",
+    "open_session",
+    "open_store",
+    "select_store_kind",
+]

@@ -1,0 +1,409 @@
+"""Verify a stored artifact version, then materialize what the reader asked for.
+
+Order (nothing reaches user code before its check):
+
+1. resolve the version (explicit ``version``, else ``alias``, default ``latest``); when resolved by
+   alias, refuse a version older than the newest the ledger knows for that alias (rollback), and
+   remember the one seen;
+2. verify the signed manifest against what is actually on disk: every file listed, no extra
+   file, no symlink, sizes, the manifest's signature and context, every envelope's signature;
+3. copy each file that is used, hashing while copying, into this process's private 0700 folder
+   and compare with the signed digest (so a cache tamperer cannot swap it after the check);
+4. a payload envelope is unsealed from that private copy with the full expected context and the
+   serializer named by its file name; a ``get_path`` returns the private copy's path; a ``get``
+   rebuilds a W&B object from private copies; otherwise a read-only ``ArtifactView`` is returned.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import ReadConfig, WandbArtifactsIOManagerError
+from .core.errors import (
+    ContextMismatchError,
+    RollbackError,
+    SecureArtifactError,
+    TamperedPayloadError,
+    UnsafePathError,
+    UnsignedPayloadError,
+)
+from .core.fsutil import safe_relpath
+from .private_copies import PrivateCopies, copy_verified
+from .publishing import PAYLOAD_STEM, Target
+from .session import Session
+from .stores.base import ArtifactVersion
+from .wandb_objects import VerifiedSource, load_wandb_object
+
+if TYPE_CHECKING:
+    from .core.manifest import ManifestEntry
+
+LEGACY_PAYLOADS = ("output.pickle", "output.dill", "output.cloudpickle", "output.joblib")
+
+
+def _files_on_disk(session: Session, av: ArtifactVersion) -> dict[str, Path]:
+    """What the store actually holds for the version (symlinks/special files refused)."""
+    store = session.store
+    lister = getattr(store, "list_files", None)
+    out: dict[str, Path] = {}
+    if lister is None:
+        for rel in av.files:
+            out[safe_relpath(rel)] = store.file_path(av, rel)
+        return out
+    for entry in lister(av):
+        rel = safe_relpath(entry.path, what="artifact file name")
+        if entry.kind != "file":
+            raise UnsafePathError(
+                f"file {rel!r} of the stored version is a {entry.kind}, not a regular file",
+                artifact=av.name,
+                version=av.version_label,
+            )
+        out[rel] = store.file_path(av, rel)
+    return out
+
+
+def resolve_version(
+    session: Session, target: Target, read: ReadConfig
+) -> tuple[ArtifactVersion, str | None]:
+    """The version to read and the alias it was resolved through (``None`` for a version)."""
+    if read.version is not None:
+        av = session.store.resolve(
+            session.entity, session.project, target.name, version=read.version
+        )
+        return av, None
+    alias = read.alias or "latest"
+    av = session.store.resolve(session.entity, session.project, target.name, alias=alias)
+    return av, alias
+
+
+def check_rollback(session: Session, av: ArtifactVersion, alias: str) -> None:
+    ledger = session.key_store.ledger
+    newest = ledger.newest_version(av.name, alias=alias)
+    if newest is not None and av.version < newest:
+        raise RollbackError(
+            f"alias {alias!r} points to v{av.version}, but v{newest} was already signed or seen "
+            "for it",
+            artifact=av.name,
+            version=av.version_label,
+        )
+
+
+@dataclass
+class VerifiedVersion:
+    """A version whose signed manifest has been verified; files are materialized on demand."""
+
+    session: Session
+    av: ArtifactVersion
+    on_disk: Mapping[str, Path]
+    entries: Mapping[str, ManifestEntry]
+    references: tuple[Mapping[str, Any], ...]
+    key_id: str
+    algorithm: str
+    context: Mapping[str, str | None]
+    private: PrivateCopies
+    _dir: Path | None = None
+    _copies: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.av.name}:{self.av.version_label}"
+
+    def _version_dir(self) -> Path:
+        if self._dir is None:
+            self._dir = self.private.new_version_dir(self.label)
+        return self._dir
+
+    def materialize(self, relpath: str) -> Path:
+        """The verified private copy of one file of the version."""
+        relpath = safe_relpath(relpath, what="file name")
+        if relpath in self._copies:
+            return self._copies[relpath]
+        entry = self.entries.get(relpath)
+        if entry is None:
+            raise WandbArtifactsIOManagerError(
+                f"the artifact has no file named {relpath!r}; it holds {sorted(self.entries)}",
+                artifact=self.av.name,
+                version=self.av.version_label,
+            )
+        target = self.private.target(self._version_dir(), relpath)
+        if entry.sha256 is not None:
+            path = copy_verified(
+                self.on_disk[relpath],
+                target,
+                entry.sha256,
+                artifact=self.av.name,
+                key_id=self.key_id,
+            )
+        else:
+            path = self._materialize_envelope(relpath, entry, target)
+        self._copies[relpath] = path
+        return path
+
+    def _materialize_envelope(self, relpath: str, entry: ManifestEntry, target: Path) -> Path:
+        import shutil
+
+        from .core.envelope import verify_path
+        from .core.fsutil import open_no_follow
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_no_follow(self.on_disk[relpath]) as src, open(target, "xb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        header = verify_path(
+            target,
+            key_store=self.session.key_store,
+            expected_context=self.context,
+            expected_serializer=entry.serializer,
+            policy=self.session.policy,
+            deep=True,
+        )
+        if not hmac.compare_digest(header.payload_sha256, entry.envelope_payload_sha256 or ""):
+            raise TamperedPayloadError(
+                f"envelope {relpath!r} is not the one the manifest signed "
+                "(swapped after the check)",
+                artifact=self.av.name,
+                version=self.av.version_label,
+                key_id=header.kid,
+            )
+        target.chmod(0o400)
+        return target
+
+    def payload_files(self) -> list[str]:
+        return sorted(
+            n
+            for n, e in self.entries.items()
+            if "/" not in n and n.startswith(PAYLOAD_STEM + ".") and e.envelope_payload_sha256
+        )
+
+    def unseal_payload(self, relpath: str) -> Any:
+        """Deserialize the payload envelope ``relpath`` from its verified private copy."""
+        from .core.envelope import read_header_unverified, unseal_from
+
+        entry = self.entries[relpath]
+        suffix = relpath[len(PAYLOAD_STEM) + 1 :]
+        if entry.serializer != suffix:
+            raise ContextMismatchError(
+                f"payload {relpath!r} is signed as serializer {entry.serializer!r}",
+                artifact=self.av.name,
+                version=self.av.version_label,
+                key_id=self.key_id,
+            )
+        private = self.private.target(self._version_dir(), relpath)
+        if relpath not in self._copies:
+            import shutil
+
+            from .core.fsutil import open_no_follow
+
+            private.parent.mkdir(parents=True, exist_ok=True)
+            with open_no_follow(self.on_disk[relpath]) as src, open(private, "xb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            private.chmod(0o400)
+            self._copies[relpath] = private
+        # Bind the private copy to the manifest before anything is deserialized: the header's
+        # payload digest must be the one the manifest signed (the envelope's own signature and
+        # the digest of the bytes are checked by unseal_from below).
+        raw = read_header_unverified(private)
+        header = raw.get("header", raw) if isinstance(raw, Mapping) else {}
+        if not hmac.compare_digest(
+            str(header.get("payload_sha256", "")), entry.envelope_payload_sha256 or ""
+        ):
+            raise TamperedPayloadError(
+                f"envelope {relpath!r} is not the one the manifest signed (mix-and-match)",
+                artifact=self.av.name,
+                version=self.av.version_label,
+                key_id=self.key_id,
+            )
+        return unseal_from(
+            private,
+            key_store=self.session.key_store,
+            expected_context=self.context,
+            expected_serializer=suffix,
+            policy=self.session.policy,
+        )
+
+    def source(self) -> VerifiedSource:
+        return VerifiedSource(list(self.entries), self.materialize, aliases=tuple(self.av.aliases))
+
+
+class VerifiedEntry:
+    """One file of an ``ArtifactView``; ``download()`` returns the verified private copy."""
+
+    def __init__(self, version: VerifiedVersion, path: str) -> None:
+        self._version = version
+        self.path = path
+
+    def download(self, root: str | None = None, **_: Any) -> str:
+        return str(self._version.materialize(self.path))
+
+    def __fspath__(self) -> str:
+        return self.download()
+
+    def __str__(self) -> str:
+        return self.download()
+
+    def __repr__(self) -> str:
+        return f"VerifiedEntry({self.path!r})"
+
+
+class ArtifactView:
+    """A read-only, verified view of one artifact version (what a whole-artifact read returns).
+
+    Mirrors the parts of ``wandb.Artifact`` a reader uses: ``name`` (``name:vN``), ``version``,
+    ``type``, ``description``, ``metadata``, ``aliases``, ``get(name)``, ``get_path(name)``,
+    ``get_entry(name)``, ``download()`` and ``files()``. Every file it hands out is a verified
+    private copy."""
+
+    def __init__(self, verified: VerifiedVersion) -> None:
+        self._v = verified
+        av = verified.av
+        self.name = f"{av.name}:{av.version_label}"
+        self.source_name = av.name
+        self.version = av.version_label
+        self.type = av.type
+        self.description = av.description
+        self.metadata = dict(av.metadata)
+        self.aliases = list(av.aliases)
+        self.entity = av.entity
+        self.project = av.project
+        self.qualified_name = av.qualified_name
+        self.references = [dict(r) for r in verified.references]
+        self.signing_key_id = verified.key_id
+        self.signature_algorithm = verified.algorithm
+
+    def files(self) -> list[str]:
+        return sorted(self._v.entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files())
+
+    def get_entry(self, name: str) -> VerifiedEntry:
+        name = safe_relpath(name, what="file name")
+        if name not in self._v.entries:
+            raise KeyError(f"path not contained in artifact {self.name}: {name}")
+        return VerifiedEntry(self._v, name)
+
+    def get_path(self, name: str) -> VerifiedEntry:
+        return self.get_entry(name)
+
+    def get(self, name: str) -> Any:
+        payload = f"{PAYLOAD_STEM}.{name}" if not name.startswith(PAYLOAD_STEM + ".") else name
+        if payload in self._v.payload_files():
+            return self._v.unseal_payload(payload)
+        return load_wandb_object(self._v.source(), name)
+
+    def download(self, root: str | None = None, **_: Any) -> str:
+        """Materialize every file; returns the private folder holding them."""
+        for name in self._v.entries:
+            self._v.materialize(name)
+        return str(self._v._version_dir())
+
+    @property
+    def root(self) -> str:
+        return self.download()
+
+    def __repr__(self) -> str:
+        return f"ArtifactView({self.qualified_name!r}, type={self.type!r})"
+
+
+def verify_version(
+    session: Session,
+    target: Target,
+    read: ReadConfig,
+    *,
+    private: PrivateCopies,
+    dagster_run_id: str | None,
+    bind_asset_key: bool = True,
+) -> VerifiedVersion:
+    """Resolve, rollback-check and verify one version (steps 1-2); nothing is deserialized."""
+    from .core.manifest import verify_manifest
+
+    av, alias = resolve_version(session, target, read)
+    try:
+        if alias is not None:
+            check_rollback(session, av, alias)
+        on_disk = _files_on_disk(session, av)
+        context = target.context(av.type, bind_asset_key=bind_asset_key)
+        try:
+            verified = verify_manifest(
+                on_disk,
+                key_store=session.key_store,
+                expected_context=context,
+                policy=session.policy,
+                deep=False,
+                version=av.version_label,
+            )
+        except UnsignedPayloadError as exc:
+            legacy = [n for n in on_disk if n in LEGACY_PAYLOADS]
+            if legacy:
+                raise UnsignedPayloadError(
+                    f"{legacy[0]} is an unsigned legacy payload (written by upstream "
+                    "dagster-wandb or by hand); it was not unpickled",
+                    artifact=av.name,
+                    version=av.version_label,
+                    key_id=exc.key_id,
+                ) from None
+            raise
+        if alias is not None:
+            session.key_store.ledger.note_seen(av.name, alias, av.version)
+        session.store.record_use(av, dagster_run_id)
+        return VerifiedVersion(
+            session=session,
+            av=av,
+            on_disk=on_disk,
+            entries=verified.entries,
+            references=verified.references,
+            key_id=verified.header.kid,
+            algorithm=verified.header.alg,
+            context=context,
+            private=private,
+        )
+    except SecureArtifactError as exc:
+        raise exc.with_location(artifact=av.name, version=av.version_label) from None
+
+
+def load(
+    session: Session,
+    target: Target,
+    read: ReadConfig,
+    *,
+    private: PrivateCopies,
+    dagster_run_id: str | None,
+    bind_asset_key: bool = True,
+) -> Any:
+    """Verify one version and return what ``read`` asks for (steps 1-4)."""
+    verified = verify_version(
+        session,
+        target,
+        read,
+        private=private,
+        dagster_run_id=dagster_run_id,
+        bind_asset_key=bind_asset_key,
+    )
+    av = verified.av
+    try:
+        if read.get_path is not None:
+            return str(verified.materialize(read.get_path))
+        if read.get is not None:
+            view = ArtifactView(verified)
+            value = view.get(read.get)
+            if value is None:
+                raise WandbArtifactsIOManagerError(
+                    f"the artifact holds no object named {read.get!r}; its files are "
+                    f"{sorted(verified.entries)}",
+                )
+            return value
+        payloads = verified.payload_files()
+        if len(payloads) > 1:
+            raise WandbArtifactsIOManagerError(
+                f"the artifact holds several serialized outputs {payloads}; use 'get' to choose one"
+            )
+        if payloads:
+            return verified.unseal_payload(payloads[0])
+        return ArtifactView(verified)
+    except SecureArtifactError as exc:
+        raise exc.with_location(artifact=av.name, version=av.version_label) from None
+
+
+__all__ = ["ArtifactView", "VerifiedEntry", "VerifiedVersion", "load", "verify_version"]
