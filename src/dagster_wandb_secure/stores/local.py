@@ -449,7 +449,10 @@ class LocalArtifactStore:
             raise StoreError(
                 f"cannot create a staging folder in {self._staging}: {exc}", artifact=label
             ) from exc
-        staging_fd = self._hold_staging(staging)
+        try:
+            staging_fd = self._hold_staging(staging)
+        except OSError:
+            staging_fd = None  # no flock: the folder is then protected by its age alone
         try:
             entries = self._copy_all(staging, plan, label)
             return self._commit(
@@ -465,6 +468,12 @@ class LocalArtifactStore:
                 run_id=run_id,
                 label=label,
             )
+        except OSError as exc:  # anything not already turned into a typed error above
+            raise StoreError(
+                f"publishing into the local store {self.root} failed: {exc}",
+                artifact=label,
+                hint="check disk space and permissions of the store folder",
+            ) from exc
         finally:
             if staging_fd is not None:
                 os.close(staging_fd)
@@ -599,7 +608,11 @@ class LocalArtifactStore:
         if fcntl is None:
             return None
         fd = os.open(staging, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
         return fd
 
     def _copy_all(
