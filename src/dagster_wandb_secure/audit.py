@@ -1,0 +1,451 @@
+"""The signature audit: "is everything we load signed by us?", answered for a whole store.
+
+For every artifact version in a store the audit verifies the signed manifest (and through it
+every payload envelope) against the key store, looks the signature up in the digest ledger, and
+checks that no alias points to an older version than the ledger (or, for ``latest``, the store)
+has seen. Each version gets exactly one ``Status``.
+
+Fast mode (the default) checks signatures, contexts, file lists and sizes without hashing
+payloads (``verify_manifest(deep=False)``); ``deep=True`` re-hashes every byte. Nothing is ever
+deserialized. The key store is opened once (its records and parsed keys are cached), and the
+ledger is read once for the whole audit, not once per version.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .core.errors import (
+    AlgorithmMismatchError,
+    ContextMismatchError,
+    ExpiredKeyError,
+    MalformedEnvelopeError,
+    RevokedKeyError,
+    SecureArtifactError,
+    TamperedPayloadError,
+    UnknownKeyError,
+    UnsafePathError,
+    UnsignedPayloadError,
+)
+
+if TYPE_CHECKING:
+    from .core.keys import KeyStore
+    from .core.ledger import LedgerRow
+    from .core.policy import Policy
+    from .stores.base import ArtifactStore, ArtifactVersion
+
+__all__ = [
+    "AUDIT_SCHEMA",
+    "FAILING_STATUSES",
+    "AuditEntry",
+    "AuditReport",
+    "Status",
+    "audit_store",
+    "collect_folder",
+    "status_of_error",
+    "verification_policy",
+]
+
+AUDIT_SCHEMA = "dagster-wandb-secure/audit/v1"
+MANIFEST_NAME = "dagster_wandb_secure.manifest"
+LEGACY_SUFFIXES = ("pickle", "dill", "cloudpickle", "joblib")
+MAX_FOLDER_FILES = 100_000
+
+
+class Status(StrEnum):
+    """One verdict per artifact version (docs/cli.md describes each)."""
+
+    VALID = "valid"
+    ADOPTED = "adopted"
+    TAMPERED = "tampered"
+    UNSIGNED = "unsigned"
+    UNKNOWN_KEY = "unknown-key"
+    REVOKED_KEY = "revoked-key"
+    EXPIRED_KEY = "expired-key"
+    CONTEXT_MISMATCH = "context-mismatch"
+    ROLLED_BACK = "rolled-back"
+    MISSING_FROM_LEDGER = "missing-from-ledger"
+    ERROR = "error"
+
+
+STATUS_ORDER: tuple[Status, ...] = tuple(Status)
+GOOD_STATUSES = frozenset({Status.VALID, Status.ADOPTED})
+FAILING_STATUSES = frozenset(set(Status) - GOOD_STATUSES)
+
+STATUS_DESCRIPTIONS: dict[Status, str] = {
+    Status.VALID: "signed at write time by a trusted key, recorded in the ledger",
+    Status.ADOPTED: "legacy unsigned artifact re-published signed by `adopt` after a static scan",
+    Status.TAMPERED: "bytes, file list, names or signature differ from what was signed",
+    Status.UNSIGNED: "no signed manifest (upstream dagster-wandb or written by hand)",
+    Status.UNKNOWN_KEY: "signed by a key this key store does not hold",
+    Status.REVOKED_KEY: "signed by a revoked or destroyed key",
+    Status.EXPIRED_KEY: "signed after the key's expiry, or the key's grace period is over",
+    Status.CONTEXT_MISMATCH: "a valid signature made for another artifact, type or serializer",
+    Status.ROLLED_BACK: "an alias points to an older version than the ledger's newest",
+    Status.MISSING_FROM_LEDGER: "signature verifies, but this key store's ledger never recorded it",
+    Status.ERROR: "the version could not be read (store error)",
+}
+
+
+@dataclass
+class AuditEntry:
+    """One artifact version's row in the report."""
+
+    entity: str
+    project: str
+    name: str
+    version: str
+    aliases: list[str]
+    type: str
+    serializer: str | None
+    key_id: str | None
+    alg: str | None
+    signed_at: str | None
+    digest: str | None
+    status: Status
+    origin: str | None = None  # ledger origin: signed | adopted | resigned
+    reason: str | None = None
+    error_type: str | None = None
+    created_at: str | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.entity}/{self.project}/{self.name}:{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["status"] = self.status.value
+        return doc
+
+
+@dataclass
+class AuditReport:
+    entries: list[AuditEntry]
+    key_store: str
+    store: str
+    deep: bool
+    generated_at: str = field(default_factory=lambda: _now())
+    elapsed_s: float = 0.0
+    keys: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def counts_by_status(self) -> dict[str, int]:
+        counts = Counter(e.status.value for e in self.entries)
+        return {s.value: counts.get(s.value, 0) for s in STATUS_ORDER}
+
+    @property
+    def counts_by_key(self) -> dict[str, dict[str, int]]:
+        """key id (or ``"<none>"``) -> {status: count} for statuses that occur."""
+        out: dict[str, Counter[str]] = defaultdict(Counter)
+        for e in self.entries:
+            out[e.key_id or "<none>"][e.status.value] += 1
+        return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+    def failing(self, statuses: Iterable[str | Status]) -> list[AuditEntry]:
+        wanted = {Status(s) for s in statuses}
+        return [e for e in self.entries if e.status in wanted]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": AUDIT_SCHEMA,
+            "generated_at": self.generated_at,
+            "key_store": self.key_store,
+            "store": self.store,
+            "mode": "deep" if self.deep else "fast",
+            "elapsed_s": round(self.elapsed_s, 3),
+            "summary": {
+                "total": len(self.entries),
+                "by_status": self.counts_by_status,
+                "by_key": self.counts_by_key,
+            },
+            "keys": self.keys,
+            "versions": [e.as_dict() for e in self.entries],
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def verification_policy() -> Policy:
+    """The policy used to *verify* without loading: every serializer is acceptable, because
+    nothing is deserialized; all other limits stay at their defaults."""
+    from .core.policy import Policy
+
+    base = Policy.default()
+    try:
+        from .core.serializers import available_serializers  # type: ignore[attr-defined]
+
+        names = tuple(available_serializers())
+    except ImportError:
+        names = ("pickle", "dill", "cloudpickle", "joblib", "skops", "onnx", "json")
+    try:
+        from dataclasses import replace
+
+        return replace(base, allowed_serializers=frozenset(names))  # type: ignore[type-var]
+    except (TypeError, ValueError):
+        return base
+
+
+def status_of_error(exc: SecureArtifactError) -> Status:
+    """The audit status a verification error stands for."""
+    if isinstance(exc, UnsignedPayloadError):
+        return Status.UNSIGNED
+    if isinstance(exc, UnknownKeyError):
+        return Status.UNKNOWN_KEY
+    if isinstance(exc, RevokedKeyError):
+        return Status.REVOKED_KEY
+    if isinstance(exc, ExpiredKeyError):
+        return Status.EXPIRED_KEY
+    if isinstance(exc, ContextMismatchError):
+        return Status.CONTEXT_MISMATCH
+    if isinstance(
+        exc,
+        TamperedPayloadError | MalformedEnvelopeError | AlgorithmMismatchError | UnsafePathError,
+    ):
+        return Status.TAMPERED
+    from .core.errors import SignatureVerificationError
+
+    if isinstance(exc, SignatureVerificationError):
+        return Status.TAMPERED
+    return Status.ERROR
+
+
+def collect_folder(root: Path) -> dict[str, Path]:
+    """Every entry under ``root`` as relative POSIX name -> path, following no symlink.
+
+    Symlinks and special files are included (not skipped) so the manifest check refuses them."""
+    found: dict[str, Path] = {}
+    stack: list[tuple[str, Path]] = [("", root)]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                rel = prefix + entry.name
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((rel + "/", Path(entry.path)))
+                else:
+                    found[rel] = Path(entry.path)
+                if len(found) > MAX_FOLDER_FILES:
+                    raise UnsafePathError(f"{root} holds more than {MAX_FOLDER_FILES} files")
+    return found
+
+
+def _version_files(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
+    """What is on disk for ``av``; a symlink or special file is refused (tampered)."""
+    lister = getattr(store, "list_files", None)
+    if lister is None:
+        return {rel: store.file_path(av, rel) for rel in av.files}
+    files: dict[str, Path] = {}
+    for entry in lister(av):
+        if entry.kind != "file":
+            raise UnsafePathError(
+                f"{entry.path!r} is a {entry.kind}"
+                + (f" to {entry.link_target!r}" if entry.link_target else "")
+                + "; the store holds no symlinks or special files",
+                artifact=av.qualified_name,
+            )
+        files[entry.path] = av.root / entry.path
+    return files
+
+
+class _LedgerIndex:
+    """The whole ledger, read once: digest -> rows."""
+
+    def __init__(self, rows: Iterable[LedgerRow]) -> None:
+        self.by_digest: dict[str, list[LedgerRow]] = defaultdict(list)
+        self.newest: dict[str, int] = {}
+        for row in rows:
+            self.by_digest[row.digest].append(row)
+            if row.artifact and row.artifact_version:
+                try:
+                    n = int(row.artifact_version[1:])
+                except ValueError:
+                    continue
+                if n > self.newest.get(row.artifact, -1):
+                    self.newest[row.artifact] = n
+
+    def match(self, digest: str, kid: str, artifact: str) -> LedgerRow | None:
+        best = None
+        for row in self.by_digest.get(digest, ()):
+            if row.key_id == kid and row.artifact == artifact:
+                best = row  # newest wins (rows are oldest first)
+        return best
+
+
+def _base_entry(av: ArtifactVersion) -> AuditEntry:
+    return AuditEntry(
+        entity=av.entity,
+        project=av.project,
+        name=av.name,
+        version=av.version_label,
+        aliases=list(av.aliases),
+        type=av.type,
+        serializer=None,
+        key_id=None,
+        alg=None,
+        signed_at=None,
+        digest=None,
+        status=Status.ERROR,
+        created_at=av.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if av.created_at.tzinfo
+        else av.created_at.isoformat(),
+    )
+
+
+def _payload_serializer(names: Iterable[str]) -> str | None:
+    for name in sorted(names):
+        stem, _, suffix = name.partition(".")
+        if stem == "output" and suffix:
+            return suffix
+    return None
+
+
+def _fill_unverified(entry: AuditEntry, files: Mapping[str, Path]) -> None:
+    """Show what the manifest *claims* (key id etc.) for a version that failed verification."""
+    from .core.envelope import read_header_unverified
+
+    path = files.get(MANIFEST_NAME)
+    if path is None:
+        return
+    try:
+        header = read_header_unverified(path)["header"]
+    except (SecureArtifactError, OSError):
+        return
+    if entry.key_id is None and isinstance(header.get("kid"), str):
+        entry.key_id = header["kid"][:80]
+    if isinstance(header.get("alg"), str):
+        entry.alg = header["alg"][:40]
+    if isinstance(header.get("signed_at"), str):
+        entry.signed_at = header["signed_at"][:40]
+
+
+def check_version(
+    store: ArtifactStore,
+    av: ArtifactVersion,
+    *,
+    key_store: KeyStore,
+    ledger: _LedgerIndex,
+    policy: Policy,
+    deep: bool,
+) -> AuditEntry:
+    """The status of one version (rollback is decided later, across versions)."""
+    from .core.envelope import format_time
+    from .core.manifest import verify_manifest
+
+    entry = _base_entry(av)
+    files: dict[str, Path] = {}
+    try:
+        files = _version_files(store, av)
+        entry.serializer = _payload_serializer(files)
+        vm = verify_manifest(
+            files,
+            key_store=key_store,
+            expected_context={"artifact": av.name, "type": av.type},
+            policy=policy,
+            deep=deep,
+            version=av.version_label,
+        )
+    except SecureArtifactError as exc:
+        entry.status = status_of_error(exc)
+        entry.reason = exc.reason
+        entry.error_type = type(exc).__name__
+        entry.key_id = exc.key_id
+        _fill_unverified(entry, files)
+        return entry
+    header = vm.header
+    entry.key_id, entry.alg = header.kid, header.alg
+    entry.signed_at = format_time(header.signed_at)
+    payload = next((e for e in vm.entries.values() if e.serializer is not None), None)
+    if payload is not None:
+        entry.serializer = payload.serializer
+        entry.digest = payload.envelope_payload_sha256
+    else:
+        entry.digest = header.payload_sha256
+    row = ledger.match(header.payload_sha256, header.kid, av.name)
+    if row is None:
+        entry.status = Status.MISSING_FROM_LEDGER
+        entry.reason = (
+            f"the manifest's signature (sha256 {header.payload_sha256[:16]}...) verifies, but "
+            "this key store's ledger has no record of signing it"
+        )
+        return entry
+    entry.origin = row.origin
+    entry.status = Status.ADOPTED if row.origin == "adopted" else Status.VALID
+    return entry
+
+
+def _mark_rollbacks(
+    entries: list[AuditEntry], versions: list[ArtifactVersion], key_store: KeyStore
+) -> None:
+    ledger = key_store.ledger
+    by_artifact: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for i, av in enumerate(versions):
+        by_artifact[(av.entity, av.project, av.name)].append(i)
+    for (_e, _p, name), idxs in by_artifact.items():
+        store_newest = max(versions[i].version for i in idxs)
+        marks = ledger.aliases(name)
+        ledger_latest = ledger.newest_version(name)
+        for i in idxs:
+            entry, av = entries[i], versions[i]
+            for alias in av.aliases:
+                mark = marks.get(alias)
+                if alias == "latest":
+                    mark = max(x for x in (mark, ledger_latest, store_newest) if x is not None)
+                if mark is not None and av.version < mark and entry.status in GOOD_STATUSES:
+                    entry.status = Status.ROLLED_BACK
+                    entry.reason = (
+                        f"alias {alias!r} points to {av.version_label}, but v{mark} was already "
+                        f"recorded for it"
+                    )
+                    entry.error_type = "RollbackError"
+
+
+def audit_store(
+    store: ArtifactStore,
+    key_store: KeyStore,
+    *,
+    deep: bool = False,
+    entity: str | None = None,
+    project: str | None = None,
+    name: str | None = None,
+    policy: Policy | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    store_label: str | None = None,
+) -> AuditReport:
+    """Audit every version of ``store`` (optionally filtered); see the module docstring."""
+    started = time.perf_counter()
+    policy = policy or verification_policy()
+    versions = list(store.list_versions(entity=entity, project=project, name=name))
+    ledger = _LedgerIndex(key_store.ledger.rows())
+    entries: list[AuditEntry] = []
+    total = len(versions)
+    step = max(1, total // 200)
+    for i, av in enumerate(versions):
+        entries.append(
+            check_version(store, av, key_store=key_store, ledger=ledger, policy=policy, deep=deep)
+        )
+        if progress is not None and (i % step == 0 or i + 1 == total):
+            progress(i + 1, total)
+    _mark_rollbacks(entries, versions, key_store)
+    keys = [r.to_json() for r in key_store.records()]
+    for k in keys:
+        k.pop("passphrase_env", None)
+    return AuditReport(
+        entries=entries,
+        key_store=str(key_store.path),
+        store=store_label or repr(store),
+        deep=deep,
+        elapsed_s=time.perf_counter() - started,
+        keys=keys,
+    )
