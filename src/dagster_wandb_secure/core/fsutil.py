@@ -143,7 +143,14 @@ def resolve_inside(root: Path, relpath: str) -> Path:
 
 def open_no_follow(path: str | Path) -> BinaryIO:
     """Open a regular file for reading; refuse a symlink (at the last component) or non-file."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: opening a planted FIFO must not hang waiting for a writer; it is cleared
+    # again once the descriptor is known to be a regular file.
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+    )
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -154,6 +161,7 @@ def open_no_follow(path: str | Path) -> BinaryIO:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise UnsafePathError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
 
