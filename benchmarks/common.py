@@ -1,0 +1,253 @@
+"""Shared pieces of the benchmark suite: configuration, targets, timing, machine facts."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dagster_wandb_secure.core.keys import KeyStore
+
+KIB = 1 << 10
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Target:
+    op: str  # "<=" or ">="
+    limit: float
+    unit: str
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None:
+            return None
+        return value <= self.limit if self.op == "<=" else value >= self.limit
+
+    def text(self) -> str:
+        return f"{self.op} {self.limit:g}{(' ' + self.unit) if self.unit else ''}"
+
+
+# The metric names and targets of issue 6, in the order the table prints them.
+TARGETS: dict[str, Target] = {
+    "write_ratio_large": Target("<=", 1.05, ""),
+    "read_ratio_large": Target("<=", 1.20, ""),
+    "io_manager_ratio_large": Target("<=", 1.15, ""),
+    "io_manager_ratio_small": Target("<=", 1.50, ""),
+    "small_overhead_us_ed25519": Target("<=", 200, "us"),
+    "small_overhead_us_hmac": Target("<=", 50, "us"),
+    "peak_rss_overhead_mib": Target("<=", 64, "MiB"),
+    "hash_fraction_of_limit": Target(">=", 0.90, ""),
+    "audit_fast_10k_s": Target("<=", 10, "s"),
+}
+METRICS = tuple(TARGETS)
+
+
+@dataclass
+class Config:
+    """Sizes and repetition counts; ``quick`` shrinks everything to a few seconds in total."""
+
+    quick: bool
+    workdir: Path
+    large_bytes: int
+    runs: int
+    small_iterations: int
+    small_assets: int
+    small_asset_runs: int
+    large_asset_runs: int
+    audit_versions: int
+    rss_bytes: int
+    payload_sizes: tuple[int, ...]
+    store_sizes: tuple[int, ...]
+    scaling_runs: int
+    only: frozenset[str] = frozenset()
+
+    @classmethod
+    def make(cls, *, quick: bool, workdir: Path, only: frozenset[str] = frozenset()) -> Config:
+        if quick:
+            return cls(
+                quick=True,
+                workdir=workdir,
+                large_bytes=8 * MIB,
+                runs=3,
+                small_iterations=200,
+                small_assets=5,
+                small_asset_runs=1,
+                large_asset_runs=1,
+                audit_versions=40,
+                rss_bytes=8 * MIB,
+                payload_sizes=(KIB, 64 * KIB, MIB, 8 * MIB),
+                store_sizes=(10, 40),
+                scaling_runs=2,
+                only=only,
+            )
+        return cls(
+            quick=False,
+            workdir=workdir,
+            large_bytes=512 * MIB,
+            runs=7,
+            small_iterations=2000,
+            small_assets=200,
+            small_asset_runs=5,
+            large_asset_runs=5,
+            audit_versions=10_000,
+            rss_bytes=512 * MIB,
+            payload_sizes=(KIB, 16 * KIB, 256 * KIB, 4 * MIB, 64 * MIB, 256 * MIB, GIB),
+            store_sizes=(100, 1000, 10_000),
+            scaling_runs=3,
+            only=only,
+        )
+
+    def wants(self, group: str) -> bool:
+        return not self.only or group in self.only
+
+
+@dataclass
+class MetricResult:
+    """One metric: the headline value plus the two medians it came from."""
+
+    name: str
+    value: float | None
+    baseline: float | None = None
+    candidate: float | None = None
+    unit: str = "s"  # unit of baseline / candidate
+    baseline_label: str = ""
+    candidate_label: str = ""
+    runs: int = 0
+    note: str = ""
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> Target:
+        return TARGETS[self.name]
+
+    @property
+    def ok(self) -> bool | None:
+        return self.target.met(self.value)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["target"] = self.target.text()
+        out["ok"] = self.ok
+        return out
+
+
+def failed(name: str, exc: BaseException) -> MetricResult:
+    """A metric that could not be measured (reported as such, never as a pass)."""
+    return MetricResult(name=name, value=None, error=f"{type(exc).__name__}: {exc}")
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def interleaved(
+    baseline: Callable[[], float], candidate: Callable[[], float], runs: int
+) -> tuple[list[float], list[float]]:
+    """Run ``baseline`` and ``candidate`` ``runs`` times each, alternating which goes first.
+
+    Each callable does its own setup and returns the seconds of the part it measures, so
+    allocation of inputs and deleting of outputs stay out of the figures."""
+    base: list[float] = []
+    cand: list[float] = []
+    for i in range(runs):
+        order = ((base, baseline), (cand, candidate))
+        for sink, fn in order if i % 2 == 0 else reversed(order):
+            gc.collect()
+            sink.append(fn())
+    return base, cand
+
+
+class Timer:
+    """``with Timer() as t: ...`` then ``t.seconds``; the garbage collector is paused inside."""
+
+    def __enter__(self) -> Timer:
+        self._gc = gc.isenabled()
+        gc.disable()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+        if self._gc:
+            gc.enable()
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and core count from /proc/cpuinfo, memory, Python and library versions."""
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and value.strip():
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    mem_gib: float | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / (1 << 20), 1)
+    except OSError:
+        pass
+    versions: dict[str, str] = {}
+    for mod in ("numpy", "dagster", "wandb", "cryptography"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            versions[mod] = "missing"
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "sha_extensions": "sha_ni" in flags if flags else None,
+        "memory_gib": mem_gib,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def make_key_store(path: Path, alg: str) -> KeyStore:
+    """A fresh key store at ``path`` whose primary key uses ``alg``."""
+    from dagster_wandb_secure.core.keys import KeyStore
+
+    store = KeyStore.open(path)
+    store.generate(alg)
+    return store
+
+
+def isolate_environment(home: Path) -> None:
+    """Keep Dagster, wandb and the library away from the real home directory and the network."""
+    for sub in ("dagster", "wandb", "wandb-data", "wandb-cache", "wandb-config", "wandb-artifacts"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_DISABLE_TELEMETRY"] = "1"
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ["WANDB_DISABLE_GIT"] = "true"
+    os.environ["WANDB_DIR"] = str(home / "wandb")
+    os.environ["WANDB_DATA_DIR"] = str(home / "wandb-data")
+    os.environ["WANDB_CACHE_DIR"] = str(home / "wandb-cache")
+    os.environ["WANDB_CONFIG_DIR"] = str(home / "wandb-config")
+    os.environ["WANDB_ARTIFACT_DIR"] = str(home / "wandb-artifacts")
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} B"
