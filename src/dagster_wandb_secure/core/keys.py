@@ -629,11 +629,10 @@ class KeyStore:
             except BaseException:
                 os.close(fd)
                 raise
-            primary = next(
-                (r.kid for r in records.values() if r.status is KeyStatus.PRIMARY), None
-            )
-            old, self._state = self._state, _State(
-                sig=_file_sig(st), records=records, primary=primary, pin_fd=fd
+            primary = next((r.kid for r in records.values() if r.status is KeyStatus.PRIMARY), None)
+            old, self._state = (
+                self._state,
+                _State(sig=_file_sig(st), records=records, primary=primary, pin_fd=fd),
             )
             if old is not None:
                 self._close_pin(old)
@@ -693,9 +692,7 @@ class KeyStore:
 
     # -- mutations --------------------------------------------------------------------------------
 
-    def _mutate(
-        self, change: Callable[[dict[str, KeyRecord]], tuple[list[KeyRecord], Any]]
-    ) -> Any:
+    def _mutate(self, change: Callable[[dict[str, KeyRecord]], tuple[list[KeyRecord], Any]]) -> Any:
         """Apply ``change`` to a fresh copy of the records under the lock and write the result
         with one atomic replace. ``change`` may write key material (before the record)."""
         with self._mutex, self._lock:
@@ -980,9 +977,7 @@ class KeyStore:
         def change(records: dict[str, KeyRecord]) -> tuple[list[KeyRecord], None]:
             self._require(records, kid)
             out = [
-                replace(r, status=KeyStatus.DESTROYED, has_private=False)
-                if r.kid == kid
-                else r
+                replace(r, status=KeyStatus.DESTROYED, has_private=False) if r.kid == kid else r
                 for r in records.values()
             ]
             return out, None
@@ -1024,9 +1019,7 @@ class KeyStore:
                     suffix = next((s for s in suffixes if name.endswith(s)), None)
                     kid = name[: -len(suffix)] if suffix else None
                     record = records.get(kid) if kid else None
-                    keep = record is not None and (
-                        folder is self._public_dir or record.has_private
-                    )
+                    keep = record is not None and (folder is self._public_dir or record.has_private)
                     if not keep and (entry.is_file() or entry.is_symlink()):
                         entry.unlink()
                         removed.append(entry)
@@ -1347,9 +1340,7 @@ class KeyStore:
             check_kid(kid)
             found = self._lookup(kid)
             if found is None:
-                raise NoSigningKeyError(
-                    f"no key {kid} in the key store at {self.path}", key_id=kid
-                )
+                raise NoSigningKeyError(f"no key {kid} in the key store at {self.path}", key_id=kid)
             record = found
         now = self.clock()
         if not record.can_sign(now):
@@ -1439,9 +1430,10 @@ class KeyStore:
                     artifact=artifact,
                     key_id=kid,
                 )
-        if not isinstance(signature, bytes | bytearray | memoryview) or len(
-            signature
-        ) != SIGNATURE_LENGTH[record.alg]:
+        if (
+            not isinstance(signature, bytes | bytearray | memoryview)
+            or len(signature) != SIGNATURE_LENGTH[record.alg]
+        ):
             raise TamperedPayloadError(
                 f"the signature is not {SIGNATURE_LENGTH[record.alg]} bytes of {record.alg}",
                 artifact=artifact,
@@ -1578,9 +1570,7 @@ def _parse_bundle(pem: bytes) -> _Bundle:
     )
 
 
-def _load_env_pem(
-    data: bytes, var: str
-) -> tuple[Ed25519PrivateKey | None, Ed25519PublicKey]:
+def _load_env_pem(data: bytes, var: str) -> tuple[Ed25519PrivateKey | None, Ed25519PublicKey]:
     if b"PRIVATE KEY-----" in data:
         if b"ENCRYPTED PRIVATE KEY" in data:
             raise KeyStoreError(

@@ -161,8 +161,9 @@ def _text(value: object, what: str, *, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
     if not isinstance(value, str) or (not value and not optional) or len(value) > MAX_TEXT:
-        raise KeyStoreError(f"ledger field {what} must be a string of 1-{MAX_TEXT} characters, "
-                            f"not {_short(value)}")
+        raise KeyStoreError(
+            f"ledger field {what} must be a string of 1-{MAX_TEXT} characters, not {_short(value)}"
+        )
     return value
 
 
@@ -465,8 +466,9 @@ class Ledger:
         _text(artifact, "artifact")
         _text(alias, "alias")
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-            raise KeyStoreError(f"version must be a non-negative int, not {version!r}",
-                                artifact=artifact)
+            raise KeyStoreError(
+                f"version must be a non-negative int, not {version!r}", artifact=artifact
+            )
         with self._write() as conn:
             self._raise_mark(conn, artifact, alias, version, "reader")
 
