@@ -485,6 +485,7 @@ class KeyStore:
         self._env: dict[str, _EnvKey] = {}
         self._env_primary: str | None = None
         self._paths: dict[tuple[str, str], str] = {}
+        self._pid = os.getpid()
         self._ledger: Ledger | None = None
         self._dirs_checked = False
 
@@ -559,8 +560,17 @@ class KeyStore:
 
     # -- reading records --------------------------------------------------------------------------
 
+    def _after_fork_check(self) -> None:
+        """In a forked child, drop the parent's locks: another parent thread may have held
+        the mutex, and an inherited lock file descriptor would share the parent's lock."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._mutex = threading.RLock()
+            self._lock = InterProcessLock(self.path / LOCK_FILE)
+
     def _current(self) -> _State:
         """The records, re-read only when keystore.json changed (one ``stat`` on a hit)."""
+        self._after_fork_check()
         try:
             st = os.stat(self._file)
         except FileNotFoundError:
@@ -695,6 +705,7 @@ class KeyStore:
     def _mutate(self, change: Callable[[dict[str, KeyRecord]], tuple[list[KeyRecord], Any]]) -> Any:
         """Apply ``change`` to a fresh copy of the records under the lock and write the result
         with one atomic replace. ``change`` may write key material (before the record)."""
+        self._after_fork_check()
         with self._mutex, self._lock:
             self._ensure_dirs()
             raw, _, _ = self._read_file()
@@ -982,6 +993,7 @@ class KeyStore:
             ]
             return out, None
 
+        self._after_fork_check()
         with self._mutex, self._lock:
             self._mutate(change)
             self._remove_private(kid)
@@ -1006,6 +1018,7 @@ class KeyStore:
         """Remove key files no live record references (left by a crash, or destroyed keys'
         private files) and stale temp files. Returns what was removed."""
         removed: list[Path] = []
+        self._after_fork_check()
         with self._mutex, self._lock:
             self._ensure_dirs()
             raw, _, _ = self._read_file()
