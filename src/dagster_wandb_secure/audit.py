@@ -177,23 +177,14 @@ def _now() -> str:
 
 
 def verification_policy() -> Policy:
-    """The policy used to *verify* without loading: every serializer is acceptable, because
-    nothing is deserialized; all other limits stay at their defaults."""
+    """The policy used to *verify* without loading: every known serializer is acceptable,
+    because nothing is deserialized; all limits stay at their defaults."""
+    from dataclasses import replace
+
     from .core.policy import Policy
+    from .core.serializers import SERIALIZERS
 
-    base = Policy.default()
-    try:
-        from .core.serializers import available_serializers  # type: ignore[attr-defined]
-
-        names = tuple(available_serializers())
-    except ImportError:
-        names = ("pickle", "dill", "cloudpickle", "joblib", "skops", "onnx", "json")
-    try:
-        from dataclasses import replace
-
-        return replace(base, allowed_serializers=frozenset(names))  # type: ignore[type-var]
-    except (TypeError, ValueError):
-        return base
+    return replace(Policy.default(), allowed_serializers=frozenset(SERIALIZERS))
 
 
 def status_of_error(exc: SecureArtifactError) -> Status:
@@ -246,6 +237,9 @@ def _version_files(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]
     lister = getattr(store, "list_files", None)
     if lister is None:
         return {rel: store.file_path(av, rel) for rel in av.files}
+    from .stores.local import LocalArtifactStore
+
+    local = isinstance(store, LocalArtifactStore)
     files: dict[str, Path] = {}
     for entry in lister(av):
         if entry.kind != "file":
@@ -255,7 +249,7 @@ def _version_files(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]
                 + "; the store holds no symlinks or special files",
                 artifact=av.qualified_name,
             )
-        files[entry.path] = av.root / entry.path
+        files[entry.path] = av.root / entry.path if local else store.file_path(av, entry.path)
     return files
 
 

@@ -7,7 +7,8 @@ Exit codes (documented in docs/cli.md):
   refused ``adopt`` or ``resign``);
 - ``2`` usage errors (unknown option, bad value, missing confirmation);
 - ``3`` key store, store or configuration errors (missing key store, unknown key id, bad
-  permissions, unreadable store).
+  permissions, unreadable store);
+- ``4`` an internal error (a bug: reported in one line, please file it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
+EXIT_INTERNAL = 4
 
 SCHEMA_PREFIX = "dagster-wandb-secure"
 SCHEMA_VERSION = 1
@@ -150,6 +152,13 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             err_console().print("interrupted", markup=False)
             raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
+            internal = SecureArtifactError(
+                f"internal error {type(exc).__name__}: {exc}",
+                hint="this is a bug in dagster-wandb-secure; please report it with the command "
+                "line you ran",
+            )
+            fail(internal, as_json=as_json, code=EXIT_INTERNAL)
 
     return wrapper
 

@@ -1,0 +1,55 @@
+"""Store options shared by ``audit``, ``adopt`` and ``resign``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+StoreKindOption = typer.Option(
+    "local", "--store", help="Artifact store: local (a folder) or wandb (W&B, needs an API key)."
+)
+StoreDirOption = typer.Option(
+    None,
+    "--store-dir",
+    help="Local store folder (default: $DAGSTER_HOME/wandb-secure/store, else ./wandb-secure/"
+    "store). With --store wandb: the offline mirror folder.",
+    envvar="DAGSTER_WANDB_SECURE_STORE_DIR",
+)
+EntityOption = typer.Option(None, "--entity", help="W&B entity (filter for local stores).")
+ProjectOption = typer.Option(None, "--project", help="W&B project (filter for local stores).")
+NameOption = typer.Option(None, "--name", help="Only this artifact name.")
+
+
+def open_cli_store(
+    kind: str, store_dir: Path | None, entity: str | None, project: str | None
+) -> tuple[Any, str]:
+    """Open the store the options name; returns (store, label for reports)."""
+    from ..core.errors import ConfigurationError
+    from ..stores import open_store
+
+    if kind not in ("local", "wandb"):
+        raise typer.BadParameter(f"{kind!r} is not local or wandb", param_hint="--store")
+    if kind == "wandb":
+        if not entity or not project:
+            raise ConfigurationError(
+                "--store wandb needs --entity and --project",
+                hint="pass --entity E --project P (and set WANDB_API_KEY)",
+            )
+        store = open_store(
+            "wandb",
+            entity=entity,
+            project=project,
+            local_dir=store_dir,
+            api_key=os.environ.get("WANDB_API_KEY"),
+        )
+        return store, f"wandb {entity}/{project}"
+    if store_dir is not None and not store_dir.is_dir():
+        raise ConfigurationError(
+            f"no local store at {store_dir}",
+            hint="point --store-dir at the folder the IO manager writes to (its local_dir)",
+        )
+    store = open_store("local", local_dir=store_dir)
+    return store, f"local {store.root}"  # type: ignore[attr-defined]
