@@ -262,8 +262,7 @@ def publish_output(
             run_id=dagster_run_id,
             references=refs,
         )
-        if mheader.ledger_row is not None:
-            rows.append(mheader.ledger_row)
+        rows.extend(_manifest_rows(session, mheader, target.name))
         manifest_path = staging / MANIFEST_NAME
         manifest_path.write_bytes(manifest_bytes)
         files[MANIFEST_NAME] = manifest_path
@@ -305,6 +304,17 @@ def publish_output(
         _rmtree(staging)
 
 
+def _manifest_rows(session: Session, header: Any, artifact: str) -> list[int]:
+    """The ledger row(s) of the manifest just signed (``write_manifest`` may not return it)."""
+    if header.ledger_row is not None:
+        return [header.ledger_row]
+    return [
+        row.id
+        for row in session.key_store.ledger.find_digest(header.payload_sha256)
+        if row.artifact == artifact and row.artifact_version is None
+    ]
+
+
 def _integration_metadata(
     dagster_run_id: str,
     serializer: str | None,
@@ -336,10 +346,18 @@ def _integration_metadata(
         ser = get_serializer(serializer)
         meta["source_serialization_module"] = {
             "name": serializer,
-            "version": str(getattr(ser, "version", "") or ""),
+            "version": _module_version(ser),
             "parameters": {k: v for k, v in params.items() if _jsonable(v)},
         }
     return meta
+
+
+def _module_version(ser: Any) -> str:
+    getter = getattr(ser, "module_version", None)
+    try:
+        return str(getter()) if callable(getter) else ""
+    except Exception:  # noqa: BLE001 - informational metadata only
+        return ""
 
 
 def _jsonable(value: Any) -> bool:

@@ -315,8 +315,12 @@ def verify_version(
     private: PrivateCopies,
     dagster_run_id: str | None,
     bind_asset_key: bool = True,
+    deep: bool = False,
 ) -> VerifiedVersion:
-    """Resolve, rollback-check and verify one version (steps 1-2); nothing is deserialized."""
+    """Resolve, rollback-check and verify one version (steps 1-2); nothing is deserialized.
+
+    ``deep=True`` also hashes every file and envelope payload in the store (asset checks);
+    reads do not need it, since each file used is hashed while it is copied."""
     from .core.manifest import verify_manifest
 
     av, alias = resolve_version(session, target, read)
@@ -331,7 +335,7 @@ def verify_version(
                 key_store=session.key_store,
                 expected_context=context,
                 policy=session.policy,
-                deep=False,
+                deep=deep,
                 version=av.version_label,
             )
         except UnsignedPayloadError as exc:
