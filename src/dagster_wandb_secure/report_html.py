@@ -57,6 +57,7 @@ cursor:pointer}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d0d7de;font-size:12px}
 th,td{padding:5px 8px;border-bottom:1px solid #eaeef2;text-align:left;vertical-align:top}
 th{background:#f6f8fa;position:sticky;top:0}
+td.nowrap{white-space:nowrap}
 td.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:11px}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:11px;
 white-space:nowrap}
@@ -209,7 +210,9 @@ def render_html(report: AuditReport, *, title: str = "Signature audit") -> str:
     rows = []
     for e in report.entries:
         status = e.status.value
-        origin = f" ({escape(e.origin)})" if e.origin and e.origin != "signed" else ""
+        origin = (
+            f" ({escape(e.origin)})" if e.origin and e.origin not in ("signed", status) else ""
+        )
         rows.append(
             f'<tr data-status="{escape(status)}">'
             f'<td><span class="badge" style="background:{_color(status)}">{escape(status)}'
@@ -221,7 +224,7 @@ def render_html(report: AuditReport, *, title: str = "Signature audit") -> str:
             f"<td>{escape(e.serializer or '')}</td>"
             f'<td class="mono">{escape(e.key_id or "")}</td>'
             f"<td>{escape(e.alg or '')}</td>"
-            f'<td class="mono">{escape(e.signed_at or "")}</td>'
+            f'<td class="mono nowrap">{escape(e.signed_at or "")}</td>'
             f'<td class="mono" title="{escape(e.digest or "")}">'
             f"{escape((e.digest or '')[:16])}</td>"
             f'<td class="reason">{escape(e.reason or "")}</td>'

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from dagster_wandb_secure.audit import AUDIT_SCHEMA, Status, audit_store
+
+from .conftest import Env, build_every_status, flip_last_byte, run, run_json
+
+ENTRY_KEYS = {
+    "entity", "project", "name", "version", "aliases", "type", "serializer", "key_id", "alg",
+    "signed_at", "digest", "status", "origin", "reason", "error_type", "created_at",
+}
+TOP_KEYS = {
+    "schema", "generated_at", "key_store", "store", "mode", "elapsed_s", "summary", "keys",
+    "versions", "fail_on", "failed", "ok",
+}
+
+
+def _by_name(versions: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(v["name"], v["version"]): v for v in versions}
+
+
+def test_every_status_in_one_store(env: Env, runner) -> None:
+    expected = build_every_status(env)
+    code, doc = run_json(runner, "audit", "-k", str(env.keys), "--store-dir", str(env.store_dir))
+    assert code == 0, doc
+    got = _by_name(doc["versions"])
+    assert got[("rolled-back", "v0")]["status"] == "rolled-back"
+    assert got[("rolled-back", "v1")]["status"] == "valid"
+    assert got[("adopted", "v0")]["status"] == "unsigned"
+    assert got[("adopted", "v1")]["status"] == "adopted"
+    assert got[("adopted", "v1")]["origin"] == "adopted"
+    for name, status in expected.items():
+        newest = max(
+            (v for (n, _), v in got.items() if n == name), key=lambda v: int(v["version"][1:])
+        )
+        if name == "rolled-back":
+            continue
+        assert newest["status"] == status, (name, newest)
+    counts = doc["summary"]["by_status"]
+    assert set(counts) == {s.value for s in Status}
+    for status in set(expected.values()):
+        assert counts[status] >= 1, status
+    # one-line typed reasons name what went wrong
+    assert "revoked" in got[("revoked-key", "v0")]["reason"]
+    assert got[("unknown-key", "v0")]["error_type"] == "UnknownKeyError"
+    assert got[("tampered", "v0")]["key_id"]  # claimed key id shown even when it failed
+
+
+def test_json_schema_is_stable(env: Env, runner) -> None:
+    env.publish("a")
+    code, doc = run_json(runner, "audit", "-k", str(env.keys), "--store-dir", str(env.store_dir))
+    assert code == 0
+    assert doc["schema"] == AUDIT_SCHEMA
+    assert set(doc) == TOP_KEYS
+    assert set(doc["summary"]) == {"total", "by_status", "by_key"}
+    assert set(doc["versions"][0]) == ENTRY_KEYS
+    assert doc["mode"] == "fast" and doc["ok"] is True and doc["failed"] == 0
+
+
+def test_fast_mode_skips_hashing_deep_mode_catches_a_flipped_payload_byte(env: Env) -> None:
+    av = env.publish("a", b"x" * 1000)
+    flip_last_byte(env.path_of(av, "output.pickle"))
+    fast = audit_store(env.store, env.ks, deep=False)
+    deep = audit_store(env.store, env.ks, deep=True)
+    assert fast.entries[0].status is Status.VALID  # same size, signatures intact
+    assert deep.entries[0].status is Status.TAMPERED
+
+
+def test_fail_on_exit_codes(env: Env, runner) -> None:
+    env.publish("a")
+    env.publish_legacy("old", b"\x80\x04K\x01.")
+    base = ["audit", "-k", str(env.keys), "--store-dir", str(env.store_dir)]
+    assert run(runner, *base).exit_code == 0
+    assert run(runner, *base, "--fail-on", "tampered").exit_code == 0
+    result = run(runner, *base, "--fail-on", "unsigned")
+    assert result.exit_code == 1
+    assert "unsigned: 1" in result.stderr
+    assert run(runner, *base, "--fail-on", "any").exit_code == 1
+    assert run(runner, *base, "--fail-on", "tampered,unsigned").exit_code == 1
+    bad = run(runner, *base, "--fail-on", "bogus")
+    assert bad.exit_code == 2 and "not a status" in bad.stderr
+    assert run(runner, *base, "--format", "xml").exit_code == 2
+    missing = run(runner, "audit", "-k", str(env.root / "nope"), "--store-dir", str(env.store_dir))
+    assert missing.exit_code == 3
+    assert missing.stderr.startswith("error: KeyStoreError") and "Traceback" not in missing.output
+    code, doc = run_json(runner, *base, "--fail-on", "unsigned")
+    assert code == 1 and doc["ok"] is False and doc["failed"] == 1
+
+
+def test_html_report_is_self_contained(env: Env, runner, tmp_path: Path) -> None:
+    build_every_status(env)
+    out = tmp_path / "report.html"
+    result = run(runner, "audit", "-k", str(env.keys), "--store-dir", str(env.store_dir),
+                 "--format", "html", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    # no external asset of any kind (the SVG namespace URI is an identifier, not a fetch)
+    stripped = html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert not re.search(r"https?://", stripped)
+    assert not re.search(r"<(link|img|iframe)\b|\bsrc=", stripped)
+    assert "<svg" in html and 'data-status="tampered"' in html
+    for status in ("valid", "tampered", "unsigned", "adopted", "rolled-back"):
+        assert f'data-status="{status}"' in html
+    summary = re.search(r'id="summary-data">(.*?)</script>', html).group(1)
+    assert json.loads(summary)["total"] >= 10
+
+
+def test_html_escapes_untrusted_text(env: Env) -> None:
+    from dagster_wandb_secure.report_html import render_html
+
+    env.publish("a")
+    report = audit_store(env.store, env.ks)
+    report.entries[0].reason = "<script>alert(1)</script>"
+    html = render_html(report)
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_markdown_and_table(env: Env, runner, tmp_path: Path) -> None:
+    env.publish("a")
+    base = ["audit", "-k", str(env.keys), "--store-dir", str(env.store_dir)]
+    md = run(runner, *base, "--format", "markdown")
+    assert md.exit_code == 0 and "| valid | 1 |" in md.stdout
+    table = run(runner, *base)
+    assert table.exit_code == 0 and "valid" in table.stdout and "team/proj/a:v0" in table.stdout
