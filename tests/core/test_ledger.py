@@ -281,3 +281,22 @@ def test_close_and_reopen(ledger: Ledger) -> None:
         ledger.record_signature(**entry(1))
     assert ledger._conn is None
     assert ledger.count() == 1
+
+
+def test_batch_is_one_transaction(ledger: Ledger) -> None:
+    with ledger.batch() as b:
+        first = b.record_signature(**entry(1))
+        b.attach_version(first, artifact_version="v1", aliases=["prod"])
+        b.note_seen("model", "latest", 4)
+        # another connection does not see the uncommitted rows yet
+        other = sqlite3.connect(ledger.path)
+        assert other.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
+        other.close()
+    assert ledger.count() == 1 and ledger.newest_version("model") == 4
+    with pytest.raises(RuntimeError), ledger.batch():
+        ledger.record_signature(**entry(2))
+        ledger.note_seen("model", "latest", 9)
+        raise RuntimeError("abort")
+    assert ledger.count() == 1 and ledger.newest_version("model") == 4  # all rolled back
+    ledger.record_signature(**entry(3))  # usable afterwards
+    assert ledger.count() == 2
