@@ -39,6 +39,11 @@ EXIT_INTERNAL = 4
 SCHEMA_PREFIX = "dagster-wandb-secure"
 SCHEMA_VERSION = 1
 
+# click's ClickException (typer vendors click, so take it from typer's own class hierarchy)
+_CLICK_ERRORS: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -135,7 +140,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         as_json = bool(kwargs.get("json_out", False))
         try:
             return func(*args, **kwargs)
-        except typer.Exit:
+        except (typer.Exit, typer.Abort, _CLICK_ERRORS):
             raise
         except SecureArtifactError as exc:
             fail(exc, as_json=as_json)
