@@ -34,7 +34,10 @@ def dotted_stack_global(marker: Path) -> bytes:
         + b"\x8c\x07pathlib\x94"
         + b"\x8c\x04Path\x94"
         + b"\x93\x94"  # STACK_GLOBAL -> pathlib.Path
-        + b"\x8c" + bytes([len(path)]) + path + b"\x94"
+        + b"\x8c"
+        + bytes([len(path)])
+        + path
+        + b"\x94"
         + b"\x85\x94R\x94"  # TUPLE1, REDUCE -> Path(marker)
         + b"\x8c\x07pathlib\x94\x8c\nPath.touch\x94\x93\x94"  # dotted STACK_GLOBAL
         + b"h\x03\x85\x94R\x94."  # GET 3 (the Path), TUPLE1, REDUCE -> Path.touch(p)
@@ -61,9 +64,7 @@ def nested_loads(marker: Path) -> bytes:
 def importlib_getattr(marker: Path) -> bytes:
     """builtins.getattr(importlib.import_module('os'), 'system')('touch marker')."""
     cmd = f"touch {marker}".encode()
-    return (
-        b"cbuiltins\ngetattr\n(cimportlib\nimport_module\n(Vos\ntRVsystem\ntR(V" + cmd + b"\ntR."
-    )
+    return b"cbuiltins\ngetattr\n(cimportlib\nimport_module\n(Vos\ntRVsystem\ntR(V" + cmd + b"\ntR."
 
 
 class EvalOnLoad:

@@ -58,7 +58,9 @@ def decode(data: bytes | memoryview, *, max_bytes: int = 65536) -> Any:
     except CanonicalJSONError as exc:
         raise CanonicalJSONError(f"not of the allowed shape: {exc}") from None
     if again != raw:
-        raise CanonicalJSONError("not in canonical form (key order, whitespace or escaping differs)")
+        raise CanonicalJSONError(
+            "not in canonical form (key order, whitespace or escaping differs)"
+        )
     return value
 
 

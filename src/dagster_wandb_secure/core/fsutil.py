@@ -124,7 +124,9 @@ def safe_relpath(name: str | bytes, *, what: str = "file name") -> str:
         raise UnsafePathError(f"{what} {name!r} is nested deeper than {MAX_RELPATH_PARTS}")
     for part in parts:
         if part == "":
-            raise UnsafePathError(f"{what} {name!r} has an empty path component ('//' or trailing '/')")
+            raise UnsafePathError(
+                f"{what} {name!r} has an empty path component ('//' or trailing '/')"
+            )
         if part in {".", ".."}:
             raise UnsafePathError(f"{what} {name!r} has a '.' or '..' component")
     return name
@@ -171,7 +173,10 @@ def check_private_mode(path: Path) -> None:
     if stat.S_ISLNK(st.st_mode):
         raise KeyPermissionError(
             f"{path} is a symlink; private key material must be a regular file",
-            hint=f"replace the symlink with the file itself: cp --remove-destination $(readlink -f {path}) {path}",
+            hint=(
+                "replace the symlink with the file itself: "
+                f"cp --remove-destination $(readlink -f {path}) {path}"
+            ),
         )
     if st.st_mode & 0o077:
         want = "700" if stat.S_ISDIR(st.st_mode) else "600"

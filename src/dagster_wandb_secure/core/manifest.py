@@ -52,6 +52,9 @@ MANIFEST_NAME = "dagster_wandb_secure.manifest"
 MANIFEST_ROLE = "manifest"
 MANIFEST_VERSION = 1
 HASH_CHUNK = 8 << 20
+# Upper bound on a manifest's size per allowed entry (a path of <= 1 KiB plus digests): the
+# manifest file is read into memory only up to max_manifest_entries * this.
+MANIFEST_BYTES_PER_ENTRY = 1400
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,9 @@ def _verify(
     missing = sorted(set(entries) - set(files_on_disk))
     if missing:
         raise TamperedPayloadError(
-            f"{len(missing)} signed file(s) missing, e.g. {missing[0]!r}", artifact=artifact, key_id=kid
+            f"{len(missing)} signed file(s) missing, e.g. {missing[0]!r}",
+            artifact=artifact,
+            key_id=kid,
         )
     payload_context = dict(expected_context)
     for name, entry in entries.items():
@@ -265,7 +270,9 @@ def _verify(
             digest, _ = file_sha256(path)
             if not hmac.compare_digest(digest, entry.sha256 or ""):
                 raise TamperedPayloadError(
-                    f"file {name!r} does not match its signed SHA-256", artifact=artifact, key_id=kid
+                    f"file {name!r} does not match its signed SHA-256",
+                    artifact=artifact,
+                    key_id=kid,
                 )
     return VerifiedManifest(header=header, entries=entries, references=references)
 
@@ -281,7 +288,11 @@ def _parse_document(
     def bad(reason: str) -> MalformedEnvelopeError:
         return MalformedEnvelopeError(f"manifest {reason}", artifact=artifact, key_id=kid)
 
-    if not isinstance(document, dict) or set(document) != {"manifest_version", "files", "references"}:
+    if not isinstance(document, dict) or set(document) != {
+        "manifest_version",
+        "files",
+        "references",
+    }:
         raise bad("document has unexpected fields")
     if document["manifest_version"] != MANIFEST_VERSION:
         raise bad(f"version {document['manifest_version']!r} is unknown")
@@ -296,7 +307,9 @@ def _parse_document(
             key_id=kid,
         )
     if not files and not refs:
-        raise TamperedPayloadError("signed manifest lists no files: empty artifact", artifact=artifact, key_id=kid)
+        raise TamperedPayloadError(
+            "signed manifest lists no files: empty artifact", artifact=artifact, key_id=kid
+        )
     entries: dict[str, ManifestEntry] = {}
     for name, raw in files.items():
         safe_relpath(name, what="manifest file name")
@@ -307,9 +320,11 @@ def _parse_document(
             raise bad(f"entry {name!r} has an invalid size")
         if set(raw) == {"size", "sha256"} and isinstance(raw["sha256"], str):
             entries[name] = ManifestEntry(name, size, sha256=raw["sha256"])
-        elif set(raw) == {"size", "envelope_payload_sha256", "serializer"} and isinstance(
-            raw["envelope_payload_sha256"], str
-        ) and isinstance(raw["serializer"], str):
+        elif (
+            set(raw) == {"size", "envelope_payload_sha256", "serializer"}
+            and isinstance(raw["envelope_payload_sha256"], str)
+            and isinstance(raw["serializer"], str)
+        ):
             entries[name] = ManifestEntry(
                 name,
                 size,
