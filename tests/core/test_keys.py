@@ -967,3 +967,26 @@ def test_store_reads_keystore_once_per_change(
     for _ in range(100):
         store.records()
     assert len(calls) == 1
+
+
+def test_cleanup_orphans(store: KeyStore) -> None:
+    ed = store.generate("ed25519")
+    hm = store.generate("hmac-sha256")
+    gone = store.generate("hmac-sha256")
+    store.destroy(gone)
+    private, public = store.path / "private", store.path / "public"
+    orphans = [
+        private / "deadbeefdeadbeef.pem",  # material written, record never committed
+        public / "deadbeefdeadbeef.pub.pem",
+        private / f".{ed}.pem.abc.tmp",  # an interrupted atomic write
+        private / f"{hm}.pem",  # wrong kind of file for this key
+        private / f"{gone}.hmac",  # a destroyed key's file (crash before the unlink)
+        store.path / ".keystore.json.xyz.tmp",
+    ]
+    for path in orphans:
+        path.write_bytes(b"x")
+    removed = store.cleanup_orphans()
+    assert sorted(removed) == sorted(orphans)
+    assert sorted(p.name for p in private.iterdir()) == sorted([f"{ed}.pem", f"{hm}.hmac"])
+    assert [p.name for p in public.iterdir()] == [f"{ed}.pub.pem"]
+    assert store.signer().kid == ed

@@ -1023,20 +1023,25 @@ class KeyStore:
             self._ensure_dirs()
             raw, _, _ = self._read_file()
             records = _parse_store(raw, self._file)
-            for folder, suffixes in (
-                (self._private_dir, (".pem", ".hmac")),
-                (self._public_dir, (".pub.pem",)),
+            keep_private = {
+                f"{r.kid}.pem" if r.alg == ED25519 else f"{r.kid}.hmac"
+                for r in records.values()
+                if r.has_private
+            }
+            keep_public = {f"{r.kid}.pub.pem" for r in records.values() if r.alg == ED25519}
+            for folder, keep in (
+                (self._private_dir, keep_private),
+                (self._public_dir, keep_public),
             ):
                 for entry in sorted(folder.iterdir()):
-                    name = entry.name
-                    suffix = next((s for s in suffixes if name.endswith(s)), None)
-                    kid = name[: -len(suffix)] if suffix else None
-                    record = records.get(kid) if kid else None
-                    keep = record is not None and (folder is self._public_dir or record.has_private)
-                    if not keep and (entry.is_file() or entry.is_symlink()):
+                    if entry.name not in keep and (entry.is_file() or entry.is_symlink()):
                         entry.unlink()
                         removed.append(entry)
                 fsync_dir(folder)
+            # temp files of an interrupted keystore.json replace
+            for entry in sorted(self.path.glob(f".{KEYSTORE_FILE}.*.tmp")):
+                entry.unlink()
+                removed.append(entry)
         return removed
 
     # -- public keys ------------------------------------------------------------------------------
