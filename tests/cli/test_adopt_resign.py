@@ -4,10 +4,11 @@ import pickle
 from datetime import timedelta
 from pathlib import Path
 
+from tests.payloads import reduce_os_system
+
 from dagster_wandb_secure.audit import Status, audit_store
 from dagster_wandb_secure.core.envelope import unseal_from
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME
-from tests.payloads import reduce_os_system
 
 from .conftest import Env, make_writable, run, run_json
 
@@ -36,7 +37,9 @@ def test_adopt_clean_legacy_pickle_after_confirmation(env: Env, runner) -> None:
     assert statuses == [Status.UNSIGNED, Status.ADOPTED]
 
 
-def test_adopt_refuses_flagged_pickle_without_the_loud_override(env: Env, runner, marker: Path) -> None:
+def test_adopt_refuses_flagged_pickle_without_loud_override(
+    env: Env, runner, marker: Path
+) -> None:
     env.publish_legacy("evil", reduce_os_system(marker))
     code, doc = run_json(runner, "adopt", *_base(env), "--yes")
     assert code == 1 and doc["candidates"][0]["outcome"] == "refused-flagged"
