@@ -171,6 +171,8 @@ def test_tampered_message_or_signature(store: KeyStore, alg: str) -> None:
             verify(store, kid, alg, bad)
     with pytest.raises(TamperedPayloadError):
         verify(store, kid, alg, "not bytes")  # type: ignore[arg-type]
+    with pytest.raises(KeyStoreError, match="signed_at must be a datetime"):
+        verify(store, kid, alg, sig, at="2024-01-01T00:00:00Z")
 
 
 def test_trusted_kid_signed_by_another_key(tmp_path: Path, alg: str) -> None:

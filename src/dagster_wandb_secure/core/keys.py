@@ -1427,6 +1427,13 @@ class KeyStore:
                 artifact=artifact,
                 key_id=kid,
             )
+        if not isinstance(signed_at, datetime):
+            raise KeyStoreError(
+                f"signed_at must be a datetime, not {type(signed_at).__name__}",
+                artifact=artifact,
+                key_id=kid,
+                hint="parse the envelope's signed_at before calling verify",
+            )
         if record.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
             why = f": {record.revoked_reason}" if record.revoked_reason else ""
             raise RevokedKeyError(
