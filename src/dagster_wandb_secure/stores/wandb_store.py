@@ -19,8 +19,14 @@ from the mirror. Nothing waits on a server and no ``wandb.Api`` is ever built. V
 server assigns at sync time may differ from the mirror's.
 
 **The W&B run** is started lazily, on the first operation that needs one (``publish``, or
-``record_use`` online), with ``resume="allow"`` and the tag ``dagster_wandb``; ``close()`` finishes
-it. Construction only validates the configuration.
+``record_use`` online), with ``resume="allow"`` and the tag ``dagster_wandb``. Stores of one process
+naming the same run id share one run (wandb refuses two active runs with one id); ``close()``
+releases it and the last user finishes it. Run starts are serialized per ``base_dir`` across
+processes (wandb would otherwise give two processes starting the same run id in the same second
+one shared, corrupted run folder). Construction only validates the configuration. Offline, wandb
+writes the run's transaction log asynchronously: it is complete once ``close()`` returned *and*
+wandb's service flushed it (at the latest when the process exits, through wandb's own atexit
+hook); only then should ``wandb sync`` be run on the folder.
 
 **The download cache** (online) lives in ``<base_dir>/wandb-secure/cache/<entity>/<project>/<name>/
 v<N>/``. Each version has a lock file (``.v<N>.lock``), a last-use stamp (``.v<N>.used``, touched on
@@ -88,7 +94,9 @@ STORE_SUBDIR = "wandb-secure"
 DEFAULT_CACHE_DURATION = timedelta(days=30)
 MIN_CACHE_AGE = timedelta(minutes=5)  # grace period protecting a version a reader just resolved
 STALE_STAGING_AGE = timedelta(days=1)  # leftovers of crashed publishes/downloads
-CACHE_LOCK_TIMEOUT = 600.0  # seconds to wait for another process downloading the same version
+CACHE_LOCK_TIMEOUT = 600.0
+INIT_LOCK_NAME = "wandb-init.lock"
+RUN_START_TIMEOUT = 300.0  # seconds to wait for another process downloading the same version
 MAX_RUN_ID_LEN = 128
 MAX_RUN_NAME_LEN = 128
 MAX_TAG_LEN = 64
@@ -320,6 +328,7 @@ class WandbArtifactStore:
         self._AuthError: type[BaseException] = errors.AuthenticationError
         self._lock = threading.RLock()
         self._run: Any = None
+        self._run_key: tuple[Any, ...] | None = None
         self._api_client: Any = None
         if mirror is not None and local_dir is not None:
             raise ConfigurationError("give either mirror or local_dir, not both")
@@ -374,13 +383,21 @@ class WandbArtifactStore:
         return info
 
     def close(self) -> None:
-        """Finish the W&B run if one was started (idempotent). A later operation starts it again
-        (``resume="allow"``)."""
+        """Release the W&B run (idempotent); the run is finished once no store of this process
+        uses it. A later operation starts it again (``resume="allow"``)."""
         with self._lock:
             run, self._run = self._run, None
+            key, self._run_key = self._run_key, None
             self._used.clear()
         if run is None:
             return
+        with _RUNS_LOCK:
+            shared = _RUNS.get(key) if key is not None else None
+            if shared is not None and shared.run is run:
+                shared.users -= 1
+                if shared.users > 0:
+                    return  # another store of this process still logs to this run
+                del _RUNS[key]
         try:
             run.finish()
         except self._WandbError as exc:
@@ -393,51 +410,92 @@ class WandbArtifactStore:
         with self._lock:
             if self._run is not None:
                 return self._run
-            self.base_dir.mkdir(parents=True, exist_ok=True)
-            kwargs: dict[str, Any] = {
-                "entity": self.entity,
-                "project": self.project,
-                "id": self.run_id,
-                "name": self.run_name,
-                "tags": list(self.run_tags),
-                "resume": "allow",
-                "dir": str(self.base_dir),
-                "mode": self.mode,
-                # never hand back (or finish) some other run that is active in this process
-                "reinit": "create_new",
-            }
-            settings: dict[str, Any] = {}
-            if not self.offline:
-                if self._api_key is not None:
-                    settings["api_key"] = self._api_key.get()
-                if self.host is not None:
-                    settings["base_url"] = self.host
-            if settings:
-                kwargs["settings"] = settings
-            where = f"{self.entity}/{self.project}/{self.run_id or '<new run>'}"
-            try:
-                run = self._sdk.init(**kwargs)
-            except self._AuthError as exc:
-                raise StoreError(
-                    f"W&B refused the credentials while starting run {where}: {self._scrub(exc)}",
-                    hint="check the API key (WANDB_API_KEY / api_key) and the host",
-                ) from exc
-            except self._WandbError as exc:
-                raise StoreError(
-                    f"could not start the W&B run {where} ({self.mode}): {self._scrub(exc)}",
-                    hint="check the host, network access and the entity/project; or run with "
-                    "WANDB_MODE=offline and `wandb sync` later",
-                ) from exc
-            except BaseException as exc:
-                exc.add_note(f"dagster-wandb-secure: while starting the W&B run {where}")
-                raise
-            if self.run_id is not None and _attr(run, "id") != self.run_id:
-                raise StoreError(
-                    f"wandb.init returned run {_attr(run, 'id')!r} instead of {self.run_id!r}",
-                    hint="another W&B run is active in this process; finish it first",
+            # One W&B run per run id per process: wandb refuses a second active run with the
+            # same id, so stores of one process that name the same run share it.
+            key = None
+            if self.run_id is not None:
+                key = (
+                    self._sdk,
+                    self.mode,
+                    str(self.base_dir),
+                    self.host,
+                    self.entity,
+                    self.project,
+                    self.run_id,
                 )
-            self._run = run
-            return run
+            with _RUNS_LOCK:
+                shared = _RUNS.get(key) if key is not None else None
+                if shared is not None:
+                    shared.users += 1
+                else:
+                    shared = _SharedRun(self._start_run(), 1)
+                    if key is not None:
+                        _RUNS[key] = shared
+            self._run, self._run_key = shared.run, key
+            return shared.run
+
+    def _start_run(self) -> Any:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {
+            "entity": self.entity,
+            "project": self.project,
+            "id": self.run_id,
+            "name": self.run_name,
+            "tags": list(self.run_tags),
+            "resume": "allow",
+            "dir": str(self.base_dir),
+            "mode": self.mode,
+            # never hand back (or finish) some other run that is active in this process
+            "reinit": "create_new",
+        }
+        settings: dict[str, Any] = {}
+        if not self.offline:
+            if self._api_key is not None:
+                settings["api_key"] = self._api_key.get()
+            if self.host is not None:
+                settings["base_url"] = self.host
+        if settings:
+            kwargs["settings"] = settings
+        where = f"{self.entity}/{self.project}/{self.run_id or '<new run>'}"
+        try:
+            # wandb names the run folder <mode>-<second>-<run id> and cannot stop two processes
+            # starting the same run id in the same second from sharing (and corrupting) one
+            # folder: serialize run starts in this base_dir
+            with InterProcessLock(self.store_dir / INIT_LOCK_NAME, timeout=RUN_START_TIMEOUT):
+                run = self._sdk.init(**kwargs)
+        except LockTimeout as exc:
+            raise StoreError(
+                f"another process has been starting a W&B run in {self.base_dir} for more "
+                f"than {RUN_START_TIMEOUT:.0f} s",
+                hint="check for a hung process using the same base_dir",
+            ) from exc
+        except self._AuthError as exc:
+            raise StoreError(
+                f"W&B refused the credentials while starting run {where}: {self._scrub(exc)}",
+                hint="check the API key (WANDB_API_KEY / api_key) and the host",
+            ) from exc
+        except self._WandbError as exc:
+            raise StoreError(
+                f"could not start the W&B run {where} ({self.mode}): {self._scrub(exc)}",
+                hint="check the host, network access and the entity/project; or run with "
+                "WANDB_MODE=offline and `wandb sync` later",
+            ) from exc
+        except BaseException as exc:
+            exc.add_note(f"dagster-wandb-secure: while starting the W&B run {where}")
+            if "in use" in str(exc):
+                exc.add_note(
+                    "dagster-wandb-secure: processes that share one wandb service (the "
+                    "WANDB_SERVICE environment variable) cannot hold the same run id at once; "
+                    "do not start wandb in the parent process, or set distinct run_id values"
+                )
+            raise
+        if self.run_id is not None and _attr(run, "id") != self.run_id:
+            raise StoreError(
+                f"wandb.init returned run {_attr(run, 'id')!r} instead of {self.run_id!r}",
+                hint="another W&B run is active in this process; finish it first",
+            )
+        return run
 
     def _api(self, what: str) -> Any:
         if self.offline:  # pragma: no cover - every offline path is served by the mirror
@@ -711,11 +769,14 @@ class WandbArtifactStore:
         there) and describe it from disk."""
         version = _parse_version(_attr(artifact, "version"), qualified)
         label = f"{entity}/{project}/{name}"
+        expected: dict[str, int | None] = {}  # relpath -> size the manifest promises
         try:
-            manifest_paths = {
-                safe_relpath(str(p), what=f"file name {p!r} in the W&B manifest of {label}")
-                for p in artifact.manifest.entries
-            }
+            for path, entry in artifact.manifest.entries.items():
+                what = f"file name {path!r} in the W&B manifest of {label}"
+                size = _attr_obj(entry, "size")
+                expected[safe_relpath(str(path), what=what)] = (
+                    size if isinstance(size, int) else None
+                )
         except UnsafePathError as exc:
             exc.with_location(artifact=label, version=f"v{version}")
             raise
@@ -726,7 +787,7 @@ class WandbArtifactStore:
                 version=f"v{version}",
                 hint="check network access and the W&B server status",
             ) from exc
-        if not manifest_paths:
+        if not expected:
             raise StoreError(
                 "the W&B artifact version has no files",
                 artifact=label,
@@ -738,7 +799,7 @@ class WandbArtifactStore:
         name_dir.mkdir(parents=True, exist_ok=True)
         vdir = name_dir / f"v{version}"
         with self._version_lock(name_dir, version, label):
-            files = self._cached_files(vdir, name_dir, version, digest, manifest_paths)
+            files = self._cached_files(vdir, name_dir, version, digest, expected)
             if files is None:
                 staging = name_dir / f".v{version}.download-{uuid.uuid4().hex}"
                 staging.mkdir()
@@ -756,11 +817,10 @@ class WandbArtifactStore:
                         exc.add_note(f"dagster-wandb-secure: while downloading {qualified}")
                         raise
                     files = _scan(staging, label, f"v{version}")
-                    if set(files) != manifest_paths:
+                    mismatch = _manifest_mismatch(files, expected)
+                    if mismatch:
                         raise StoreError(
-                            "the downloaded files do not match the W&B manifest "
-                            f"(extra: {sorted(set(files) - manifest_paths)}, missing: "
-                            f"{sorted(manifest_paths - set(files))})",
+                            f"the downloaded files do not match the W&B manifest ({mismatch})",
                             artifact=label,
                             version=f"v{version}",
                             hint="retry; if it persists, the artifact holds references that "
@@ -965,7 +1025,12 @@ class WandbArtifactStore:
         return _Locked(name_dir / f".v{version}.lock", CACHE_LOCK_TIMEOUT, label, version)
 
     def _cached_files(
-        self, vdir: Path, name_dir: Path, version: int, digest: str, expected: set[str]
+        self,
+        vdir: Path,
+        name_dir: Path,
+        version: int,
+        digest: str,
+        expected: Mapping[str, int | None],
     ) -> dict[str, FileEntry] | None:
         """The files of a complete cached copy of this digest, or ``None`` to download again."""
         if not vdir.is_dir() or vdir.is_symlink():
@@ -980,7 +1045,7 @@ class WandbArtifactStore:
             files = _scan(vdir, str(name_dir), f"v{version}")
         except UnsafePathError:
             return None  # something put a symlink in the cache: throw the copy away
-        return files if set(files) == expected else None
+        return None if _manifest_mismatch(files, expected) else files
 
     def _install(self, name_dir: Path, version: int, staging: Path, digest: str) -> Path:
         """Move a complete staging folder into place as ``v<N>``. The caller holds the lock."""
@@ -1073,6 +1138,16 @@ class WandbArtifactStore:
 # --- helpers ------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class _SharedRun:
+    run: Any
+    users: int
+
+
+_RUNS: dict[tuple[Any, ...], _SharedRun] = {}
+_RUNS_LOCK = threading.Lock()
+
+
 class _Locked:
     """The per-version cache lock, turning a lock timeout into a StoreError."""
 
@@ -1120,6 +1195,23 @@ def _parse_version(label: str | None, what: str) -> int:
             hint="report this; the W&B server answered something the store does not understand",
         )
     return int(m[1])
+
+
+def _manifest_mismatch(files: Mapping[str, FileEntry], expected: Mapping[str, int | None]) -> str:
+    """Why the files on disk are not what the W&B manifest lists ('' if they are)."""
+    problems = []
+    if extra := sorted(set(files) - set(expected)):
+        problems.append(f"not in the manifest: {extra}")
+    if missing := sorted(set(expected) - set(files)):
+        problems.append(f"missing: {missing}")
+    resized = sorted(
+        p
+        for p, size in expected.items()
+        if p in files and size is not None and files[p].size != size
+    )
+    if resized:
+        problems.append(f"wrong size: {resized}")
+    return "; ".join(problems)
 
 
 def _parse_time(value: str | None) -> datetime:
