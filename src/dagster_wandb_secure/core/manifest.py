@@ -212,7 +212,7 @@ def _verify(
             "artifact has no signed manifest (written by upstream dagster-wandb or by hand)",
             artifact=artifact,
         )
-    cap = getattr(policy, "max_manifest_bytes", 256 << 20)  # Policy has no such field yet
+    cap = policy.max_manifest_entries * MANIFEST_BYTES_PER_ENTRY
     with open_no_follow(manifest_path) as fh:
         data = fh.read(cap + 1)
     if len(data) > cap:
