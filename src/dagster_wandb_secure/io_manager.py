@@ -403,6 +403,9 @@ def _storage_dir(context: InitResourceContext) -> str | None:
 _LEGACY_SCHEMA = {
     "run_name": Field(Noneable(str), is_required=False, description="W&B run name"),
     "run_id": Field(Noneable(str), is_required=False, description="W&B run id (resumed)"),
+    "wandb_run_id": Field(
+        Noneable(str), is_required=False, description="synonym of run_id (as in the W&B guide)"
+    ),
     "run_tags": Field(Noneable([str]), is_required=False, description="extra W&B run tags"),
     "base_dir": Field(Noneable(str), is_required=False, description="local storage folder"),
     "cache_duration_in_minutes": Field(
@@ -429,7 +432,7 @@ _LEGACY_SCHEMA = {
     description="Signed W&B artifacts IO manager (dagster-wandb-secure).",
 )
 def wandb_artifacts_io_manager(context: InitResourceContext) -> ArtifactIOEngine:
-    settings = validate_settings(dict(context.resource_config or {}))
+    settings = validate_settings(_legacy_synonyms(dict(context.resource_config or {})))
     wandb_config = context.resources.wandb_config
     entity, project = _entity_project(wandb_config)
     return ArtifactIOEngine(
@@ -439,6 +442,16 @@ def wandb_artifacts_io_manager(context: InitResourceContext) -> ArtifactIOEngine
         project=project,
         instance_storage_dir=_storage_dir(context),
     )
+
+
+def _legacy_synonyms(raw: dict[str, Any]) -> dict[str, Any]:
+    """``wandb_run_id`` (used in the W&B guide's best-practice sample) means ``run_id``."""
+    alias = raw.pop("wandb_run_id", None)
+    if alias is not None:
+        if raw.get("run_id") not in (None, alias):
+            raise WandbArtifactsIOManagerError("set only one of 'run_id' and 'wandb_run_id'")
+        raw["run_id"] = alias
+    return raw
 
 
 def _entity_project(wandb_config: Any) -> tuple[str | None, str | None]:
