@@ -55,7 +55,7 @@ def run_all(cfg: Config, log: Any) -> tuple[list[MetricResult], dict[str, Any]]:
         try:
             from . import audit_metrics
 
-            got, sc = audit_metrics.run(cfg)
+            got, sc = audit_metrics.run(cfg, log)
             results += got
             scaling.update(sc)
         except Exception as exc:

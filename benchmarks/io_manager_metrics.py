@@ -1,0 +1,160 @@
+"""This IO manager on the local store against Dagster's ``FilesystemIOManager``.
+
+Both sides run the same assets through ``dagster.materialize`` on one ephemeral instance, with
+the console logger at WARNING. A run both materializes the producers (handle_output) and loads
+them into a consumer (load_input), so each figure is "materialize + load".
+
+- large: one asset returning an int64 array of ``cfg.large_bytes`` plus a consumer of it.
+- small: ``cfg.small_assets`` assets each returning a ~1 KB dict plus one consumer of all.
+
+Durability differs, and the table says so: ``FilesystemIOManager`` writes with ``pickle.dump``
+and never fsyncs; the local store publishes each version atomically and fsyncs its files, its
+folders and its SQLite index before a version becomes visible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .common import Config, MetricResult, Timer, failed, human_bytes, interleaved, median
+from .envelope_metrics import large_array, small_object
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _large_assets(holder: dict[str, Any]) -> list[Any]:
+    from dagster import AssetIn, asset
+
+    @asset(name="big_array")
+    def big_array() -> Any:
+        return holder["array"]
+
+    @asset(name="big_consumer", ins={"big_array": AssetIn()})
+    def big_consumer(big_array: Any) -> int:
+        return int(big_array.nbytes)
+
+    return [big_array, big_consumer]
+
+
+def _small_assets(count: int) -> list[Any]:
+    from dagster import AssetIn, asset
+
+    def producer(i: int) -> Any:
+        @asset(name=f"small_{i:03d}")
+        def small() -> dict[str, Any]:
+            return dict(small_object(), index=i)
+
+        return small
+
+    names = [f"small_{i:03d}" for i in range(count)]
+
+    @asset(name="small_gather", ins={n: AssetIn() for n in names})
+    def small_gather(**inputs: Any) -> int:
+        return len(inputs)
+
+    return [producer(i) for i in range(count)] + [small_gather]
+
+
+def _ours(work: Path, keys: Path) -> Any:
+    from dagster_wandb_secure.io_manager import WandbArtifactsIOManager
+
+    return WandbArtifactsIOManager(
+        key_store=str(keys),
+        store="local",
+        local_store_dir=str(work / "store"),
+        base_dir=str(work / "base"),
+        entity="bench",
+        project="bench",
+    )
+
+
+def _baseline(work: Path) -> Any:
+    from dagster import FilesystemIOManager
+
+    return FilesystemIOManager(base_dir=str(work / "fs"))
+
+
+def _timed_materialize(assets: list[Any], io_manager: Any, instance: Any) -> float:
+    from dagster import materialize
+
+    with Timer() as t:
+        result = materialize(
+            assets, resources={"io_manager": io_manager}, instance=instance, run_config=QUIET
+        )
+    if not result.success:  # pragma: no cover - reported as a failed metric
+        raise RuntimeError("materialize failed")
+    return t.seconds
+
+
+def run(cfg: Config) -> list[MetricResult]:
+    from dagster import DagsterInstance
+
+    from .common import make_key_store
+
+    work = cfg.workdir / "io"
+    work.mkdir(parents=True, exist_ok=True)
+    keys = work / "keys"
+    make_key_store(keys, "ed25519")
+    instance = DagsterInstance.ephemeral()
+    results: list[MetricResult] = []
+
+    holder: dict[str, Any] = {"array": large_array(cfg.large_bytes)}
+    size = human_bytes(holder["array"].nbytes)
+    try:
+        assets = _large_assets(holder)
+        ours, base_iom = _ours(work / "large", keys), _baseline(work / "large")
+        _timed_materialize(assets, base_iom, instance)  # warm Dagster's code paths once
+        _timed_materialize(assets, ours, instance)
+        base, cand = interleaved(
+            lambda: _timed_materialize(assets, base_iom, instance),
+            lambda: _timed_materialize(assets, ours, instance),
+            cfg.large_asset_runs,
+        )
+        results.append(
+            MetricResult(
+                name="io_manager_ratio_large",
+                value=median(cand) / median(base),
+                baseline=median(base),
+                candidate=median(cand),
+                baseline_label=f"FilesystemIOManager, {size} asset + consumer",
+                candidate_label="WandbArtifactsIOManager, local store",
+                runs=cfg.large_asset_runs,
+                note="baseline never fsyncs; the local store fsyncs every published version",
+                extra={"baseline_runs": base, "candidate_runs": cand},
+            )
+        )
+    except Exception as exc:
+        results.append(failed("io_manager_ratio_large", exc))
+    holder.clear()
+
+    try:
+        assets = _small_assets(cfg.small_assets)
+        ours, base_iom = _ours(work / "small", keys), _baseline(work / "small")
+        _timed_materialize(assets, base_iom, instance)
+        _timed_materialize(assets, ours, instance)
+        base, cand = interleaved(
+            lambda: _timed_materialize(assets, base_iom, instance),
+            lambda: _timed_materialize(assets, ours, instance),
+            cfg.small_asset_runs,
+        )
+        results.append(
+            MetricResult(
+                name="io_manager_ratio_small",
+                value=median(cand) / median(base),
+                baseline=median(base),
+                candidate=median(cand),
+                baseline_label=f"FilesystemIOManager, {cfg.small_assets} x 1 KB assets + consumer",
+                candidate_label="WandbArtifactsIOManager, local store",
+                runs=cfg.small_asset_runs,
+                note="per-run Dagster overhead is in both figures",
+                extra={
+                    "baseline_runs": base,
+                    "candidate_runs": cand,
+                    "extra_ms_per_asset": (median(cand) - median(base)) / cfg.small_assets * 1e3,
+                },
+            )
+        )
+    except Exception as exc:
+        results.append(failed("io_manager_ratio_small", exc))
+    return results
