@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .core.envelope import seal_serialized_to
 from .core.errors import (
     ConfigurationError,
     ResourceLimitError,
@@ -292,36 +293,20 @@ def seal_payload_bytes(
 ) -> EnvelopeHeader:
     """Seal already-serialized bytes (never deserialized here) into an envelope file.
 
-    Used by ``adopt`` (scanned legacy bytes) and ``resign`` (verified payloads). The header
-    fields are exactly those ``seal`` writes; the signature is made by the key store's signer.
-    Not recorded in the ledger: the caller records with the right ``origin``."""
-    from datetime import datetime as _dt
-
-    from .core import envelope as env
-    from .core.fsutil import atomic_output
-    from .core.policy import Policy as _Policy
-
-    policy = policy or _Policy.default()
-    ctx = env._check_context(dict(context))
-    signer = key_store.signer(key_id)
-    policy.check_algorithm(signer.alg, artifact=ctx.get("artifact"), key_id=signer.kid)
-    fields = {
-        "format": env.FORMAT_VERSION,
-        "alg": signer.alg,
-        "kid": signer.kid,
-        "digest_alg": "sha256",
-        "serializer": serializer,
-        "serializer_version": serializer_version,
-        "serializer_params": dict(serializer_params),
-        "context": ctx,
-        "signed_at": env.format_time(_dt.now(UTC)),
-    }
-    view = memoryview(payload).cast("B")
-    sealed = env._Sealed([view], fields, signer)
-    with atomic_output(target, durable=False) as fh:
-        env._write_sealed(fh, sealed)
-    assert sealed.header is not None
-    return sealed.header
+    Used by ``adopt`` (scanned legacy bytes) and ``resign`` (verified payloads). Not recorded in
+    the ledger: the caller records with the right ``origin``."""
+    return seal_serialized_to(
+        target,
+        payload,
+        key_store=key_store,
+        serializer=serializer,
+        serializer_version=serializer_version,
+        serializer_params=serializer_params,
+        context=context,
+        key_id=key_id,
+        policy=policy,
+        record=False,
+    )
 
 
 def record(key_store: KeyStore, header: EnvelopeHeader, *, origin: str) -> int:

@@ -67,6 +67,8 @@ def decode(data: bytes | memoryview, *, max_bytes: int = 65536) -> Any:
 def _check_depth_bytes(raw: bytes) -> None:
     """Reject deep nesting before the JSON parser recurses (brackets inside strings count too,
     which only makes the check stricter)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return  # cannot be deeper than the number of openers; skips the byte loop
     depth = 0
     for byte in raw:
         if byte in (0x5B, 0x7B):  # [ {

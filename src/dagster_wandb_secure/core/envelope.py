@@ -38,7 +38,7 @@ import mmap
 import os
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -56,7 +56,7 @@ from .errors import (
 )
 from .fsutil import atomic_output, open_no_follow
 from .policy import Policy
-from .serializers import get_serializer
+from .serializers import SERIALIZERS, get_serializer
 
 if TYPE_CHECKING:
     from .keys import KeyStore
@@ -175,14 +175,39 @@ def seal(
     run_id: str | None = None,
 ) -> bytes:
     """Serialize ``obj`` and return the complete signed envelope as bytes."""
+    data, _ = seal_with_header(
+        obj,
+        key_store=key_store,
+        serializer=serializer,
+        context=context,
+        parameters=parameters,
+        key_id=key_id,
+        policy=policy,
+        record=record,
+        run_id=run_id,
+    )
+    return data
+
+
+def seal_with_header(
+    obj: Any,
+    *,
+    key_store: KeyStore,
+    serializer: str = "pickle",
+    context: Context | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    key_id: str | None = None,
+    policy: Policy | None = None,
+    record: bool = True,
+    run_id: str | None = None,
+) -> tuple[bytes, EnvelopeHeader]:
+    """Like ``seal``, also returning the signed header (with its ledger row id when recorded)."""
     sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy)
-    digest = hashlib.sha256()
-    for chunk in sealed.chunks:
-        digest.update(chunk)
-    head = sealed.finish(digest.hexdigest())
+    head = sealed.finish(_hash_chunks(sealed.chunks))
     out = b"".join([head, *sealed.chunks])
-    _record(sealed, key_store, record, run_id)
-    return out
+    row = _record(sealed, key_store, record, run_id)
+    assert sealed.header is not None
+    return out, _with_row(sealed.header, row)
 
 
 def seal_to(
@@ -204,16 +229,25 @@ def seal_to(
     A path is replaced atomically (temporary file + rename); ``durable=True`` also fsyncs. The
     payload is hashed in a worker thread while it is written, and never copied as a whole."""
     sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy)
+    return _write_target(target, sealed, key_store, record, run_id, durable)
+
+
+def _write_target(
+    target: str | Path | BinaryIO,
+    sealed: _Sealed,
+    key_store: KeyStore,
+    record: bool,
+    run_id: str | None,
+    durable: bool,
+) -> EnvelopeHeader:
     if isinstance(target, str | Path):
         with atomic_output(target, durable=durable) as fh:
             _write_sealed(fh, sealed)
-        header = sealed.header
     else:
         _write_sealed(target, sealed)
-        header = sealed.header
-    assert header is not None
+    assert sealed.header is not None
     row = _record(sealed, key_store, record, run_id)
-    return _with_row(header, row)
+    return _with_row(sealed.header, row)
 
 
 class _Sealed:
@@ -268,6 +302,18 @@ def _prepare(
     signer = key_store.signer(key_id)
     policy.check_algorithm(signer.alg, artifact=artifact, key_id=signer.kid)
     raw_chunks, extra = ser.dump(obj, params)
+    return _assemble(raw_chunks, ser.name, ser.module_version(), extra, ctx, signer, policy)
+
+
+def _assemble(
+    raw_chunks: Sequence[Any],
+    serializer: str,
+    serializer_version: str,
+    serializer_params: Mapping[str, Any],
+    ctx: dict[str, str | None],
+    signer: Any,
+    policy: Policy,
+) -> _Sealed:
     chunks = [c if isinstance(c, memoryview) else memoryview(c) for c in raw_chunks]
     chunks = [c.cast("B") if c.format != "B" or c.ndim != 1 else c for c in chunks]
     fields = {
@@ -275,15 +321,50 @@ def _prepare(
         "alg": signer.alg,
         "kid": signer.kid,
         "digest_alg": "sha256",
-        "serializer": ser.name,
-        "serializer_version": ser.module_version(),
-        "serializer_params": extra,
+        "serializer": serializer,
+        "serializer_version": serializer_version,
+        "serializer_params": dict(serializer_params),
         "context": ctx,
         "signed_at": format_time(datetime.now(UTC)),
     }
     sealed = _Sealed(chunks, fields, signer)
-    policy.check_payload_size(sealed.length, artifact=artifact, key_id=signer.kid)
+    policy.check_payload_size(sealed.length, artifact=ctx.get("artifact"), key_id=signer.kid)
     return sealed
+
+
+def seal_serialized_to(
+    target: str | Path | BinaryIO,
+    payload: bytes | memoryview,
+    *,
+    key_store: KeyStore,
+    serializer: str,
+    serializer_version: str,
+    serializer_params: Mapping[str, Any],
+    context: Context | None = None,
+    key_id: str | None = None,
+    policy: Policy | None = None,
+    record: bool = False,
+    run_id: str | None = None,
+    durable: bool = False,
+) -> EnvelopeHeader:
+    """Seal bytes that are already serialized (never deserialized here) into an envelope.
+
+    For migrations (``adopt``: statically scanned legacy payloads) and re-signing (``resign``:
+    payloads verified under an older key). ``record`` defaults to False so the caller can record
+    the ledger row with the right origin."""
+    policy = policy or _default_policy()
+    ctx = _check_context(dict(context or {}))
+    if serializer not in SERIALIZERS:
+        raise MalformedEnvelopeError(
+            f"unknown serializer {serializer[:40]!r}", artifact=ctx.get("artifact")
+        )
+    policy.check_serializer(serializer, artifact=ctx.get("artifact"))
+    signer = key_store.signer(key_id)
+    policy.check_algorithm(signer.alg, artifact=ctx.get("artifact"), key_id=signer.kid)
+    sealed = _assemble(
+        [payload], serializer, serializer_version, serializer_params, ctx, signer, policy
+    )
+    return _write_target(target, sealed, key_store, record, run_id, durable)
 
 
 def _hash_chunks(chunks: list[memoryview]) -> str:

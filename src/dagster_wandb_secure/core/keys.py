@@ -509,7 +509,7 @@ class KeyStore:
             if not create:
                 raise KeyStoreError(
                     f"no key store at {path}",
-                    hint=f"create one with `dagster-wandb-secure keys generate --store {path}`",
+                    hint=f"create one with `dagster-wandb-secure keys generate --key-store {path} --alg ed25519`",
                 )
             path.mkdir(parents=True, mode=PRIVATE_DIR_MODE, exist_ok=True)
             os.chmod(path, PRIVATE_DIR_MODE)
@@ -522,7 +522,7 @@ class KeyStore:
             if not create:
                 raise KeyStoreError(
                     f"{path} holds no {KEYSTORE_FILE}",
-                    hint=f"create one with `dagster-wandb-secure keys generate --store {path}`",
+                    hint=f"create one with `dagster-wandb-secure keys generate --key-store {path} --alg ed25519`",
                 )
             with store._lock:
                 if not store._file.exists():

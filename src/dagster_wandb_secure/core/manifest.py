@@ -29,7 +29,7 @@ from .envelope import (
     EnvelopeHeader,
     is_envelope,
     read_header_unverified,
-    seal,
+    seal_with_header,
     verify_bytes,
     verify_path,
 )
@@ -152,7 +152,7 @@ def write_manifest(
 
     The caller stores the bytes as ``MANIFEST_NAME`` next to the files."""
     document = build_manifest(files, references)
-    data = seal(
+    return seal_with_header(
         document,
         key_store=key_store,
         serializer="json",
@@ -162,8 +162,6 @@ def write_manifest(
         record=record,
         run_id=run_id,
     )
-    header, _ = verify_bytes(data, key_store=key_store, expected_context=manifest_context(context))
-    return data, header
 
 
 def verify_manifest(
