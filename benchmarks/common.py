@@ -79,13 +79,13 @@ class Config:
                 large_bytes=8 * MIB,
                 runs=3,
                 small_iterations=200,
-                small_assets=5,
+                small_assets=3,
                 small_asset_runs=1,
                 large_asset_runs=1,
-                audit_versions=40,
+                audit_versions=20,
                 rss_bytes=8 * MIB,
                 payload_sizes=(KIB, 64 * KIB, MIB, 8 * MIB),
-                store_sizes=(10, 40),
+                store_sizes=(5, 20),
                 scaling_runs=2,
                 only=only,
             )
@@ -234,6 +234,7 @@ def isolate_environment(home: Path) -> None:
     """Keep Dagster, wandb and the library away from the real home directory and the network."""
     for sub in ("dagster", "wandb", "wandb-data", "wandb-cache", "wandb-config", "wandb-artifacts"):
         (home / sub).mkdir(parents=True, exist_ok=True)
+    os.environ["HOME"] = str(home)
     os.environ["DAGSTER_DISABLE_TELEMETRY"] = "1"
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     os.environ["WANDB_MODE"] = "offline"
