@@ -197,7 +197,8 @@ class _FakeCollection:
 
 
 class _FakeType:
-    def __init__(self, collections: list[_FakeCollection]) -> None:
+    def __init__(self, name: str, collections: list[_FakeCollection]) -> None:
+        self.name = name
         self._collections = collections
 
     def collections(self) -> list[_FakeCollection]:
@@ -218,7 +219,7 @@ class FakeApi:
         for key, coll in self._server.collections.items():
             if key[:2] == (entity, proj):
                 by_type.setdefault(coll["type"], []).append(_FakeCollection(self._server, key))
-        return [_FakeType(c) for c in by_type.values()]
+        return [_FakeType(t, c) for t, c in by_type.items()]
 
 
 class FakeWandbServer:
@@ -667,6 +668,8 @@ def test_online_resolve_without_a_run_uses_the_api_and_the_cache(
     with store.open_file(av, "output.pickle") as fh:
         assert fh.read() == b"two"
     assert [v.version for v in store.list_versions(name="data")] == [0, 1]
+    server.put("run-xyz-history", {"h.parquet": b"h"}, type="wandb-history")
+    assert [(v.name, v.version) for v in store.list_versions()] == [("data", 0), ("data", 1)]
     assert [e.path for e in store.list_files(av)] == ["extra/table.json", "output.pickle"]
 
 
@@ -786,6 +789,17 @@ def test_online_file_access_refuses_escapes_symlinks_and_unknown_files(
         online.file_path(av, "../../../etc/passwd")
     with pytest.raises(ArtifactNotFoundError, match="nope"):
         online.open_file(av, "nope")
+    # a file planted in the cache is handed out like the local store does: refusing an
+    # unsigned extra file is the verifier's job (it sees it in list_files)
+    (av.root / "planted.pickle").write_bytes(b"evil")
+    assert online.file_path(av, "planted.pickle") == av.root / "planted.pickle"
+    assert "planted.pickle" in [e.path for e in online.list_files(av)]
+    (av.root / "sub").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "inner.txt").write_bytes(b"outside")
+    with pytest.raises(UnsafePathError, match="symlink"):
+        online.file_path(av, "sub/inner.txt")
+    (av.root / "sub").unlink()
+    (av.root / "planted.pickle").unlink()
     # a cache tamperer swaps a file for a symlink after resolve
     (av.root / "b.txt").unlink()
     (av.root / "b.txt").symlink_to(tmp_path / "elsewhere")

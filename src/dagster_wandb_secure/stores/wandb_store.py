@@ -72,7 +72,6 @@ from ..core.fsutil import (
     InterProcessLock,
     atomic_write,
     open_no_follow,
-    resolve_inside,
     safe_relpath,
 )
 from .base import (
@@ -852,7 +851,11 @@ class WandbArtifactStore:
     # -- files -------------------------------------------------------------------------------------
 
     def file_path(self, av: ArtifactVersion, relpath: str) -> Path:
-        """The local path of one file of ``av`` (a cache path online, a mirror path offline)."""
+        """The local path of one file of ``av`` (a cache path online, a mirror path offline).
+
+        Like ``LocalArtifactStore.file_path``: any regular file in the version folder is
+        returned (a file that is not in ``av.files`` is for the verifier to refuse); a symlink
+        anywhere on the way, a non-regular file or an escaping name is refused."""
         if self.offline:
             return self._mirror().file_path(av, relpath)
         label = f"{av.entity}/{av.project}/{av.name}"
@@ -865,23 +868,39 @@ class WandbArtifactStore:
                 version=av.version_label,
                 hint="resolve the version through this store",
             )
-        if relpath not in av.files:
-            raise ArtifactNotFoundError(
-                f"the version has no file {relpath!r}",
-                artifact=label,
-                version=av.version_label,
-                hint=f"files of this version: {', '.join(sorted(av.files)) or '<none>'}",
-            )
-        path = resolve_inside(av.root, relpath)
-        if not path.exists() and not path.is_symlink():
-            raise StoreError(
-                f"the cached copy of {relpath!r} is gone (removed by cache cleanup?)",
-                artifact=label,
-                version=av.version_label,
-                hint="resolve the version again; raise cache_duration_in_minutes if this recurs",
+        current = av.root
+        mode = 0
+        for part in ("", *relpath.split("/")):
+            current = current / part if part else current
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError as exc:
+                if part and relpath not in av.files:
+                    raise ArtifactNotFoundError(
+                        f"the version has no file {relpath!r}",
+                        artifact=label,
+                        version=av.version_label,
+                        hint=f"files of this version: {', '.join(sorted(av.files)) or '<none>'}",
+                    ) from exc
+                raise StoreError(
+                    f"the cached copy of {relpath!r} is gone (removed by cache cleanup?)",
+                    artifact=label,
+                    version=av.version_label,
+                    hint="resolve the version again; raise cache_duration_in_minutes if this "
+                    "recurs",
+                ) from exc
+            if stat.S_ISLNK(mode):
+                raise UnsafePathError(
+                    f"{relpath!r} leads through the symlink {current}; refusing to follow it",
+                    artifact=label,
+                    version=av.version_label,
+                )
+        if not stat.S_ISREG(mode):
+            raise UnsafePathError(
+                f"{relpath!r} is not a regular file", artifact=label, version=av.version_label
             )
         self._touch(name_dir, av.version)
-        return path
+        return current
 
     def open_file(self, av: ArtifactVersion, relpath: str) -> BinaryIO:
         """Open one file of ``av`` for reading; symlinks and path escapes are refused."""
@@ -908,8 +927,8 @@ class WandbArtifactStore:
     def list_versions(
         self, *, entity: str | None = None, project: str | None = None, name: str | None = None
     ) -> Iterator[ArtifactVersion]:
-        """Every version (offline: of the mirror; online: of the W&B project, each downloaded
-        into the cache as it is yielded)."""
+        """Every version (offline: of the mirror; online: of the W&B project, except W&B's own
+        ``wandb-*`` types, each downloaded into the cache as it is yielded)."""
         if self.offline:
             yield from self._mirror().list_versions(entity=entity, project=project, name=name)
             return
@@ -923,6 +942,8 @@ class WandbArtifactStore:
             collections = [
                 c
                 for t in api.artifact_types(project=where)
+                # W&B's own bookkeeping types (run history, ...) are not artifacts of this store
+                if not str(_attr(t, "name") or "").startswith("wandb-")
                 for c in t.collections()
                 if name is None or c.name == name
             ]
