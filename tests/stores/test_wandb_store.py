@@ -733,6 +733,13 @@ def test_online_server_errors_are_store_errors_without_the_key(
         online.resolve(ENTITY, PROJECT, "art")
     assert isinstance(info2.value.__cause__, wandb.errors.AuthenticationError)
 
+    server.failures = {"init": ValueError("https://wandb.ai is not a valid server address")}
+    bad_host = WandbArtifactStore(
+        entity=ENTITY, project=PROJECT, base_dir=tmp_path / "b3", mode="online", sdk=server
+    )
+    with pytest.raises(ConfigurationError, match="not a valid server address"):
+        _publish(bad_host, tmp_path, name="other")
+
     server.failures = {"init": wandb.errors.CommError("cannot reach host")}
     other = WandbArtifactStore(
         entity=ENTITY, project=PROJECT, base_dir=tmp_path / "b2", mode="online", sdk=server
@@ -894,12 +901,15 @@ def test_cache_cleanup_never_removes_a_version_another_process_holds(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        download = av.root.parent / ".v0.download-0123abcd"  # as if being downloaded
+        download.mkdir()
         far = time.time() + 24 * 3600
-        assert store.cleanup_cache(now=far) == [] and av.root.exists()
+        assert store.cleanup_cache(now=far) == [] and av.root.exists() and download.exists()
     finally:
         holder.kill()
         holder.wait()
     assert store.cleanup_cache(now=time.time() + 24 * 3600) == [av.root]
+    assert not download.exists()  # a download whose lock is free died with its process
 
 
 def test_close_finishes_the_run_and_a_later_publish_resumes(

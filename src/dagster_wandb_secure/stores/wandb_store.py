@@ -93,9 +93,9 @@ STORE_SUBDIR = "wandb-secure"
 DEFAULT_CACHE_DURATION = timedelta(days=30)
 MIN_CACHE_AGE = timedelta(minutes=5)  # grace period protecting a version a reader just resolved
 STALE_STAGING_AGE = timedelta(days=1)  # leftovers of crashed publishes/downloads
-CACHE_LOCK_TIMEOUT = 600.0
+CACHE_LOCK_TIMEOUT = 600.0  # seconds to wait for another process downloading the same version
 INIT_LOCK_NAME = "wandb-init.lock"
-RUN_START_TIMEOUT = 300.0  # seconds to wait for another process downloading the same version
+RUN_START_TIMEOUT = 300.0  # seconds to wait for other processes starting their W&B run
 MAX_RUN_ID_LEN = 128
 MAX_RUN_NAME_LEN = 128
 MAX_TAG_LEN = 64
@@ -107,6 +107,7 @@ RUN_ID_FORBIDDEN = frozenset("/\\#?%:")
 _PART_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _VERSION_RE = re.compile(r"^v?(\d{1,9})$")
 _VERSION_DIR_RE = re.compile(r"^v(\d{1,9})$")
+_DOWNLOAD_DIR_RE = re.compile(r"^\.v(\d{1,9})\.download-[0-9a-f]+$")
 
 
 # --- configuration checks -----------------------------------------------------------------------
@@ -473,6 +474,11 @@ class WandbArtifactStore:
             raise StoreError(
                 f"W&B refused the credentials while starting run {where}: {self._scrub(exc)}",
                 hint="check the API key (WANDB_API_KEY / api_key) and the host",
+            ) from exc
+        except ValueError as exc:  # wandb's settings validation (host, run id, name, tags)
+            raise ConfigurationError(
+                f"W&B refused the run settings of {where}: {self._scrub(exc)}",
+                hint="check host (e.g. https://api.wandb.ai), run_id, run_name and run_tags",
             ) from exc
         except self._WandbError as exc:
             raise StoreError(
@@ -1117,6 +1123,14 @@ class WandbArtifactStore:
                         and now - child.lstat().st_mtime > stale_age
                     ):
                         _rmtree(child)
+                    elif d := _DOWNLOAD_DIR_RE.fullmatch(child.name):
+                        # downloads run under the version lock: free lock = dead download
+                        lock = InterProcessLock(name_dir / f".v{d[1]}.lock", timeout=0)
+                        try:
+                            with lock:
+                                _rmtree(child)
+                        except LockTimeout:
+                            pass
                 except OSError as exc:
                     log.warning("cache cleanup: cannot remove %s: %s", child, exc)
         return removed
