@@ -260,8 +260,16 @@ class _Sealed:
         self.signer = signer
         self.sig_size = SIGNATURE_SIZES[signer.alg]
         self.header: EnvelopeHeader | None = None
-        probe = self._header_bytes("0" * 64)
-        self.prefix_size = PREAMBLE_SIZE + len(probe) + self.sig_size
+        self._prefix_size: int | None = None
+
+    @property
+    def prefix_size(self) -> int:
+        """Bytes before the payload; the digest is always 64 hex digits, so a placeholder gives
+        the exact size. Computed only when needed (streamed writes), saving an encode per seal."""
+        if self._prefix_size is None:
+            probe = self._header_bytes("0" * 64)
+            self._prefix_size = PREAMBLE_SIZE + len(probe) + self.sig_size
+        return self._prefix_size
 
     def _header_bytes(self, digest: str) -> bytes:
         fields = dict(self.fields, payload_sha256=digest, payload_length=self.length)
@@ -280,7 +288,7 @@ class _Sealed:
             verified=True,
         )
         out = preamble + header_bytes + signature
-        assert len(out) == self.prefix_size
+        assert self._prefix_size is None or len(out) == self._prefix_size
         return out
 
 
