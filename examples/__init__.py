@@ -1,0 +1,1 @@
+"""Runnable examples for dagster-wandb-secure (each module is a Dagster ``Definitions``)."""
