@@ -960,7 +960,7 @@ def _compare_digest(actual: str, header: EnvelopeHeader, label: str | None) -> N
 
 def _deserialize(header: EnvelopeHeader, payload: memoryview, policy: Policy | None) -> Any:
     ser = get_serializer(header.serializer)
-    limits = (policy or Policy.default()).zip_limits
+    limits = (policy or _default_policy()).zip_limits
     try:
         return ser.load(
             payload,
