@@ -70,6 +70,7 @@ def report(cfg: Config, results: list[MetricResult], scaling: dict[str, Any], se
         res = by_name.get(name)
         out[name] = res.value if res else None
     out["machine"] = machine()
+    out["machine"]["load_average_at_start"] = cfg.load_at_start
     out["targets"] = {name: TARGETS[name].text() for name in METRICS}
     out["ok"] = {name: (by_name[name].ok if name in by_name else None) for name in METRICS}
     out["details"] = {name: by_name[name].as_dict() for name in METRICS if name in by_name}
@@ -96,6 +97,8 @@ def table(data: dict[str, Any]) -> str:
         f"dagster-wandb-secure benchmarks ({data['mode']} run, {data['elapsed_s']} s)",
         f"machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB, "
         f"Python {m['python']}, SHA extensions: {m['sha_extensions']}",
+        f"load average (1/5/15 min) at start {m['load_average_at_start']}, "
+        f"at end {m['load_average_1_5_15min']} (other processes share these cores)",
         "",
         f"{'metric':<27} {'baseline':>12} {'candidate':>12} {'value':>10} {'target':>12}  ok",
         "-" * 82,
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="dws-bench-", dir=args.workdir))
     isolate_environment(scratch / "home")
     cfg = Config.make(quick=args.quick, workdir=scratch, only=frozenset(args.only))
+    cfg.load_at_start = machine()["load_average_1_5_15min"]
 
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)

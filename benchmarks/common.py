@@ -69,6 +69,7 @@ class Config:
     store_sizes: tuple[int, ...]
     scaling_runs: int
     only: frozenset[str] = frozenset()
+    load_at_start: list[float] = field(default_factory=list)
 
     @classmethod
     def make(cls, *, quick: bool, workdir: Path, only: frozenset[str] = frozenset()) -> Config:
@@ -210,7 +211,12 @@ def machine() -> dict[str, Any]:
             versions[mod] = __import__(mod).__version__
         except Exception:
             versions[mod] = "missing"
+    try:
+        load = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        load = []
     return {
+        "load_average_1_5_15min": load,
         "cpu_model": model,
         "cores": os.cpu_count(),
         "sha_extensions": "sha_ni" in flags if flags else None,
