@@ -101,8 +101,12 @@ class ArtifactIOEngine(IOManager):
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         where = _describe_output(context)
-        raw = artifact_configuration(context.definition_metadata, where=where)
-        config = validate_write_config(raw, where=where)
+        label = _label(context)
+        try:
+            raw = artifact_configuration(context.definition_metadata, where=where)
+            config = validate_write_config(raw, where=where)
+        except SecureArtifactError as exc:
+            raise exc.with_location(artifact=label or _raw_name(context)) from None
         if obj is None:
             context.log.warning(
                 f"{where} returned None: nothing is written to W&B (an artifact needs content)"
@@ -160,8 +164,11 @@ class ArtifactIOEngine(IOManager):
 
     def load_input(self, context: InputContext) -> Any:
         where = _describe_input(context)
-        raw = artifact_configuration(context.definition_metadata, where=where)
-        read = validate_read_config(raw, where=where)
+        try:
+            raw = artifact_configuration(context.definition_metadata, where=where)
+            read = validate_read_config(raw, where=where)
+        except SecureArtifactError as exc:
+            raise exc.with_location(artifact=_label(context) or _raw_name(context)) from None
         run_id = _input_run_id(context)
         base, asset_key, bind_key = input_base_name(context, read, where)
         session = self.session(run_id)
@@ -212,6 +219,22 @@ class ArtifactIOEngine(IOManager):
 
 
 # --- Dagster context helpers ------------------------------------------------------------
+
+
+def _label(context: OutputContext | InputContext) -> str | None:
+    """The artifact name for error messages, before the configuration is validated."""
+    if context.has_asset_key:
+        return artifact_name_for_asset_key(list(context.asset_key.path))
+    return None
+
+
+def _raw_name(context: OutputContext | InputContext) -> str | None:
+    meta = context.definition_metadata or {}
+    for key in ("wandb_artifact_configuration", "wandb_artifact_arguments"):
+        conf = getattr(meta.get(key), "value", meta.get(key))
+        if isinstance(conf, Mapping) and isinstance(conf.get("name"), str):
+            return str(conf["name"])
+    return None
 
 
 def _describe_output(context: OutputContext) -> str:
