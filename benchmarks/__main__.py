@@ -88,7 +88,7 @@ def _fmt(value: float | None, unit: str = "") -> str:
         return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "MiB":
         return f"{value:.1f} MiB"
-    return f"{value:.3g}"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def table(data: dict[str, Any]) -> str:
@@ -164,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=GROUPS, default=(), help="metric groups")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--output", type=Path, help="also write the JSON result to this file")
+    parser.add_argument("--from-json", type=Path, help="print the table of a saved JSON result")
     args = parser.parse_args(argv)
+    if args.from_json:
+        print(table(json.loads(args.from_json.read_text())))
+        return 0
     scratch = Path(tempfile.mkdtemp(prefix="dws-bench-", dir=args.workdir))
     isolate_environment(scratch / "home")
     cfg = Config.make(quick=args.quick, workdir=scratch, only=frozenset(args.only))
@@ -180,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     data = report(cfg, results, scaling, time.perf_counter() - start)
+    if args.output:
+        args.output.write_text(json.dumps(data, indent=2, default=str) + "\n")
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     else:
