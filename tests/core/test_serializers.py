@@ -289,21 +289,24 @@ def test_plain_pickle_refuses_a_lambda_with_a_typed_error() -> None:
     assert isinstance(info.value.__cause__, pickle.PicklingError | AttributeError)
 
 
-def test_joblib_refuses_a_lambda_with_a_typed_error() -> None:
-    # In a fresh interpreter: importing dill extends the pure-Python pickler that joblib uses,
-    # so in a process that imported dill first, joblib *can* pickle lambdas (as upstream does).
+def test_joblib_pickles_a_lambda_by_value_and_says_so() -> None:
+    # In a fresh interpreter, so nothing imported earlier (dill) changes joblib's pickler.
     code = (
         "from dagster_wandb_secure.core.serializers import get_serializer\n"
-        "from dagster_wandb_secure.core.errors import SerializationError\n"
-        "try:\n"
-        "    get_serializer('joblib').dump(lambda x: x, {})\n"
-        "except SerializationError as e:\n"
-        "    print('refused:', e)\n"
+        "ser = get_serializer('joblib')\n"
+        "chunks, extra = ser.dump(lambda x, y: x + y, ser.validate_parameters(None))\n"
+        "fn = ser.load(memoryview(b''.join(bytes(c) for c in chunks)), extra)\n"
+        "print(extra.get('by_value'), fn(1, 2))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert out.stdout.startswith("refused:") and "joblib could not serialize" in out.stdout
+    assert out.stdout.split() == ["cloudpickle", "3"]
+
+
+def test_joblib_unpicklable_object_is_still_a_typed_error() -> None:
+    with pytest.raises(SerializationError, match="joblib could not serialize"):
+        dump("joblib", {"generator": (x for x in range(3))})
 
 
 def test_unpicklable_object_is_a_typed_error() -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy
-import pytest
 
 from dagster import (
     AssetIn,
@@ -379,11 +378,6 @@ def test_sample_read_patterns_get_get_path_whole(
     assert seen == {"column": [1], "path": "file content", "name": "my_artifact:v0"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/serializers.py: the joblib serializer cannot pickle the guide's lambda "
-    "(plain joblib.dump cannot either); needs a cloudpickle-capable joblib pickler",
-)
 def test_sample_joblib_serialized_model(key_store: Any, dummy_api_key: str) -> None:
     @asset(
         name="my_joblib_serialized_model",

@@ -783,6 +783,16 @@ class DillSerializer(_PickleFamily):
         return self.module.Unpickler(file, ignore=False, buffers=buffers)
 
 
+class _PickledByValue:
+    """Carries a cloudpickle stream inside a joblib file; unpickles straight to the object."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return (pickle.loads, (self.data,))
+
+
 class JoblibSerializer(Serializer):
     name = "joblib"
     pickle_family = True
@@ -796,6 +806,27 @@ class JoblibSerializer(Serializer):
 
     def _dump(self, obj: Any, params: dict[str, Any]) -> tuple[list[Buffer], dict[str, Any]]:
         compress = params["compress"]
+        extra: dict[str, Any] = {"compress": compress, "protocol": params["protocol"]}
+        try:
+            return self._joblib_dump(obj, params), extra
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            # joblib's pickler saves functions by reference, so lambdas and closures (the
+            # guide's own joblib example) fail. Wrap the object pickled *by value* with
+            # cloudpickle; the signed parameters record it. Anything cloudpickle cannot handle
+            # either still fails with the original error as the cause.
+            try:
+                import cloudpickle
+            except ImportError:  # pragma: no cover - cloudpickle is a core dependency
+                raise exc from None
+            try:
+                inner = cloudpickle.dumps(obj, protocol=params["protocol"] or 5)
+            except Exception:  # noqa: BLE001 - report joblib's own error, the one users expect
+                raise exc from None
+            extra["by_value"] = "cloudpickle"
+            return self._joblib_dump(_PickledByValue(inner), params), extra
+
+    def _joblib_dump(self, obj: Any, params: dict[str, Any]) -> list[Buffer]:
+        compress = params["compress"]
         collector = _ChunkCollector()
         self.module.dump(
             obj,
@@ -803,7 +834,7 @@ class JoblibSerializer(Serializer):
             compress=tuple(compress) if isinstance(compress, list) else compress,
             protocol=params["protocol"],
         )
-        return collector.finish(), {"compress": compress, "protocol": params["protocol"]}
+        return collector.finish()
 
     def _load(
         self,
@@ -817,8 +848,8 @@ class JoblibSerializer(Serializer):
 
     def _dump_hint(self) -> str:
         return (
-            "make the object picklable (joblib cannot pickle lambdas or closures), "
-            "or use the 'cloudpickle' or 'dill' serialization module"
+            "make the object picklable (joblib pickles lambdas and closures by value with "
+            "cloudpickle, but not generators, open files or sockets)"
         )
 
 
