@@ -126,7 +126,7 @@ def test_job_launched_here_with_parameters(fake: FakeBackend, online: None) -> N
             "parameters": {"epochs": 3, "lr": 0.1, "fast": True},
             "resource_args": {"env": {"TOKEN": SECRET}},
             "config": {"overrides": {"run_config": {"password": SECRET}}},
-            "entry_point": ["python", "train.py"],
+            "entry_point": ["python", "train.py", f"--token={SECRET}"],
             "name": "nightly",
             "cuda": False,
         },
@@ -140,10 +140,11 @@ def test_job_launched_here_with_parameters(fake: FakeBackend, online: None) -> N
         "--epochs", "3", "--lr", "0.1", "--fast", "true"
     ]
     assert spec["config"]["overrides"]["run_config"] == {"password": SECRET}
-    assert spec["entry_point"] == ["python", "train.py"] and spec["name"] == "nightly"
+    assert spec["entry_point"] == ["python", "train.py", f"--token={SECRET}"]
+    assert spec["name"] == "nightly"
     assert "cuda" not in spec and "uri" not in spec
     assert SECRET not in logs and API_KEY not in logs
-    assert "resource_args=<keys: env>" in logs
+    assert "resource_args=<keys: env>" in logs and "entry_point=<3 items>" in logs
 
 
 @pytest.mark.parametrize("synchronous", [True, False])

@@ -12,7 +12,7 @@ project, the op's config, and that a server can be reached at all (an API key is
 naming the key and what to do; a failure reported by wandb is a ``LaunchFailedError`` chained to
 wandb's own exception. Logs name the entity, project, queue(s), job and the *keys* of the
 free-form dictionaries (``config``, ``resource_args``, ``parameters``), never their values and
-never the API key.
+never the API key (lists such as ``entry_point``: their length only).
 
 What changed from upstream, because current wandb changed:
 
@@ -384,12 +384,15 @@ def job_spec(
 
 
 def describe(spec: Mapping[str, Any]) -> str:
-    """A log line: scalar fields as they are, dictionaries as their keys only (never values)."""
+    """A log line: scalar fields as they are, dictionaries as their keys only and lists (an
+    entry point's arguments may hold a token) as their length only, never their values."""
     parts = []
     for key in sorted(spec):
         value = spec[key]
         if isinstance(value, Mapping):
             parts.append(f"{key}=<keys: {', '.join(sorted(map(str, value)))}>")
+        elif isinstance(value, list | tuple) and key != "queues":
+            parts.append(f"{key}=<{len(value)} items>")
         else:
             parts.append(f"{key}={value!r}")
     return ", ".join(parts)
