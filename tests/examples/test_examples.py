@@ -77,6 +77,7 @@ def test_simple_assets(signing_key: str, load_example: Loader) -> None:
     assert result.output_for_node("my_list_doubled") == [2, 4, 6]
     assert_signed(meta(result, "my_first_list"), signing_key, "pickle")
     assert_signed(meta(result, "my_list_doubled"), signing_key, "pickle")
+    assert (Path(os.environ["DWS_EXAMPLES_HOME"]) / ".gitignore").read_text().endswith("*\n")
 
 
 def test_missing_key_is_a_clear_error(examples_home: Path, load_example: Loader) -> None:
