@@ -886,18 +886,18 @@ def _read_payload(src: Any, length: int, label: str | None, kid: str) -> tuple[m
         _check_read_length(got, length, label, kid)
         digest.update(view)
         return view, digest.hexdigest()
+    # One worker runs the updates in submission order; the reader never waits for it, so the
+    # total is max(read, hash), not the sum of per-chunk maxima.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
+        pending = []
         while got < length:
             n = src.readinto(view[got : got + READ_CHUNK])
             if not n:
                 break
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(digest.update, view[got : got + n])
+            pending.append(pool.submit(digest.update, view[got : got + n]))
             got += n
-        if pending is not None:
-            pending.result()
+        for future in pending:
+            future.result()
     _check_read_length(got, length, label, kid)
     return view, digest.hexdigest()
 
