@@ -1,0 +1,291 @@
+"""Crash safety (catalogue item 15 and the issue's crash list): SIGKILL at each step.
+
+``kill_at_each_step`` runs an operation in a forked child that SIGKILLs itself just before its
+N-th file-system step (``fsync``, ``replace``/``rename``, ``unlink``, ``mkdir``/``rmdir``,
+``chmod``/``fchmod``, ``link``, ``open``), for N = 1, 2, ... until the operation completes. After
+every kill the parent checks: the key store loads (fully old or fully new, unique key ids, at
+most one primary, private files 0600 in a 0700 folder), the ledger opens, the store holds no
+half version, and every artifact written before still verifies. Ledger writes happen inside
+SQLite (no Python-level steps), so they are killed at random moments instead, and every row the
+child saw committed must survive.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adversarial.kit import mode_of
+from dagster_wandb_secure.core.envelope import seal_to, unseal_from
+from dagster_wandb_secure.core.keys import KeyStatus, KeyStore
+from dagster_wandb_secure.core.manifest import MANIFEST_NAME, verify_manifest, write_manifest
+from dagster_wandb_secure.stores.local import LocalArtifactStore
+
+HOOKED = ("fsync", "replace", "rename", "unlink", "mkdir", "rmdir", "chmod", "fchmod", "link",
+          "open")
+ENTITY, PROJECT = "team", "proj"
+MAX_STEPS = 400
+
+
+def _child(step: int, op: Callable[[], Any]) -> None:
+    calls = [0]
+
+    def wrap(real: Callable[..., Any]) -> Callable[..., Any]:
+        def hooked(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        return hooked
+
+    for name in HOOKED:
+        setattr(os, name, wrap(getattr(os, name)))
+    op()
+
+
+def run_killed_at(step: int, op: Callable[[], Any]) -> bool:
+    """Run ``op`` in a forked child killed before its ``step``-th hooked call.
+
+    Returns True if the child was killed, False if ``op`` completed first."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            _child(step, op)
+        except BaseException:  # noqa: BLE001 - reported by the exit code
+            import traceback
+
+            traceback.print_exc()
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.WEXITSTATUS(status) == 0, f"the operation failed at step {step}"
+    return False
+
+
+def kill_at_each_step(op: Callable[[], Any], check: Callable[[int], None],
+                      restore: Path | None = None) -> int:
+    """Kill ``op`` before each of its steps in turn, calling ``check(step)`` after each kill.
+    With ``restore``, that folder is put back as it was before every next run (so each run
+    starts from the same state). Returns the number of steps."""
+    snapshot = None
+    if restore is not None:
+        snapshot = restore.with_name(restore.name + ".snapshot")
+        shutil.copytree(restore, snapshot, symlinks=True)
+    for step in range(1, MAX_STEPS):
+        killed = run_killed_at(step, op)
+        check(step)
+        if not killed:
+            return step - 1
+        if snapshot is not None and restore is not None:
+            shutil.rmtree(restore)
+            shutil.copytree(snapshot, restore, symlinks=True)
+    raise AssertionError(f"the operation did not complete within {MAX_STEPS} steps")
+
+
+# --- the shared invariants -------------------------------------------------------------------
+
+
+def check_key_store(keys: Path, before: set[str], allowed_new: int = 1) -> KeyStore:
+    ks = KeyStore.open(keys, create=False)  # always loads
+    kids = [r.kid for r in ks.records()]
+    assert len(kids) == len(set(kids)), "duplicate key id"
+    assert before <= set(kids), "a key was lost"
+    assert len(set(kids) - before) <= allowed_new, "a half-made extra key"
+    assert sum(r.status is KeyStatus.PRIMARY for r in ks.records()) <= 1
+    ks.ledger.count()  # the ledger opens
+    assert mode_of(keys) == 0o700
+    assert mode_of(keys / "private") == 0o700
+    for f in (keys / "private").iterdir():
+        if f.is_file():
+            assert mode_of(f) == 0o600, f
+    return ks
+
+
+def verify_all(store_dir: Path, ks: KeyStore, expected: dict[str, Any]) -> int:
+    """Every version in the store verifies and loads to what was written; returns the count."""
+    store = LocalArtifactStore(store_dir)
+    n = 0
+    for av in store.list_versions():
+        ctx = {"artifact": av.name, "type": "dataset", "partition": None}
+        files = {rel: store.file_path(av, rel) for rel in av.files}
+        assert MANIFEST_NAME in files, f"half version {av.qualified_name}"
+        verify_manifest(files, key_store=ks, expected_context=ctx)
+        value = unseal_from(files["output.pickle"], key_store=ks, expected_context=ctx)
+        assert value == expected[f"{av.name}:v{av.version}"]
+        n += 1
+    return n
+
+
+def publish(root: Path, ks: KeyStore, store_dir: Path, name: str, value: Any) -> None:
+    """What the IO manager does for one output, on the library's public pieces."""
+    staging = root / "staging" / f"{name}-{os.getpid()}-{time.monotonic_ns()}"
+    staging.mkdir(parents=True)
+    ctx = {"artifact": name, "type": "dataset", "partition": None}
+    h = seal_to(staging / "output.pickle", value, key_store=ks, context=ctx, durable=True)
+    files = {"output.pickle": staging / "output.pickle"}
+    manifest, mh = write_manifest(files, key_store=ks, context=ctx)
+    (staging / MANIFEST_NAME).write_bytes(manifest)
+    files[MANIFEST_NAME] = staging / MANIFEST_NAME
+    av = LocalArtifactStore(store_dir).publish(
+        entity=ENTITY, project=PROJECT, name=name, type="dataset", files=files
+    )
+    for row in (h.ledger_row, mh.ledger_row):
+        if row is not None:
+            ks.ledger.attach_version(row, artifact_version=av.version_label, aliases=av.aliases)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, alg: str) -> dict[str, Any]:
+    keys = tmp_path / "keys"
+    ks = KeyStore.open(keys)
+    ks.generate(alg)
+    store_dir = tmp_path / "store"
+    expected: dict[str, Any] = {}
+    for i in range(2):
+        publish(tmp_path, ks, store_dir, "before", {"i": i})
+        expected[f"before:v{i}"] = {"i": i}
+    return {"root": tmp_path, "keys": keys, "ks": ks, "store": store_dir, "expected": expected,
+            "alg": alg}
+
+
+# --- key operations ---------------------------------------------------------------------------
+
+
+def test_attack_15_sigkill_at_each_step_of_key_generate(setup: dict[str, Any]) -> None:
+    keys = setup["keys"]
+    before = {r.kid for r in setup["ks"].records()}
+
+    def check(step: int) -> None:
+        ks = check_key_store(keys, before)
+        assert verify_all(setup["store"], ks, setup["expected"]) == 2
+
+    steps = kill_at_each_step(lambda: KeyStore.open(keys).generate(setup["alg"]), check, keys)
+    assert steps >= 3
+
+
+def test_attack_15_sigkill_at_each_step_of_rotate(setup: dict[str, Any]) -> None:
+    keys = setup["keys"]
+    old_primary = setup["ks"].primary().kid
+    before = {r.kid for r in setup["ks"].records()}
+
+    def check(step: int) -> None:
+        ks = check_key_store(keys, before)
+        new = {r.kid for r in ks.records()} - before
+        # fully old (the old primary still primary, nothing new) or fully new
+        if new:
+            assert ks.primary().kid in new
+            assert ks.get(old_primary).status is KeyStatus.VERIFY_ONLY
+        else:
+            assert ks.primary().kid == old_primary
+        assert verify_all(setup["store"], ks, setup["expected"]) == 2
+
+    assert kill_at_each_step(lambda: KeyStore.open(keys).rotate(), check, keys) >= 3
+
+
+@pytest.mark.parametrize("action", ["revoke", "destroy"])
+def test_attack_15_sigkill_at_each_step_of_revoke_and_destroy(setup: dict[str, Any],
+                                                             action: str) -> None:
+    keys = setup["keys"]
+    ks0: KeyStore = setup["ks"]
+    victim = ks0.generate(setup["alg"])  # verify-only; signs nothing we keep
+    before = {r.kid for r in ks0.records()}
+
+    def op() -> None:
+        ks = KeyStore.open(keys)
+        if action == "revoke":
+            ks.revoke(victim, "compromised")
+        else:
+            ks.destroy(victim)
+
+    def check(step: int) -> None:
+        ks = check_key_store(keys, before, allowed_new=0)
+        status = ks.get(victim).status
+        if action == "revoke":
+            assert status in (KeyStatus.VERIFY_ONLY, KeyStatus.REVOKED)
+        else:
+            assert status in (KeyStatus.VERIFY_ONLY, KeyStatus.DESTROYED)
+            if status is KeyStatus.DESTROYED:
+                # the secret is gone or about to be cleaned up; it never signs again
+                from dagster_wandb_secure.core.errors import SecureArtifactError
+
+                with pytest.raises(SecureArtifactError):
+                    ks.signer(victim)
+        assert verify_all(setup["store"], ks, setup["expected"]) == 2
+
+    assert kill_at_each_step(op, check, keys) >= 2
+
+
+# --- artifact publish -----------------------------------------------------------------------
+
+
+def test_sigkill_at_each_step_of_artifact_publish(setup: dict[str, Any]) -> None:
+    root, keys, store_dir = setup["root"], setup["keys"], setup["store"]
+    expected = dict(setup["expected"])
+
+    def op() -> None:
+        publish(root, KeyStore.open(keys), store_dir, "during", {"new": True})
+
+    def check(step: int) -> None:
+        ks = check_key_store(keys, {r.kid for r in setup["ks"].records()}, allowed_new=0)
+        store = LocalArtifactStore(store_dir)
+        during = [av for av in store.list_versions() if av.name == "during"]
+        assert len(during) <= 1, "a duplicate version"
+        exp = dict(expected)
+        if during:
+            exp[f"during:v{during[0].version}"] = {"new": True}
+        assert verify_all(store_dir, ks, exp) == 2 + len(during)
+        if during:  # completed: remove nothing; the next run publishes v1, also fine
+            expected[f"during:v{during[0].version}"] = {"new": True}
+
+    steps = kill_at_each_step(op, check)
+    assert steps >= 5
+
+
+# --- ledger writes ----------------------------------------------------------------------------
+
+
+def test_sigkill_during_ledger_writes_loses_no_committed_row(setup: dict[str, Any]) -> None:
+    keys = setup["keys"]
+    rng = random.Random(5)
+    for _round in range(5):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.close(read_fd)
+            try:
+                ledger = KeyStore.open(keys).ledger
+                i = 0
+                while True:
+                    i += 1
+                    row = ledger.record_signature(
+                        key_id="0123456789abcdef", alg="ed25519",
+                        digest=f"{i:064x}", length=i,
+                        context={"artifact": "ledgered", "type": "dataset"},
+                        serializer="pickle", signed_at="2026-01-01T00:00:00.000000Z",
+                    )
+                    os.write(write_fd, f"{row}\n".encode())
+            finally:
+                os._exit(3)
+        os.close(write_fd)
+        time.sleep(rng.uniform(0.05, 0.3))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        with os.fdopen(read_fd, "rb") as fh:
+            committed = [int(x) for x in fh.read().split(b"\n")[:-1] if x]
+        ks = check_key_store(keys, {r.kid for r in setup["ks"].records()}, allowed_new=0)
+        ids = {r.id for r in ks.ledger.rows(artifact="ledgered")}
+        assert set(committed) <= ids, "a committed ledger row was lost"
+        assert verify_all(setup["store"], ks, setup["expected"]) == 2
