@@ -266,3 +266,23 @@ def test_direct_validation_helpers() -> None:
     spec, queue, sync = launch.job_spec({"job": "j", "synchronous": False}, "e", "p")
     assert queue is None and sync is False and spec["synchronous"] is False
     assert issubclass(LaunchFailedError, Exception)
+
+
+def test_specs_match_the_installed_wandb_signatures() -> None:
+    """Every keyword the ops pass exists in the installed wandb's launch / launch_add."""
+    import inspect
+
+    import wandb.sdk.launch as wl
+
+    full = {
+        "job": "j", "entry_point": ["python", "x.py"], "version": "main", "name": "n",
+        "resource": "local-container", "resource_args": {"a": 1}, "docker_image": "i:1",
+        "config": {"overrides": {}}, "run_id": "r1", "parameters": {"x": 1},
+    }
+    here, queue, _ = launch.job_spec(full, "e", "p")
+    assert queue is None
+    assert set(here) <= set(inspect.signature(wl.launch).parameters)
+    queued, queue, _ = launch.job_spec({**full, "queue": "q"}, "e", "p")
+    assert queue == "q"
+    assert set(queued) <= set(inspect.signature(wl.launch_add).parameters)
+    assert "api" in inspect.signature(wl.create_and_run_agent).parameters
