@@ -286,3 +286,12 @@ def test_specs_match_the_installed_wandb_signatures() -> None:
     assert queue == "q"
     assert set(queued) <= set(inspect.signature(wl.launch_add).parameters)
     assert "api" in inspect.signature(wl.create_and_run_agent).parameters
+
+
+def test_agent_config_is_valid_for_the_installed_wandb() -> None:
+    from wandb.sdk.launch.agent.config import AgentConfig
+
+    config = launch.agent_config({"queues": ["q"], "max_jobs": -1}, "e")
+    AgentConfig(**config)  # validates, no network
+    with pytest.raises(Exception, match="project"):  # why upstream's agent config breaks now
+        AgentConfig(**config, project="p")
