@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(PY) -m dagster_wandb_secure.demo
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m pytest
 
 test-slow: $(STAMP)
@@ -29,7 +29,7 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -21,6 +21,7 @@ from typing import Any
 
 from .core.errors import ConfigurationError
 from .core.fsutil import safe_relpath
+from .stores import default_local_dir
 
 CONFIG_KEY = "wandb_artifact_configuration"
 LEGACY_CONFIG_KEY = "wandb_artifact_arguments"
@@ -47,7 +48,6 @@ ADD_REFERENCE_KEYS = frozenset({"uri", "name", "checksum", "max_objects"})
 STORE_CHOICES = ("auto", "local", "wandb")
 RUN_ID_FORBIDDEN = re.compile(r"[/\\#?%:]")
 DEFAULT_CACHE_MINUTES = 60 * 24 * 30
-STORE_DIR_NAME = "dagster-wandb-secure-store"
 CACHE_DIR_NAME = "dagster-wandb-secure-cache"
 _ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -136,7 +136,7 @@ class Settings:
     def resolved_local_store_dir(self, instance_storage_dir: str | None = None) -> Path:
         if self.local_store_dir:
             return Path(self.local_store_dir).expanduser()
-        return self.resolved_base_dir(instance_storage_dir) / STORE_DIR_NAME
+        return default_local_dir(self.resolved_base_dir(instance_storage_dir))
 
     def resolved_key_store(self) -> Path:
         return Path(self.key_store).expanduser()

@@ -14,7 +14,7 @@ StoreKindOption = typer.Option(
 StoreDirOption = typer.Option(
     None,
     "--store-dir",
-    help="Local store folder (default: $DAGSTER_HOME/wandb-secure/store, else ./wandb-secure/"
+    help="Local store folder (default, as the IO manager's: $DAGSTER_HOME/wandb-secure/store, else ./wandb-secure/"
     "store). With --store wandb: the offline mirror folder.",
     envvar="DAGSTER_WANDB_SECURE_STORE_DIR",
 )

@@ -64,7 +64,7 @@ def open_store(
     if resolved == "local":
         from .local import LocalArtifactStore
 
-        root = Path(local_dir) if local_dir is not None else base / "wandb-secure" / "store"
+        root = Path(local_dir) if local_dir is not None else default_local_dir(base)
         return LocalArtifactStore(root.expanduser())
 
     from .wandb_store import WandbArtifactStore  # imports wandb: only when W&B is wanted
@@ -83,6 +83,14 @@ def open_store(
         cache_duration=cache_duration,
         sdk=sdk,
     )
+
+
+def default_local_dir(base_dir: str | Path | None = None) -> Path:
+    """Where the embedded local store lives unless configured: ``<base_dir>/wandb-secure/store``.
+
+    The one default shared by the IO manager and the CLI, so ``audit`` finds what the IO manager
+    wrote."""
+    return _default_base_dir(base_dir) / "wandb-secure" / "store"
 
 
 def _default_base_dir(base_dir: str | Path | None) -> Path:
