@@ -85,6 +85,8 @@ def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
     if unit == "s":
+        if value < 1e-3:
+            return f"{value * 1e6:.1f} us"
         return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "MiB":
         return f"{value:.1f} MiB"
