@@ -157,6 +157,37 @@ class DiskEntry:
     link_target: str | None = None
 
 
+def walk_version_folder(
+    root: str | Path, *, max_entries: int | None = None, where: str | None = None
+) -> list[DiskEntry]:
+    """Every entry below ``root``, sorted by path, following no symlink (``list_files`` of both
+    stores). Directories are walked, not listed. OSError from the file system propagates; more
+    than ``max_entries`` entries (found plus folders still to walk) raises StoreError."""
+    found: list[DiskEntry] = []
+    stack: list[tuple[str, str]] = [("", str(root))]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                rel = prefix + entry.name
+                est = entry.stat(follow_symlinks=False)
+                if stat.S_ISLNK(est.st_mode):
+                    found.append(DiskEntry(rel, "symlink", est.st_size, os.readlink(entry.path)))
+                elif stat.S_ISDIR(est.st_mode):
+                    stack.append((rel + "/", entry.path))
+                elif stat.S_ISREG(est.st_mode):
+                    found.append(DiskEntry(rel, "file", est.st_size))
+                else:
+                    found.append(DiskEntry(rel, "other", 0))
+                if max_entries is not None and len(found) + len(stack) > max_entries:
+                    raise StoreError(
+                        f"the version folder {root} holds more than {max_entries} entries",
+                        artifact=where,
+                    )
+    found.sort(key=lambda e: e.path)
+    return found
+
+
 @dataclass(frozen=True)
 class Lineage:
     """Which runs wrote and read one version."""
@@ -1179,32 +1210,7 @@ class LocalArtifactStore:
             raise UnsafePathError(
                 f"the version folder {root} is a symlink or not a folder", artifact=where
             )
-        found: list[DiskEntry] = []
-        stack: list[tuple[str, str]] = [("", str(root))]
         try:
-            while stack:
-                prefix, folder = stack.pop()
-                with os.scandir(folder) as it:
-                    for entry in it:
-                        rel = prefix + entry.name
-                        est = entry.stat(follow_symlinks=False)
-                        if stat.S_ISLNK(est.st_mode):
-                            found.append(
-                                DiskEntry(rel, "symlink", est.st_size, os.readlink(entry.path))
-                            )
-                        elif stat.S_ISDIR(est.st_mode):
-                            stack.append((rel + "/", entry.path))
-                        elif stat.S_ISREG(est.st_mode):
-                            found.append(DiskEntry(rel, "file", est.st_size))
-                        else:
-                            found.append(DiskEntry(rel, "other", 0))
-                        if len(found) + len(stack) > MAX_LISTED_ENTRIES:
-                            raise StoreError(
-                                f"the version folder {root} holds more than "
-                                f"{MAX_LISTED_ENTRIES} entries",
-                                artifact=where,
-                            )
+            return walk_version_folder(root, max_entries=MAX_LISTED_ENTRIES, where=where)
         except OSError as exc:
             raise StoreError(f"cannot list {root}: {exc.strerror or exc}", artifact=where) from exc
-        found.sort(key=lambda e: e.path)
-        return found

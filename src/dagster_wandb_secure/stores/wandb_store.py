@@ -82,7 +82,7 @@ from .base import (
     check_alias,
     check_artifact_name,
 )
-from .local import DiskEntry, LocalArtifactStore
+from .local import DiskEntry, LocalArtifactStore, walk_version_folder
 
 log = logging.getLogger(__name__)
 
@@ -988,24 +988,8 @@ class WandbArtifactStore:
                 version=av.version_label,
                 hint="resolve the version through this store",
             )
-        found: list[DiskEntry] = []
-        stack: list[tuple[str, str]] = [("", str(av.root))]
         try:
-            while stack:
-                prefix, folder = stack.pop()
-                with os.scandir(folder) as it:
-                    for entry in it:
-                        rel = prefix + entry.name
-                        st = entry.stat(follow_symlinks=False)
-                        if stat.S_ISLNK(st.st_mode):
-                            target = os.readlink(entry.path)
-                            found.append(DiskEntry(rel, "symlink", st.st_size, target))
-                        elif stat.S_ISDIR(st.st_mode):
-                            stack.append((rel + "/", entry.path))
-                        elif stat.S_ISREG(st.st_mode):
-                            found.append(DiskEntry(rel, "file", st.st_size))
-                        else:
-                            found.append(DiskEntry(rel, "other", 0))
+            found = walk_version_folder(av.root)
         except OSError as exc:
             raise StoreError(
                 f"cannot list the cached copy {av.root}: {exc.strerror or exc}",
@@ -1014,7 +998,6 @@ class WandbArtifactStore:
                 hint="resolve the version again",
             ) from exc
         self._touch(self._name_dir(av.entity, av.project, av.name), av.version)
-        found.sort(key=lambda e: e.path)
         return found
 
     def record_use(self, av: ArtifactVersion, run_id: str | None) -> None:
