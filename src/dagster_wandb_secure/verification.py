@@ -91,6 +91,32 @@ def check_rollback(session: Session, av: ArtifactVersion, alias: str) -> None:
         )
 
 
+def check_replay(
+    session: Session, av: ArtifactVersion, alias: str, manifest_digest: str, kid: str
+) -> None:
+    """Refuse old signed content re-published under a NEW version number (rollback by replay).
+
+    The version number is assigned by the store after signing, so it is not signed; but the
+    ledger records which version each signed manifest became. If it knows this manifest only as
+    other versions of the artifact, the alias was made to point at old content."""
+    rows = [
+        r for r in session.key_store.ledger.find_digest(manifest_digest) if r.artifact == av.name
+    ]
+    published_as = {r.artifact_version for r in rows}
+    if not rows or av.version_label in published_as or None in published_as:
+        return
+    earlier = ", ".join(sorted(str(v) for v in published_as))
+    raise RollbackError(
+        f"alias {alias!r} points to {av.version_label}, but its signed manifest was published "
+        f"as {earlier}: old content was re-published as a new version",
+        artifact=av.name,
+        version=av.version_label,
+        key_id=kid,
+        hint=f"read an explicit version ({earlier}) if that content is wanted; otherwise "
+        "investigate who can publish to the artifact store and re-materialize the asset",
+    )
+
+
 @dataclass
 class VerifiedVersion:
     """A version whose signed manifest has been verified; files are materialized on demand."""
@@ -350,6 +376,7 @@ def verify_version(
                 ) from None
             raise
         if alias is not None:
+            check_replay(session, av, alias, verified.header.payload_sha256, verified.header.kid)
             session.key_store.ledger.note_seen(av.name, alias, av.version)
         session.store.record_use(av, dagster_run_id)
         return VerifiedVersion(
