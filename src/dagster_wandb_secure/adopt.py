@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.envelope import seal_serialized_to
+from .core.envelope import record_header, seal_serialized_to
 from .core.errors import (
     ConfigurationError,
     ResourceLimitError,
@@ -309,21 +309,6 @@ def seal_payload_bytes(
     )
 
 
-def record(key_store: KeyStore, header: EnvelopeHeader, *, origin: str) -> int:
-    from .core.envelope import format_time
-
-    return key_store.ledger.record_signature(
-        key_id=header.kid,
-        alg=header.alg,
-        digest=header.payload_sha256,
-        length=header.payload_length,
-        context=dict(header.context),
-        serializer=header.serializer,
-        signed_at=format_time(header.signed_at),
-        origin=origin,
-    )
-
-
 def publish_signed(
     store: ArtifactStore,
     key_store: KeyStore,
@@ -388,7 +373,7 @@ def publish_signed(
         mpath = staging / MANIFEST_NAME
         mpath.write_bytes(manifest)
         headers.append(mheader)
-        rows = [record(key_store, h, origin=origin) for h in headers]
+        rows = [record_header(key_store, h, origin=origin) for h in headers]
         files[MANIFEST_NAME] = mpath
         meta = dict(av.metadata)
         meta.update(metadata or {})

@@ -175,18 +175,8 @@ def seal(
     run_id: str | None = None,
 ) -> bytes:
     """Serialize ``obj`` and return the complete signed envelope as bytes."""
-    data, _ = seal_with_header(
-        obj,
-        key_store=key_store,
-        serializer=serializer,
-        context=context,
-        parameters=parameters,
-        key_id=key_id,
-        policy=policy,
-        record=record,
-        run_id=run_id,
-    )
-    return data
+    sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy)
+    return _join_sealed(sealed, key_store, record, run_id)[0]
 
 
 def seal_with_header(
@@ -203,6 +193,12 @@ def seal_with_header(
 ) -> tuple[bytes, EnvelopeHeader]:
     """Like ``seal``, also returning the signed header (with its ledger row id when recorded)."""
     sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy)
+    return _join_sealed(sealed, key_store, record, run_id)
+
+
+def _join_sealed(
+    sealed: _Sealed, key_store: KeyStore, record: bool, run_id: str | None
+) -> tuple[bytes, EnvelopeHeader]:
     head = sealed.finish(_hash_chunks(sealed.chunks))
     out = b"".join([head, *sealed.chunks])
     row = _record(sealed, key_store, record, run_id)
@@ -414,7 +410,17 @@ def _seekable(fh: BinaryIO) -> bool:
 def _record(sealed: _Sealed, key_store: KeyStore, record: bool, run_id: str | None) -> int | None:
     if not record or sealed.header is None:
         return None
-    header = sealed.header
+    return record_header(key_store, sealed.header, run_id=run_id)
+
+
+def record_header(
+    key_store: KeyStore,
+    header: EnvelopeHeader,
+    *,
+    run_id: str | None = None,
+    origin: str = "signed",
+) -> int:
+    """Record a signed header in the key store's ledger; returns the row id."""
     return key_store.ledger.record_signature(
         key_id=header.kid,
         alg=header.alg,
@@ -424,6 +430,7 @@ def _record(sealed: _Sealed, key_store: KeyStore, record: bool, run_id: str | No
         serializer=header.serializer,
         signed_at=format_time(header.signed_at),
         run_id=run_id,
+        origin=origin,
     )
 
 
