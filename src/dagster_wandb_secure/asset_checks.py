@@ -5,12 +5,16 @@ shows in the Dagster UI next to the asset.
 asset. Each check resolves the asset's ``latest`` version through the same IO manager (same key
 store, same store), verifies the signed manifest deeply (every file and every envelope payload
 hashed; nothing deserialized) and reports the version, key id and algorithm, or the refusal's
-type and reason. For a partitioned asset, the latest version of every stored partition is checked.
+type and reason. For a partitioned asset, the latest version of every stored partition is checked:
+the partitions come from the asset's partitions definition (pass the ``AssetsDefinition`` or
+``SourceAsset``), never from the store's unsigned metadata when the definition is known. A
+``SourceAsset`` is checked as the IO manager reads it (its signed context carries no asset key).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
@@ -19,11 +23,12 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     AssetsDefinition,
+    PartitionsDefinition,
     SourceAsset,
     asset_check,
 )
 
-from .config import ReadConfig
+from .config import ReadConfig, WandbArtifactsIOManagerError
 from .core.errors import SecureArtifactError
 from .naming import artifact_name, artifact_name_for_asset_key, asset_key_path_string
 from .publishing import Target
@@ -31,27 +36,49 @@ from .publishing import Target
 DEFAULT_CHECK_NAME = "wandb_signature_verified"
 
 
-def _asset_keys(assets: Iterable[Any]) -> list[AssetKey]:
-    keys: list[AssetKey] = []
+@dataclass(frozen=True)
+class _Checked:
+    """One asset key to check, with what the IO manager's read of it binds."""
+
+    key: AssetKey
+    partitions_def: PartitionsDefinition | None  # None: not known (or not partitioned)
+    bind_asset_key: bool  # False for a SourceAsset, exactly as the IO manager reads it
+
+
+def _asset_keys(assets: Iterable[Any]) -> list[_Checked]:
+    found: dict[AssetKey, _Checked] = {}
     for item in assets:
         if isinstance(item, AssetsDefinition):
-            keys.extend(item.keys)
+            for key in item.keys:
+                found.setdefault(key, _Checked(key, item.partitions_def, True))
         elif isinstance(item, SourceAsset):
-            keys.append(item.key)
-        elif isinstance(item, AssetKey):
-            keys.append(item)
-        elif isinstance(item, str):
-            keys.append(AssetKey.from_user_string(item))
-        elif isinstance(item, Sequence):
-            keys.append(AssetKey(list(item)))
+            found.setdefault(item.key, _Checked(item.key, item.partitions_def, False))
+        elif isinstance(item, AssetKey | str | Sequence):
+            if isinstance(item, AssetKey):
+                key = item
+            elif isinstance(item, str):
+                key = AssetKey.from_user_string(item)
+            else:
+                key = AssetKey(list(item))
+            found.setdefault(key, _Checked(key, None, True))
         else:
             raise TypeError(f"cannot build a signature check for {item!r}")
-    return list(dict.fromkeys(keys))
+    return list(found.values())
 
 
 def _engine(resource: Any) -> Any:
     getter = getattr(resource, "engine", None)
-    return getter() if callable(getter) else resource
+    engine = getter() if callable(getter) else resource
+    if not (
+        callable(getattr(engine, "session", None))
+        and callable(getattr(engine, "private_copies", None))
+    ):
+        raise WandbArtifactsIOManagerError(
+            f"the resource given to the signature asset check is a {type(resource).__name__}, "
+            "not a WandbArtifactsIOManager / wandb_artifacts_io_manager",
+            hint="pass the key of the asset's dagster-wandb-secure IO manager as io_manager_key",
+        )
+    return engine
 
 
 def _partition_versions(session: Any, base: str) -> list[tuple[str, str]]:
@@ -71,8 +98,34 @@ def _partition_versions(session: Any, base: str) -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-def verify_latest(resource: Any, key: AssetKey, run_id: str | None) -> AssetCheckResult:
-    """Deep-verify the latest version of ``key`` (and of each of its stored partitions)."""
+def _declared_partitions(
+    session: Any, base: str, partitions_def: PartitionsDefinition, instance: Any
+) -> list[tuple[str, str]]:
+    """(artifact name, partition key) of every partition of the definition that is stored."""
+    keys = partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+    found: list[tuple[str, str]] = []
+    for pk in keys:
+        name = artifact_name(base, str(pk))
+        if _exists(session, name):
+            found.append((name, str(pk)))
+    return found
+
+
+def verify_latest(
+    resource: Any,
+    key: AssetKey,
+    run_id: str | None,
+    *,
+    partitions_def: PartitionsDefinition | None = None,
+    bind_asset_key: bool = True,
+    instance: Any = None,
+) -> AssetCheckResult:
+    """Deep-verify the latest version of ``key`` (and of each of its stored partitions).
+
+    With ``partitions_def`` every partition it declares that is stored is checked (the store's
+    metadata is unsigned and cannot be trusted to list them); without it, partitions are
+    found from the store's metadata. ``bind_asset_key=False`` for a SourceAsset, as the IO
+    manager reads it."""
     from .verification import verify_version
 
     engine = _engine(resource)
@@ -80,8 +133,12 @@ def verify_latest(resource: Any, key: AssetKey, run_id: str | None) -> AssetChec
     private = engine.private_copies(session, run_id)
     base = artifact_name_for_asset_key(list(key.path))
     asset_key = asset_key_path_string(list(key.path))
-    targets = [Target(name=base, partition=None, asset_key=asset_key)]
-    if not _exists(session, base):
+    if partitions_def is not None:
+        found = _declared_partitions(session, base, partitions_def, instance)
+        targets = [Target(name=name, partition=pk, asset_key=asset_key) for name, pk in found]
+    elif _exists(session, base):
+        targets = [Target(name=base, partition=None, asset_key=asset_key)]
+    else:
         targets = [
             Target(name=name, partition=pk, asset_key=asset_key)
             for name, pk in _partition_versions(session, base)
@@ -102,6 +159,7 @@ def verify_latest(resource: Any, key: AssetKey, run_id: str | None) -> AssetChec
                 ReadConfig(),
                 private=private,
                 dagster_run_id=None,
+                bind_asset_key=bind_asset_key,
                 deep=True,
             )
         except SecureArtifactError as exc:
@@ -146,16 +204,16 @@ def build_signature_asset_checks(
     ``io_manager_key`` names the ``WandbArtifactsIOManager`` / ``wandb_artifacts_io_manager``
     resource holding the key store and store configuration (the asset's own IO manager)."""
     checks: list[AssetChecksDefinition] = []
-    for key in _asset_keys(assets):
-        checks.append(_make_check(key, io_manager_key, name, blocking))
+    for item in _asset_keys(assets):
+        checks.append(_make_check(item, io_manager_key, name, blocking))
     return checks
 
 
 def _make_check(
-    key: AssetKey, io_manager_key: str, name: str, blocking: bool
+    item: _Checked, io_manager_key: str, name: str, blocking: bool
 ) -> AssetChecksDefinition:
     @asset_check(
-        asset=key,
+        asset=item.key,
         name=name,
         blocking=blocking,
         required_resource_keys={io_manager_key},
@@ -164,7 +222,14 @@ def _make_check(
     def _check(context) -> AssetCheckResult:  # type: ignore[no-untyped-def]  # noqa: ANN001
         # (no annotation: Dagster cannot resolve postponed annotations of `context`)
         resource = getattr(context.resources, io_manager_key)
-        return verify_latest(resource, key, context.op_execution_context.run_id)
+        return verify_latest(
+            resource,
+            item.key,
+            context.op_execution_context.run_id,
+            partitions_def=item.partitions_def,
+            bind_asset_key=item.bind_asset_key,
+            instance=context.instance,
+        )
 
     return _check
 
