@@ -624,8 +624,10 @@ class _PickleFamily(Serializer):
     parameter_specs: ClassVar[dict[str, tuple[_Validator, Any]]] = {"protocol": (_protocol, None)}
 
     def _pickler(self, params: dict[str, Any]) -> Callable[..., Any]:
+        pickler_cls = self.module.Pickler  # pickle.Pickler, cloudpickle.Pickler
+
         def factory(file: Any, protocol: int, callback: Any) -> Any:
-            return pickle.Pickler(file, protocol=protocol, buffer_callback=callback)
+            return pickler_cls(file, protocol=protocol, buffer_callback=callback)
 
         return factory
 
@@ -704,10 +706,7 @@ class _PickleFamily(Serializer):
 class PickleSerializer(_PickleFamily):
     name = "pickle"
     file_suffix = "pickle"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._module = pickle
+    import_name = "pickle"
 
     def module_version(self) -> str:
         return f"python-{platform.python_version()}-protocol-{pickle.HIGHEST_PROTOCOL}"
@@ -718,14 +717,6 @@ class CloudpickleSerializer(_PickleFamily):
     file_suffix = "cloudpickle"
     import_name = "cloudpickle"
     pip_package = "cloudpickle"
-
-    def _pickler(self, params: dict[str, Any]) -> Callable[..., Any]:
-        pickler_cls = self.module.Pickler
-
-        def factory(file: Any, protocol: int, callback: Any) -> Any:
-            return pickler_cls(file, protocol=protocol, buffer_callback=callback)
-
-        return factory
 
 
 class DillSerializer(_PickleFamily):
@@ -1217,10 +1208,7 @@ def _no_constants(name: str) -> Any:
 class JsonSerializer(Serializer):
     name = "json"
     file_suffix = "json"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._module = json
+    import_name = "json"
 
     def module_version(self) -> str:
         return f"python-{platform.python_version()}"
