@@ -280,7 +280,8 @@ def test_fuzz_manifest_documents(material: dict[str, Any], ms: list[tuple[Any, .
             doc["files"].pop(m[1], None)
         elif m[0] == "top":
             doc[m[1]] = m[2]
-        elif m[0] == "size" and isinstance(doc.get("files"), dict) and m[1] in doc["files"]:
+        elif (m[0] == "size" and isinstance(doc.get("files"), dict)
+              and isinstance(doc["files"].get(m[1]), dict)):
             doc["files"][m[1]]["size"] = m[2]
     try:
         manifest = seal(doc, key_store=material["ks"], serializer="json",
