@@ -209,6 +209,36 @@ def find_object_file(names: list[str] | Mapping[str, Any], name: str) -> tuple[s
     return None
 
 
+MAX_JSON_DEPTH = 256
+
+
+def _refuse_unsafe_nested(json_obj: Any, name: str, path: str) -> None:
+    """Refuse a nested W&B object whose loader may unpickle (a Table cell is rebuilt by W&B's
+    ``init_from_json`` from its ``_type``, bypassing the top-level check); bounded depth."""
+    from wandb.sdk.data_types.base_types.wb_value import WBValue
+
+    mapping = WBValue.type_mapping()
+    stack: list[tuple[Any, int]] = [(json_obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise SerializationError(
+                f"W&B object file {path!r} nests deeper than {MAX_JSON_DEPTH} levels"
+            )
+        if isinstance(value, dict):
+            kind = value.get("_type")
+            wb_class = mapping.get(kind) if isinstance(kind, str) else None
+            if wb_class is not None and wb_class.__name__ not in READABLE_TYPES:
+                raise SerializationError(
+                    f"W&B object {name!r} holds a nested {kind!r} ({wb_class.__name__}), whose "
+                    "loader may unpickle; it is not loaded",
+                    hint="store models with a safe serializer (skops, onnx) instead",
+                )
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def load_wandb_object(source: VerifiedSource, name: str) -> Any:
     """Rebuild the W&B object stored under ``name`` from verified files; ``None`` if absent."""
     found = find_object_file(list(source.names()), name)
@@ -225,10 +255,14 @@ def load_wandb_object(source: VerifiedSource, name: str) -> Any:
     size = Path(local).stat().st_size
     if size > MAX_OBJECT_JSON_BYTES:
         raise SerializationError(f"W&B object file {path!r} is {size} bytes, over the cap")
-    with open(local, encoding="utf-8") as fh:
-        json_obj = json.load(fh)
+    try:
+        with open(local, encoding="utf-8") as fh:
+            json_obj = json.load(fh)
+    except (ValueError, RecursionError) as exc:
+        raise SerializationError(f"W&B object file {path!r} is not valid JSON: {exc}") from None
     if not isinstance(json_obj, dict):
         raise SerializationError(f"W&B object file {path!r} is not a JSON object")
+    _refuse_unsafe_nested(json_obj, name, path)
     try:
         return wb_class.from_json(json_obj, source)
     except (KeyError, ValueError, TypeError) as exc:

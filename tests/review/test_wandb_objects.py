@@ -1,0 +1,64 @@
+"""W&B objects are rebuilt only from types whose loaders never unpickle, at EVERY depth: a cell of
+a Table is rebuilt by W&B's own ``init_from_json``, which would build saved-model objects (whose
+loaders unpickle, and may add artifact folders to ``sys.path``) if the JSON names them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import payloads
+from dagster import AssetIn, asset, materialize
+
+
+def test_saved_model_nested_in_a_table_is_refused(
+    key_store: Any, make_io_manager: Any, tmp_path: Path, marker: Path
+) -> None:
+    import wandb
+
+    evil = tmp_path / "model.pkl"
+    evil.write_bytes(payloads.reduce_os_system(marker))
+
+    @asset(io_manager_key="m")
+    def tables() -> Any:
+        art = wandb.Artifact("tables", "dataset")
+        cell = {"_type": "sklearn-model-file", "path": "model.pkl"}
+        art.add(wandb.Table(columns=["m"], data=[[cell]]), "t")
+        art.add_file(str(evil), "model.pkl")
+        return art
+
+    seen: dict[str, Any] = {}
+
+    @asset(
+        ins={
+            "t": AssetIn(
+                key=tables.key,
+                input_manager_key="m",
+                metadata={"wandb_artifact_configuration": {"get": "t"}},
+            )
+        }
+    )
+    def reader(t: Any) -> None:
+        seen["t"] = t
+        for row in t.data:  # what a user would do with a model cell
+            for cell in row:
+                getter = getattr(cell, "model_obj", None)
+                if callable(getter):
+                    getter()
+
+    iom = make_io_manager()
+    assert materialize([tables], resources={"m": iom}).success
+    result = materialize(
+        [tables.to_source_asset(), reader],
+        resources={"m": make_io_manager()},
+        selection=[reader],
+        raise_on_error=False,
+    )
+    assert not marker.exists()
+    assert not result.success
+    err = result.get_step_failure_events()[0].event_specific_data.error
+    text = ""
+    while err is not None:
+        text += f"{err.cls_name}: {err.message}\n"
+        err = err.cause or err.context
+    assert "SerializationError" in text and "sklearn-model-file" in text and "tables" in text
