@@ -127,3 +127,33 @@ def test_markdown_and_table(env: Env, runner, tmp_path: Path) -> None:
     assert md.exit_code == 0 and "| valid | 1 |" in md.stdout
     table = run(runner, *base)
     assert table.exit_code == 0 and "valid" in table.stdout and "team/proj/a:v0" in table.stdout
+
+
+def test_progress_bar_on_a_terminal_reports_the_same(env: Env, runner, monkeypatch) -> None:
+    from rich.console import Console
+
+    import dagster_wandb_secure.cli.audit as cli_audit
+
+    env.publish("a")
+    env.publish("b")
+    ticks: list[tuple[int, int]] = []
+    real_bar = cli_audit._progress_bar
+
+    def spy_bar(stack):  # type: ignore[no-untyped-def]
+        tick = real_bar(stack)
+
+        def spy(done: int, total: int) -> None:
+            ticks.append((done, total))
+            tick(done, total)
+
+        return spy
+
+    monkeypatch.setattr(cli_audit, "err_console", lambda: Console(stderr=True, force_terminal=True))
+    monkeypatch.setattr(cli_audit, "_progress_bar", spy_bar)
+    base = ["audit", "-k", str(env.keys), "--store-dir", str(env.store_dir)]
+    result = run(runner, *base)
+    assert result.exit_code == 0 and "team/proj/b:v0" in result.stdout
+    assert ticks and ticks[-1] == (2, 2)
+    ticks.clear()
+    assert run(runner, *base, "--no-progress").exit_code == 0
+    assert not ticks

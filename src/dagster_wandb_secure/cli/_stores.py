@@ -23,6 +23,16 @@ ProjectOption = typer.Option(None, "--project", help="W&B project (filter for lo
 NameOption = typer.Option(None, "--name", help="Only this artifact name.")
 
 
+def listing_filter(
+    kind: str, entity: str | None, project: str | None
+) -> tuple[str | None, str | None]:
+    """(entity, project) to filter listings by: a local store holds any number of them, a W&B
+    store only the one it was opened for, so there they filter nothing."""
+    if kind == "local":
+        return entity, project
+    return None, None
+
+
 def open_cli_store(
     kind: str, store_dir: Path | None, entity: str | None, project: str | None
 ) -> tuple[Any, str]:

@@ -26,6 +26,7 @@ from ._stores import (
     ProjectOption,
     StoreDirOption,
     StoreKindOption,
+    listing_filter,
     open_cli_store,
 )
 
@@ -79,12 +80,9 @@ def adopt_cmd(
 
     ks = open_key_store(key_store)
     art_store, label = open_cli_store(store, store_dir, entity, project)
+    filt_entity, filt_project = listing_filter(store, entity, project)
     cands = find_candidates(
-        art_store,
-        entity=entity if store == "local" else None,
-        project=project if store == "local" else None,
-        name=name,
-        version=version,
+        art_store, entity=filt_entity, project=filt_project, name=name, version=version
     )
     if not all_versions and version is None:
         cands = [c for c in cands if "latest" in c.version.aliases]

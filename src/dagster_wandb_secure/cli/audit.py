@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from ._stores import (
     ProjectOption,
     StoreDirOption,
     StoreKindOption,
+    listing_filter,
     open_cli_store,
 )
 
@@ -177,6 +180,28 @@ def _write(output: Path | None, text: str) -> None:
     atomic_write(output, text.encode("utf-8"), mode=0o644)
 
 
+def _progress_bar(stack: ExitStack) -> Callable[[int, int], None]:
+    """A transient progress bar on stderr, closed with ``stack``; returns its update callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = stack.enter_context(
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console(),
+            transient=True,
+        )
+    )
+    task = bar.add_task("auditing", total=None)
+
+    def tick(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return tick
+
+
 @handle_errors
 def audit_cmd(
     key_store: Path = KeyStoreOption,
@@ -206,37 +231,13 @@ def audit_cmd(
     wanted = _fail_on(fail_on, as_json)
     ks = open_key_store(key_store)
     art_store, label = open_cli_store(store, store_dir, entity, project)
-    filt_entity = entity if store == "local" else None
-    filt_project = project if store == "local" else None
+    filt_entity, filt_project = listing_filter(store, entity, project)
 
     show_bar = progress and not as_json and err_console().is_terminal
-    if show_bar:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console(),
-            transient=True,
-        ) as bar:
-            task = bar.add_task("auditing", total=None)
-
-            def tick(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            report = audit_store(
-                art_store,
-                ks,
-                deep=deep,
-                entity=filt_entity,
-                project=filt_project,
-                name=name,
-                progress=tick,
-                store_label=label,
-            )
-    else:
+    with ExitStack() as stack:
+        tick: Callable[[int, int], None] | None = None
+        if show_bar:
+            tick = _progress_bar(stack)
         report = audit_store(
             art_store,
             ks,
@@ -244,6 +245,7 @@ def audit_cmd(
             entity=filt_entity,
             project=filt_project,
             name=name,
+            progress=tick,
             store_label=label,
         )
 

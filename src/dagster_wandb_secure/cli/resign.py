@@ -22,6 +22,7 @@ from ._stores import (
     ProjectOption,
     StoreDirOption,
     StoreKindOption,
+    listing_filter,
     open_cli_store,
 )
 
@@ -52,12 +53,13 @@ def resign_cmd(
 
     ks = open_key_store(key_store)
     art_store, label = open_cli_store(store, store_dir, entity, project)
+    filt_entity, filt_project = listing_filter(store, entity, project)
     results = resign_from(
         art_store,
         ks,
         from_kid,
-        entity=entity if store == "local" else None,
-        project=project if store == "local" else None,
+        entity=filt_entity,
+        project=filt_project,
         name=name,
         dry_run=dry_run,
     )
