@@ -189,7 +189,8 @@ class ArtifactIOEngine(IOManager):
                 if len(out) == 1:
                     return next(iter(out.values()))
                 return out
-            partition = _op_partition(context)
+            # an unpartitioned asset is read without a partition, whatever the run's key is
+            partition = None if context.has_asset_key else _op_partition(context)
             target = Target(
                 name=artifact_name(base, partition), partition=partition, asset_key=asset_key
             )
@@ -285,7 +286,9 @@ def output_target(context: OutputContext, config: WriteConfig, where: str) -> Ta
                 artifact=base,
             )
         partition = str(keys[0])
-    elif context.has_partition_key:
+    elif not context.has_asset_key and context.has_partition_key:
+        # an op output in a partitioned run; an unpartitioned ASSET keeps its own name even in a
+        # partitioned run (the run's key belongs to other assets), as on the read side
         partition = str(context.partition_key)
     try:
         name = artifact_name(base, partition)
@@ -334,11 +337,9 @@ def _is_materializable(context: InputContext) -> bool:
 
 
 def _op_partition(context: InputContext) -> str | None:
-    try:
-        if context.has_partition_key:
-            return str(context.partition_key)
-    except Exception:  # noqa: BLE001 - no partition information for this input
-        return None
+    """The run's partition key for an op input (no fallback: a failure here is not hidden)."""
+    if context.has_partition_key:
+        return str(context.partition_key)
     return None
 
 
