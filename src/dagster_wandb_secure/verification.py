@@ -45,14 +45,20 @@ LEGACY_PAYLOADS = ("output.pickle", "output.dill", "output.cloudpickle", "output
 
 
 def _files_on_disk(session: Session, av: ArtifactVersion) -> dict[str, Path]:
-    """What the store actually holds for the version (symlinks/special files refused)."""
+    """What the store actually holds for the version (symlinks/special files refused).
+
+    A store must list its folder: its own index (``av.files``) would miss a planted file."""
     store = session.store
     lister = getattr(store, "list_files", None)
     out: dict[str, Path] = {}
-    if lister is None:
-        for rel in av.files:
-            out[safe_relpath(rel)] = store.file_path(av, rel)
-        return out
+    if not callable(lister):
+        raise WandbArtifactsIOManagerError(
+            f"the artifact store {type(store).__name__} has no list_files(), so the files "
+            "actually stored cannot be compared with the signed manifest; nothing was loaded",
+            artifact=av.name,
+            version=av.version_label,
+            hint="use the local or W&B store, or implement list_files() in this store",
+        )
     for entry in lister(av):
         rel = safe_relpath(entry.path, what="artifact file name")
         if entry.kind != "file":
