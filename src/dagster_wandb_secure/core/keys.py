@@ -1248,7 +1248,7 @@ class KeyStore:
         if st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
             check_private_mode(Path(path))  # KeyPermissionError with the chmod that fixes it
             raise KeyStoreError(f"{path} is not a regular file", key_id=kid)
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return _file_sig(st)
 
     def _read_private(self, path: str, kid: str) -> bytes:
         if not self._dirs_checked:
@@ -1328,7 +1328,7 @@ class KeyStore:
                 key_id=record.kid,
                 hint="restore it, or import the key again with `keys import-public`",
             ) from None
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        sig = _file_sig(st)
         hit = self._publics.get(record.kid)
         if hit is not None and hit[0] == sig:
             return hit[1]
