@@ -756,6 +756,7 @@ def test_attack_24_skops_untrusted_type(world: World, marker: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_attack_24_skops_duplicate_entries_and_bad_crc(world: World) -> None:
     ctx = source_context("skzip")
     good = seal({"k": 1}, key_store=world.ks, context=ctx, serializer="skops", record=False)
@@ -799,3 +800,23 @@ def test_attack_25_private_key_readable_by_others(world: World) -> None:
     err = refused(lambda: world.write("perm", 2), KeyPermissionError, artifact=None,
                   reason="readable by group or others")
     assert f"chmod 600 {private}" in str(err)
+
+
+# --- the W&B store in offline mode (reads are served from its local mirror) ---------------------
+
+
+def test_attacks_01_04_10_through_the_wandb_store_offline(world: World, marker: Path) -> None:
+    iom = world.iom(store="wandb")
+    world.write("wb", "old", iom=iom)
+    av = world.write("wb", "new", iom=iom)
+    assert world.read("wb", iom=iom) == "new"
+    env = world.bytes_of(av)
+    world.overwrite(av, "output.pickle", flip_bit(env, len(env) - 2))
+    refused(lambda: world.read("wb", iom=iom), TamperedPayloadError, artifact="wb",
+            reason="SHA-256 does not match")
+    world.store.move_alias(ENTITY, PROJECT, "wb", "latest", 0)
+    refused(lambda: world.read("wb", iom=iom), RollbackError, artifact="wb", reason="v1")
+    forged_version(world, "wb_foreign", payloads.TouchOnLoad(marker), ks=world.attacker)
+    refused(lambda: world.read("wb_foreign", iom=iom), UnknownKeyError, artifact="wb_foreign",
+            reason="key")
+    assert not marker.exists()
