@@ -588,6 +588,30 @@ def test_attack_21_payload_is_a_symlink(world: World, tmp_path: Path) -> None:
             artifact="linked", reason="symlink|not a regular file")
 
 
+def test_attack_21_swapped_right_after_verification(world: World, marker: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic time-of-check/time-of-use: the moment the signed manifest has verified,
+    the attacker swaps output.pickle for a same-size malicious pickle. The reader loads only
+    bytes it verified itself, so it refuses; nothing executes."""
+    import dagster_wandb_secure.core.manifest as manifest_module
+
+    av = world.write("toctou", "v" * 300)
+    good = world.bytes_of(av)
+    evil = payloads.reduce_os_system(marker)
+    real = manifest_module.verify_manifest
+
+    def verify_then_swap(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        world.overwrite(av, "output.pickle", evil + b"\x00" * (len(good) - len(evil)))
+        return out
+
+    monkeypatch.setattr(manifest_module, "verify_manifest", verify_then_swap)
+    # the private copy taken after the check is what gets inspected: not an envelope any more
+    refused(lambda: world.read("toctou", source=False), UnsignedPayloadError,
+            artifact="toctou", reason="not a signed envelope")
+    assert not marker.exists()
+
+
 def test_attack_21_file_swapped_during_reads(world: World, marker: Path) -> None:
     """A racing attacker swaps output.pickle (same size) for a malicious pickle while readers
     load: every read returns the signed value or a typed refusal; nothing executes."""
