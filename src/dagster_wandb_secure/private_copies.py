@@ -42,7 +42,13 @@ _OWNED_LOCK = threading.Lock()
 
 
 def copy_verified(
-    source: Path, target: Path, expected_sha256: str, *, artifact: str, key_id: str | None
+    source: Path,
+    target: Path,
+    expected_sha256: str,
+    *,
+    artifact: str,
+    key_id: str | None,
+    version: str | None = None,
 ) -> Path:
     """Copy ``source`` to ``target`` (0600) hashing the bytes copied; refuse on digest mismatch.
 
@@ -70,6 +76,7 @@ def copy_verified(
             "(its SHA-256 differs from the signed one)",
             artifact=artifact,
             key_id=key_id,
+            version=version,
         )
     os.chmod(target, 0o400)
     return target

@@ -149,7 +149,14 @@ class VerifiedVersion:
         return self._dir
 
     def materialize(self, relpath: str) -> Path:
-        """The verified private copy of one file of the version."""
+        """The verified private copy of one file of the version (errors name the version even
+        when raised later, from user code, through a view)."""
+        try:
+            return self._materialize(relpath)
+        except SecureArtifactError as exc:
+            raise exc.with_location(artifact=self.av.name, version=self.av.version_label) from None
+
+    def _materialize(self, relpath: str) -> Path:
         relpath = safe_relpath(relpath, what="file name")
         if relpath in self._copies:
             return self._copies[relpath]
@@ -168,6 +175,7 @@ class VerifiedVersion:
                 entry.sha256,
                 artifact=self.av.name,
                 key_id=self.key_id,
+                version=self.av.version_label,
             )
         else:
             path = self._materialize_envelope(relpath, entry, target)
@@ -321,9 +329,13 @@ class ArtifactView:
 
     def get(self, name: str) -> Any:
         payload = f"{PAYLOAD_STEM}.{name}" if not name.startswith(PAYLOAD_STEM + ".") else name
-        if payload in self._v.payload_files():
-            return self._v.unseal_payload(payload)
-        return load_wandb_object(self._v.source(), name)
+        av = self._v.av
+        try:
+            if payload in self._v.payload_files():
+                return self._v.unseal_payload(payload)
+            return load_wandb_object(self._v.source(), name)
+        except SecureArtifactError as exc:
+            raise exc.with_location(artifact=av.name, version=av.version_label) from None
 
     def download(self, root: str | None = None, **_: Any) -> str:
         """Materialize every file; returns the private folder holding them."""
