@@ -40,6 +40,7 @@ from .core.errors import (
 if TYPE_CHECKING:
     from .core.keys import KeyStore
     from .core.ledger import LedgerRow
+    from .core.manifest import VerifiedManifest
     from .core.policy import Policy
     from .stores.base import ArtifactStore, ArtifactVersion
 
@@ -53,6 +54,7 @@ __all__ = [
     "collect_folder",
     "status_of_error",
     "verification_policy",
+    "verify_version_manifest",
 ]
 
 AUDIT_SCHEMA = "dagster-wandb-secure/audit/v1"
@@ -232,6 +234,28 @@ def collect_folder(root: Path) -> dict[str, Path]:
     return found
 
 
+def verify_version_manifest(
+    files: Mapping[str, Path],
+    av: ArtifactVersion,
+    *,
+    key_store: KeyStore,
+    policy: Policy | None,
+    deep: bool,
+) -> VerifiedManifest:
+    """Verify ``av``'s files against its signed manifest, bound to the version's own artifact
+    name and type (what a reader of ``av`` expects). Nothing is deserialized."""
+    from .core.manifest import verify_manifest
+
+    return verify_manifest(
+        files,
+        key_store=key_store,
+        expected_context={"artifact": av.name, "type": av.type},
+        policy=policy,
+        deep=deep,
+        version=av.version_label,
+    )
+
+
 def _version_files(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
     """What is on disk for ``av``; a symlink or special file is refused (tampered)."""
     lister = getattr(store, "list_files", None)
@@ -335,21 +359,13 @@ def check_version(
 ) -> AuditEntry:
     """The status of one version (rollback is decided later, across versions)."""
     from .core.envelope import format_time
-    from .core.manifest import verify_manifest
 
     entry = _base_entry(av)
     files: dict[str, Path] = {}
     try:
         files = _version_files(store, av)
         entry.serializer = _payload_serializer(files)
-        vm = verify_manifest(
-            files,
-            key_store=key_store,
-            expected_context={"artifact": av.name, "type": av.type},
-            policy=policy,
-            deep=deep,
-            version=av.version_label,
-        )
+        vm = verify_version_manifest(files, av, key_store=key_store, policy=policy, deep=deep)
     except SecureArtifactError as exc:
         entry.status = status_of_error(exc)
         entry.reason = exc.reason

@@ -163,18 +163,11 @@ def _check_by_ledger(
 def _check_by_signature(
     key_store: KeyStore, av: ArtifactVersion, files: dict[str, Path], policy: Any
 ) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], bytes]], dict[str, str]]:
+    from .audit import verify_version_manifest
     from .core.envelope import verify_bytes
     from .core.fsutil import open_no_follow
-    from .core.manifest import verify_manifest
 
-    vm = verify_manifest(
-        files,
-        key_store=key_store,
-        expected_context={"artifact": av.name, "type": av.type},
-        policy=policy,
-        deep=True,
-        version=av.version_label,
-    )
+    vm = verify_version_manifest(files, av, key_store=key_store, policy=policy, deep=True)
     payloads: dict[str, tuple[dict[str, Any], bytes]] = {}
     plain: dict[str, str] = {}
     for rel, entry in vm.entries.items():
