@@ -588,6 +588,30 @@ def test_attack_21_payload_is_a_symlink(world: World, tmp_path: Path) -> None:
             artifact="linked", reason="symlink|not a regular file")
 
 
+def test_attack_21_planted_fifo_does_not_hang(world: World) -> None:
+    av = world.write("fifo", "real")
+    path = world.path(av, "output.pickle")
+    os.chmod(path.parent, 0o755)
+    path.unlink()
+    os.mkfifo(path)
+    refused(lambda: world.read("fifo", source=False), UnsafePathError,
+            artifact="fifo", reason="not a regular file|fifo")
+
+
+def test_attack_21_version_folder_is_a_symlink_to_another_artifact(world: World) -> None:
+    a = world.write("real_a", "aaaa")
+    b = world.write("real_b", "bbbb")
+    folder_b = world.path(b, "output.pickle").parent
+    folder_a = world.path(a, "output.pickle").parent
+    os.chmod(folder_b, 0o755)
+    import shutil
+
+    shutil.rmtree(folder_b)
+    folder_b.symlink_to(folder_a, target_is_directory=True)
+    refused(lambda: world.read("real_b", source=False), UnsafePathError,
+            artifact="real_b", reason="version folder .* is a symlink")
+
+
 def test_attack_21_swapped_right_after_verification(world: World, marker: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic time-of-check/time-of-use: the moment the signed manifest has verified,
