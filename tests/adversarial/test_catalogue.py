@@ -355,6 +355,28 @@ def test_attack_09_replayed_as_another_partition(world: World) -> None:
             artifact="color.blue", reason="red")
 
 
+def test_attack_09_name_collision_never_yields_another_assets_data(world: World) -> None:
+    """Partition "blue" of asset "color" and an op output named "color.blue" share one W&B
+    artifact name; the signed context still tells them apart."""
+    from dagster import Out, job, op
+
+    parts = StaticPartitionsDefinition(["red", "blue"])
+    world.write("color", "the blue partition", partitions_def=parts, partition_key="blue")
+
+    @op(out=Out(metadata={"wandb_artifact_configuration": {"name": "color.blue"}},
+                io_manager_key="m"))
+    def squatter() -> str:
+        return "not the blue partition"
+
+    @job(resource_defs={"m": world.iom()})
+    def squat() -> None:
+        squatter()
+
+    assert squat.execute_in_process().success
+    refused(lambda: _read_partition(world, parts, "blue"), ContextMismatchError,
+            artifact="color.blue", reason="partition")
+
+
 def _read_partition(world: World, parts: StaticPartitionsDefinition, key: str) -> Any:
     from dagster import AssetIn, AssetKey, SourceAsset, asset, materialize
 
@@ -394,6 +416,35 @@ def test_attack_10_latest_moved_back(world: World) -> None:
     refused(lambda: world.read("roll"), RollbackError, artifact="roll", reason="v1")
     # an explicit version is still allowed
     assert world.read("roll", config={"version": "v0"}) == "old"
+
+
+def test_attack_10_custom_alias_moved_back(world: World) -> None:
+    cfg = {"aliases": ["gold"]}
+    world.write("golden", "old", config=cfg)
+    world.write("golden", "new", config=cfg)
+    world.store.move_alias(ENTITY, PROJECT, "golden", "gold", 0)
+    refused(lambda: world.read("golden", config={"alias": "gold"}), RollbackError,
+            artifact="golden", reason="'gold'.*v1")
+
+
+def test_attack_10_rollback_seen_by_a_reader_with_its_own_ledger(world: World) -> None:
+    """A reader with its own key store (public keys / shared secret only) remembers the newest
+    version it has seen; moving ``latest`` back afterwards is refused."""
+    world.write("seen", "old")
+    world.write("seen", "new")
+    reader_keys = world.root / "reader-keys"
+    kid = world.ks.primary().kid
+    if world.alg == "ed25519":
+        KeyStore.open(reader_keys).import_public(world.ks.export_public(kid))
+    else:  # HMAC readers hold a copy of the shared secret, with a ledger of their own
+        import shutil
+
+        shutil.copytree(world.keys, reader_keys,
+                        ignore=shutil.ignore_patterns("ledger.sqlite3*"))
+    iom = world.iom(key_store=str(reader_keys))
+    assert world.read("seen", iom=iom) == "new"
+    world.store.move_alias(ENTITY, PROJECT, "seen", "latest", 0)
+    refused(lambda: world.read("seen", iom=iom), RollbackError, artifact="seen", reason="v1")
 
 
 # --- 11. mix-and-match --------------------------------------------------------------------------
