@@ -135,6 +135,13 @@ def test_missing_module_names_the_pip_package(monkeypatch: pytest.MonkeyPatch) -
         get_serializer("dill")
 
 
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter (nothing imported by earlier tests); its stdout."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_core_modules_import_nothing_heavy() -> None:
     code = (
         "import sys\n"
@@ -145,10 +152,7 @@ def test_core_modules_import_nothing_heavy() -> None:
         "       'cloudpickle', 'numpy') if m in sys.modules]\n"
         "print(bad)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.strip() == "[]", out.stderr
+    assert _fresh_python(code).strip() == "[]"
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,10 +302,7 @@ def test_joblib_pickles_a_lambda_by_value_and_says_so() -> None:
         "fn = ser.load(memoryview(b''.join(bytes(c) for c in chunks)), extra)\n"
         "print(extra.get('by_value'), fn(1, 2))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.split() == ["cloudpickle", "3"]
+    assert _fresh_python(code).split() == ["cloudpickle", "3"]
 
 
 def test_joblib_unpicklable_object_is_still_a_typed_error() -> None:
