@@ -31,7 +31,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .core.errors import TamperedPayloadError
+from .core.errors import TamperedPayloadError, UnsafePathError
 from .core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
 
 CACHE_DIR_NAME = "dagster-wandb-secure-cache"
@@ -82,6 +82,31 @@ def copy_verified(
     return target
 
 
+def check_private_root(folder: Path) -> None:
+    """Refuse a cache root that is a symlink, not ours, or writable by group or others: whoever
+    can write it can rename this process's folder away and put other files in its place."""
+    import stat
+
+    st = folder.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(
+            f"the private copy folder {folder} is a symlink or not a folder",
+            hint=f"remove it (rm {folder}); it is re-created as a private folder",
+        )
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise UnsafePathError(
+            f"the private copy folder {folder} belongs to user id {st.st_uid}, not to this "
+            "process's user",
+            hint=f"remove it or set base_dir to a folder of your own (rm -r {folder})",
+        )
+    if st.st_mode & 0o022:
+        raise UnsafePathError(
+            f"the private copy folder {folder} has mode {stat.S_IMODE(st.st_mode):o}, writable "
+            "by group or others, so verified copies could be replaced after the check",
+            hint=f"run: chmod 700 {folder}",
+        )
+
+
 class PrivateCopies:
     """This process's private folder of verified copies under one cache root."""
 
@@ -89,6 +114,7 @@ class PrivateCopies:
         self.cache_root = cache_root
         self.duration_minutes = duration_minutes
         cache_root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        check_private_root(cache_root)
         tag = (run_id or "norun")[:8]
         stem = f"{tag}-{os.getpid()}-{secrets.token_hex(4)}"
         self.folder = cache_root / stem
@@ -107,6 +133,8 @@ class PrivateCopies:
         key = f"{cache_root.absolute()}|{run_id}|{os.getpid()}"
         with _OWNED_LOCK:
             found = _OWNED.get(key)
+            if found is not None:
+                check_private_root(cache_root)
             if found is None or not found.folder.is_dir():
                 found = cls(cache_root, run_id, duration_minutes)
                 _OWNED[key] = found
@@ -185,4 +213,4 @@ def _make_writable(folder: Path) -> None:
             os.chmod(root, PRIVATE_DIR_MODE)
 
 
-__all__ = ["CACHE_DIR_NAME", "PrivateCopies", "copy_verified"]
+__all__ = ["CACHE_DIR_NAME", "PrivateCopies", "check_private_root", "copy_verified"]
