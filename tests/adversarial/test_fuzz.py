@@ -341,6 +341,33 @@ def test_fuzz_key_store_files(material: dict[str, Any], target: str,
     EXAMPLES["key-store"] += 1
 
 
+@fast(200)
+@given(which=st.integers(0, len(OBJECTS)), ms=st.lists(BYTE_MUTATION, min_size=1, max_size=3))
+def test_fuzz_cli_verify_and_inspect(material: dict[str, Any], which: int,
+                                     ms: list[tuple[Any, ...]]) -> None:
+    """The CLI on mutated envelope files: a verdict or a typed one-line error, never a
+    traceback (``inspect`` parses without verifying, so it is the most exposed)."""
+    from typer.testing import CliRunner
+
+    from dagster_wandb_secure.cli import app
+
+    data = material["goods"][which]
+    for m in ms:
+        data = mutate(data, material["evil"], m)
+    path = _scratch(material) / "envelope.pickle"
+    path.write_bytes(data)
+    runner = CliRunner()
+    for args in (["verify", str(path), "--artifact", "fuzz", "-k", str(material["ks"].path)],
+                 ["inspect", str(path)]):
+        result = runner.invoke(app, args)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (
+            f"{args[0]} crashed: {result.exception!r}\n{result.output}")
+        assert result.exit_code in (0, 1, 2, 3), result.output
+        assert "Traceback" not in result.output
+    assert not material["marker"].exists()
+    EXAMPLES["cli"] += 1
+
+
 def test_fuzz_volume() -> None:
     """The regular suite ran at least 10,000 fuzz examples (when the whole module ran)."""
     total = sum(EXAMPLES.values())
