@@ -195,34 +195,39 @@ class SigningKey(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
-class _HmacSigner:
-    __slots__ = ("kid", "alg", "_secret")
+class _Signer:
+    """Base of the in-memory signers: its repr names the key, never the key material."""
+
+    __slots__ = ("kid", "alg")
+
+    def __init__(self, kid: str, alg: str) -> None:
+        self.kid = kid
+        self.alg = alg
+
+    def __repr__(self) -> str:
+        return f"<SigningKey kid={self.kid} alg={self.alg}>"
+
+
+class _HmacSigner(_Signer):
+    __slots__ = ("_secret",)
 
     def __init__(self, kid: str, secret: bytes) -> None:
-        self.kid = kid
-        self.alg = HMAC_SHA256
+        super().__init__(kid, HMAC_SHA256)
         self._secret = secret
 
     def sign(self, message: bytes) -> bytes:
         return hmac.digest(self._secret, message, "sha256")
 
-    def __repr__(self) -> str:
-        return f"<SigningKey kid={self.kid} alg={self.alg}>"
 
-
-class _Ed25519Signer:
-    __slots__ = ("kid", "alg", "_key")
+class _Ed25519Signer(_Signer):
+    __slots__ = ("_key",)
 
     def __init__(self, kid: str, key: Ed25519PrivateKey) -> None:
-        self.kid = kid
-        self.alg = ED25519
+        super().__init__(kid, ED25519)
         self._key = key
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
-
-    def __repr__(self) -> str:
-        return f"<SigningKey kid={self.kid} alg={self.alg}>"
 
 
 # --- small helpers -------------------------------------------------------------------------------
