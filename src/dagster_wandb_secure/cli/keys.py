@@ -38,6 +38,14 @@ app = typer.Typer(
 )
 
 ALG_HELP = "Algorithm: ed25519 (readers hold only public keys) or hmac-sha256 (shared secret)."
+# the options of a command that creates a key (init, generate)
+NewKeyAlgOption = typer.Option("ed25519", "--alg", help=ALG_HELP)
+ExpiresInOption = typer.Option(None, "--expires-in", help="Key lifetime, e.g. 90d.")
+PassphraseEnvOption = typer.Option(
+    None,
+    "--passphrase-env",
+    help="Encrypt the private key with the passphrase in this variable.",
+)
 
 
 def _record_doc(record: Any) -> dict[str, Any]:
@@ -68,14 +76,10 @@ def _check_alg(alg: str | None) -> str | None:
 @handle_errors
 def init_cmd(
     key_store: Path = KeyStoreOption,
-    alg: str = typer.Option("ed25519", "--alg", help=ALG_HELP),
+    alg: str = NewKeyAlgOption,
     no_key: bool = typer.Option(False, "--no-key", help="Create the folder only, no first key."),
-    expires_in: str | None = typer.Option(None, "--expires-in", help="Key lifetime, e.g. 90d."),
-    passphrase_env: str | None = typer.Option(
-        None,
-        "--passphrase-env",
-        help="Encrypt the private key with the passphrase in this variable.",
-    ),
+    expires_in: str | None = ExpiresInOption,
+    passphrase_env: str | None = PassphraseEnvOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Create a key store (folders 0700) and, unless --no-key, its first (primary) key."""
@@ -95,13 +99,9 @@ def init_cmd(
 @handle_errors
 def generate_cmd(
     key_store: Path = KeyStoreOption,
-    alg: str = typer.Option("ed25519", "--alg", help=ALG_HELP),
-    expires_in: str | None = typer.Option(None, "--expires-in", help="Key lifetime, e.g. 90d."),
-    passphrase_env: str | None = typer.Option(
-        None,
-        "--passphrase-env",
-        help="Encrypt the private key with the passphrase in this variable.",
-    ),
+    alg: str = NewKeyAlgOption,
+    expires_in: str | None = ExpiresInOption,
+    passphrase_env: str | None = PassphraseEnvOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Generate a key. The store's first key becomes primary; later ones are verify-only until
