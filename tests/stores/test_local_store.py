@@ -427,7 +427,9 @@ def test_list_ten_thousand_versions_is_fast(store: LocalArtifactStore, tmp_path:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sqlite3, "connect", traced_connect)
-        versions = list(store.list_versions())
+        fresh = LocalArtifactStore(store.root)  # opens its own connection through the tracer
+        statements.clear()
+        versions = list(fresh.list_versions())
     assert len(versions) == 10_000
     assert versions[-1].version == 9999 and versions[-1].aliases == ("latest",)
     assert versions[0].files == av.files
