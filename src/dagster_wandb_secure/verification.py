@@ -372,7 +372,10 @@ def verify_version(
         if alias is not None:
             check_rollback(session, av, alias)
         on_disk = _files_on_disk(session, av)
-        context = target.context(av.type, bind_asset_key=bind_asset_key)
+        # every key the library signs is stated; "role" is None for payloads, so a manifest
+        # envelope (role "manifest") is never accepted as one (verify_manifest sets the role
+        # for the manifest itself)
+        context = {**target.context(av.type, bind_asset_key=bind_asset_key), "role": None}
         try:
             verified = verify_manifest(
                 on_disk,
