@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import SerializationError, UnsafePathError
-from .core.fsutil import safe_relpath
+from .core.fsutil import open_no_follow, safe_relpath
 
 # Classes whose ``from_json`` reads only JSON and media files (never a pickle).
 READABLE_TYPES = frozenset(
@@ -103,9 +103,15 @@ def _copy_into(staging: Path, relpath: str, source: Path) -> Path:
     relpath = safe_relpath(relpath, what="artifact file name")
     target = staging / relpath
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
+    if target.exists() or target.is_symlink():
         raise UnsafePathError(f"two files would be stored under the same name {relpath!r}")
-    shutil.copyfile(source, target, follow_symlinks=False)
+    if source.is_symlink():  # as add_files: never follow a link, never chmod through one
+        raise UnsafePathError(
+            f"artifact entry {relpath!r} is the symlink {source}; refusing to follow it",
+            hint="add the file itself (or use the default add_file policy, which copies it)",
+        )
+    with open_no_follow(source) as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
     target.chmod(0o600)
     return target
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dagster import StaticPartitionsDefinition, asset, materialize
 
 from .kit import attacker_publish, failure_text, read_via, version_files
@@ -27,22 +29,24 @@ def _counter_asset(**kw: Any) -> Any:
     return victim
 
 
+@pytest.mark.parametrize("store", ["local", "wandb"])
 def test_old_version_republished_as_new_is_refused(
-    key_store: Any, make_io_manager: Any, store_dir: Path
+    key_store: Any, make_io_manager: Any, store_dir: Path, store: str
 ) -> None:
+    """The same on the local store and the W&B store (offline: its local mirror)."""
     victim = _counter_asset()
-    iom = make_io_manager()
+    iom = make_io_manager(store=store)
     for _ in range(2):
         assert materialize([victim], resources={"m": iom}).success
-    ok = read_via(make_io_manager(), victim)
+    ok = read_via(make_io_manager(store=store), victim)
     assert ok.success and ok.seen["value"] == 2
     attacker_publish(store_dir, "victim", version_files(store_dir, "victim", "v0"))
-    result = read_via(make_io_manager(), victim)
+    result = read_via(make_io_manager(store=store), victim)
     assert not result.success
     text = failure_text(result)
     assert "RollbackError" in text and "victim:v2" in text and "v0" in text
     # an explicit version is the operator's choice, as for a moved alias
-    pinned = read_via(make_io_manager(), victim, version="v1")
+    pinned = read_via(make_io_manager(store=store), victim, version="v1")
     assert pinned.success and pinned.seen["value"] == 2
 
 

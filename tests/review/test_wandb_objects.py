@@ -62,3 +62,37 @@ def test_saved_model_nested_in_a_table_is_refused(
         text += f"{err.cls_name}: {err.message}\n"
         err = err.cause or err.context
     assert "SerializationError" in text and "sklearn-model-file" in text and "tables" in text
+
+
+def test_user_artifact_symlink_entry_is_refused_like_add_files(
+    key_store: Any, make_io_manager: Any, tmp_path: Path
+) -> None:
+    """add_files refuses a symlink; a user-built wandb.Artifact whose entry is a symlink
+    (``policy="immutable"`` keeps the user's path) must be refused the same way, without
+    touching the file the link points to."""
+    import os
+    import stat
+
+    import wandb
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s")
+    os.chmod(secret, 0o644)
+    link = tmp_path / "link.txt"
+    link.symlink_to(secret)
+
+    @asset(io_manager_key="m")
+    def linked() -> Any:
+        art = wandb.Artifact("linked", "dataset")
+        art.add_file(str(link), "f.txt", policy="immutable")
+        return art
+
+    result = materialize([linked], resources={"m": make_io_manager()}, raise_on_error=False)
+    assert not result.success
+    err = result.get_step_failure_events()[0].event_specific_data.error
+    text = ""
+    while err is not None:
+        text += f"{err.cls_name}: {err.message}\n"
+        err = err.cause or err.context
+    assert "UnsafePathError" in text and "symlink" in text and "f.txt" in text
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o644
