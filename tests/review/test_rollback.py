@@ -75,3 +75,50 @@ def test_identical_output_written_twice_still_reads(
         assert materialize([same], resources={"m": iom}).success
     ok = read_via(make_io_manager(), same)
     assert ok.success and ok.seen["value"] == {"same": 1}
+
+
+def test_moved_alias_refused_for_partitioned_source_asset_and_op_input(
+    key_store: Any, make_io_manager: Any, store_dir: Path
+) -> None:
+    """Every alias-resolved read is rollback-checked: a partition read through a SourceAsset,
+    a custom alias, and an op input."""
+    from dagster import In, job, op
+
+    from .conftest import ENTITY, PROJECT
+    from .kit import store_of
+
+    victim = _counter_asset(partitions_def=StaticPartitionsDefinition(["a"]))
+    iom = make_io_manager()
+    for _ in range(2):
+        assert materialize([victim], partition_key="a", resources={"m": iom}).success
+    store = store_of(store_dir)
+    store.move_alias(ENTITY, PROJECT, "victim.a", "prod", "v1")
+    for alias in (None, "prod"):
+        conf = {"partitions": {"*": {"alias": alias}}} if alias else {}
+        assert read_via(make_io_manager(), victim, **conf).success
+    store.move_alias(ENTITY, PROJECT, "victim.a", "latest", "v0")
+    store.move_alias(ENTITY, PROJECT, "victim.a", "prod", "v0")
+    for alias in (None, "prod"):
+        conf = {"partitions": {"*": {"alias": alias}}} if alias else {}
+        result = read_via(make_io_manager(), victim, **conf)
+        assert not result.success
+        assert "RollbackError" in failure_text(result)
+
+    @op(
+        ins={
+            "x": In(
+                input_manager_key="m",
+                metadata={"wandb_artifact_configuration": {"name": "victim.a"}},
+            )
+        }
+    )
+    def use(x: Any) -> None:
+        raise AssertionError("must not be reached")
+
+    @job(resource_defs={"m": make_io_manager()})
+    def reader_job() -> None:
+        use()
+
+    result = reader_job.execute_in_process(raise_on_error=False)
+    assert not result.success
+    assert "RollbackError" in failure_text(result)
