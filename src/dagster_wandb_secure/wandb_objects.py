@@ -176,15 +176,24 @@ class _Manifest:
 class VerifiedSource:
     """The part of W&B's ``Artifact`` that ``from_json`` uses, over verified files only.
 
-    ``resolve(name)`` returns the private verified copy of one file (it verifies lazily)."""
+    ``resolve(name)`` returns the private verified copy of one file (it verifies lazily). Every
+    ``.json`` file handed to W&B's loaders is checked for nested unsafe types first: loaders
+    read other JSON files of the artifact themselves (incremental tables, joined and
+    partitioned tables), and rebuild every ``_type`` cell they find."""
 
     def __init__(
         self, names: list[str], resolve: Callable[[str], Path], *, aliases: tuple[str, ...] = ()
     ) -> None:
         self._names = sorted(names)
         self._resolve = resolve
-        self.manifest = _Manifest(self._names, resolve)
+        self.manifest = _Manifest(self._names, self._checked)
         self.aliases = list(aliases)
+
+    def _checked(self, name: str) -> Path:
+        path = self._resolve(name)
+        if name.endswith(".json"):
+            _read_json(path, name, name)
+        return path
 
     def get_entry(self, name: str) -> _Entry:
         name = safe_relpath(str(name), what="artifact file name")
@@ -257,8 +266,19 @@ def load_wandb_object(source: VerifiedSource, name: str) -> Any:
             "it is not loaded",
             hint="store models with a safe serializer (skops, onnx) instead",
         )
-    local = source.get_entry(path).download()
-    size = Path(local).stat().st_size
+    local = source.get_entry(path).download()  # verified, and its JSON checked
+    json_obj = _read_json(Path(local), path, name)
+    if not isinstance(json_obj, dict):
+        raise SerializationError(f"W&B object file {path!r} is not a JSON object")
+    try:
+        return wb_class.from_json(json_obj, source)
+    except (KeyError, ValueError, TypeError, _wandb().Error) as exc:
+        raise SerializationError(f"W&B object {name!r} could not be rebuilt: {exc}") from exc
+
+
+def _read_json(local: Path, path: str, name: str) -> Any:
+    """Parse a verified JSON file (size-capped) and refuse nested unsafe W&B types."""
+    size = local.stat().st_size
     if size > MAX_OBJECT_JSON_BYTES:
         raise SerializationError(f"W&B object file {path!r} is {size} bytes, over the cap")
     try:
@@ -266,13 +286,8 @@ def load_wandb_object(source: VerifiedSource, name: str) -> Any:
             json_obj = json.load(fh)
     except (ValueError, RecursionError) as exc:
         raise SerializationError(f"W&B object file {path!r} is not valid JSON: {exc}") from None
-    if not isinstance(json_obj, dict):
-        raise SerializationError(f"W&B object file {path!r} is not a JSON object")
     _refuse_unsafe_nested(json_obj, name, path)
-    try:
-        return wb_class.from_json(json_obj, source)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise SerializationError(f"W&B object {name!r} could not be rebuilt: {exc}") from exc
+    return json_obj
 
 
 __all__ = [

@@ -96,3 +96,39 @@ def test_user_artifact_symlink_entry_is_refused_like_add_files(
         err = err.cause or err.context
     assert "UnsafePathError" in text and "symlink" in text and "f.txt" in text
     assert stat.S_IMODE(secret.stat().st_mode) == 0o644
+
+
+def test_saved_model_in_an_incremental_table_file_is_refused(tmp_path: Path, marker: Path) -> None:
+    """An incremental Table reads its rows from the artifact's OTHER .table.json files itself;
+    those are checked too before W&B rebuilds their cells."""
+    import json
+
+    import pytest
+    import wandb
+
+    from dagster_wandb_secure.core.errors import SerializationError
+    from dagster_wandb_secure.wandb_objects import VerifiedSource, load_wandb_object
+
+    scratch = wandb.Artifact("s", "x")
+    scratch.add(wandb.Table(columns=["m"], data=[[1]]), "t")
+    (entry,) = scratch.manifest.entries.values()
+    table = json.loads(Path(entry.local_path).read_text())
+    table.update(log_mode="INCREMENTAL", increment_num=0, data=[], column_types=None)
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "t.table.json").write_text(json.dumps(table))
+    cell = {"_type": "sklearn-model-file", "path": "model.pkl"}
+    (folder / "0-1.u.table.json").write_text(json.dumps({"data": [[cell]]}))
+    (folder / "model.pkl").write_bytes(payloads.reduce_os_system(marker))
+    source = VerifiedSource(
+        ["t.table.json", "0-1.u.table.json", "model.pkl"], lambda name: folder / name
+    )
+    with pytest.raises(SerializationError) as info:
+        loaded = load_wandb_object(source, "t")
+        for row in loaded.data:
+            for value in row:
+                getter = getattr(value, "model_obj", None)
+                if callable(getter):
+                    getter()
+    assert "sklearn-model-file" in str(info.value)
+    assert not marker.exists()
