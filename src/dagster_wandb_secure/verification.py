@@ -123,6 +123,13 @@ def check_replay(
     )
 
 
+def _locate(exc: SecureArtifactError, verified: VerifiedVersion) -> SecureArtifactError:
+    """Name artifact, version and (when the error did not) the manifest's signing key."""
+    if not exc.key_id:
+        exc.key_id = verified.key_id
+    return exc.with_location(artifact=verified.av.name, version=verified.av.version_label)
+
+
 @dataclass
 class VerifiedVersion:
     """A version whose signed manifest has been verified; files are materialized on demand."""
@@ -154,7 +161,7 @@ class VerifiedVersion:
         try:
             return self._materialize(relpath)
         except SecureArtifactError as exc:
-            raise exc.with_location(artifact=self.av.name, version=self.av.version_label) from None
+            raise _locate(exc, self) from None
 
     def _materialize(self, relpath: str) -> Path:
         relpath = safe_relpath(relpath, what="file name")
@@ -329,13 +336,12 @@ class ArtifactView:
 
     def get(self, name: str) -> Any:
         payload = f"{PAYLOAD_STEM}.{name}" if not name.startswith(PAYLOAD_STEM + ".") else name
-        av = self._v.av
         try:
             if payload in self._v.payload_files():
                 return self._v.unseal_payload(payload)
             return load_wandb_object(self._v.source(), name)
         except SecureArtifactError as exc:
-            raise exc.with_location(artifact=av.name, version=av.version_label) from None
+            raise _locate(exc, self._v) from None
 
     def download(self, root: str | None = None, **_: Any) -> str:
         """Materialize every file; returns the private folder holding them."""
@@ -433,7 +439,6 @@ def load(
         dagster_run_id=dagster_run_id,
         bind_asset_key=bind_asset_key,
     )
-    av = verified.av
     try:
         if read.get_path is not None:
             return str(verified.materialize(read.get_path))
@@ -455,7 +460,7 @@ def load(
             return verified.unseal_payload(payloads[0])
         return ArtifactView(verified)
     except SecureArtifactError as exc:
-        raise exc.with_location(artifact=av.name, version=av.version_label) from None
+        raise _locate(exc, verified) from None
 
 
 __all__ = ["ArtifactView", "VerifiedEntry", "VerifiedVersion", "load", "verify_version"]

@@ -61,7 +61,8 @@ def test_saved_model_nested_in_a_table_is_refused(
     while err is not None:
         text += f"{err.cls_name}: {err.message}\n"
         err = err.cause or err.context
-    assert "SerializationError" in text and "sklearn-model-file" in text and "tables" in text
+    assert "SerializationError" in text and "sklearn-model-file" in text and "tables:v0" in text
+    assert key_store.primary().kid in text  # the manifest's signer, though the error had none
 
 
 def test_user_artifact_symlink_entry_is_refused_like_add_files(
