@@ -24,11 +24,35 @@ class CanonicalJSONError(ValueError):
 
 
 def encode(value: Any) -> bytes:
-    """Encode ``value`` canonically. Raises CanonicalJSONError for unsupported values."""
-    _check_shape(value, 0)
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    """Encode ``value`` canonically. Raises CanonicalJSONError for unsupported values.
+
+    Fast path: encode with the C encoder, parse the text back strictly with the C decoder and
+    compare; only a value that does not survive the round trip (a float, a non-string key, a
+    tuple...) is walked in Python to accept it (tuples) or say precisely what is wrong."""
+    try:
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        data = text.encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
+        _check_shape(value, 0)
+        raise CanonicalJSONError("value cannot be encoded as JSON") from None
+    _check_depth_bytes(data)
+    try:
+        back = json.loads(
+            text,
+            parse_float=_reject_float,
+            parse_int=_bounded_int,
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError):  # CanonicalJSONError is a ValueError
+        back = _NOT_EQUAL
+    if back is _NOT_EQUAL or back != value:
+        _check_shape(value, 0)
+    return data
+
+
+_NOT_EQUAL = object()
 
 
 def decode(data: bytes | memoryview, *, max_bytes: int = 65536) -> Any:
