@@ -98,6 +98,8 @@ def mutate(data: bytes, other: bytes, m: tuple[Any, ...]) -> bytes:
     kind = m[0]
     n = max(len(data), 1)
     if kind == "flip":
+        if not data:
+            return data
         out = bytearray(data)
         out[m[1] % n] ^= 1 << m[2]
         return bytes(out)
