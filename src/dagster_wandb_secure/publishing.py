@@ -257,7 +257,9 @@ def publish_output(
             files,
             key_store=session.key_store,
             context=context,
-            key_id=key_id,
+            # the configured key, not the payload's: a rotation between the two seals must not
+            # fail the publish (the payload's key stays valid as verify-only)
+            key_id=session.signing_key_id,
             policy=session.policy,
             run_id=dagster_run_id,
             references=refs,

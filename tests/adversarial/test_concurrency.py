@@ -87,8 +87,13 @@ while time.monotonic() < deadline:
 
 
 def _start(script: str, *args: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     assert line == "ready", proc.stderr.read() if proc.stderr else line
@@ -123,9 +128,8 @@ def run_storm(tmp_path: Path, alg: str, seconds: float) -> None:
     audits = _lines(auditor, budget)
 
     assert published and rotated and audits
-    # the only failure seen is the known rotation race (test_attack_16_rotation_mid_publish)
-    for text in failed:
-        assert "NoSigningKeyError" in text and "verify-only" in text, text
+    # rotation needs no downtime: no publish fails while keys rotate
+    assert not failed, failed[:3]
     # no duplicate version numbers, no lost version
     keys_seen = [(p["name"], p["version"]) for p in published]
     assert len(keys_seen) == len(set(keys_seen)), "two writers got the same version"
@@ -148,8 +152,7 @@ def run_storm(tmp_path: Path, alg: str, seconds: float) -> None:
         ctx = {"artifact": av.name, "type": "artifact", "partition": None, "asset_key": av.name}
         files = {rel: store.file_path(av, rel) for rel in av.files}
         verify_manifest(files, key_store=ks, expected_context=ctx)
-        assert unseal_from(files["output.pickle"], key_store=ks, expected_context=ctx) == \
-            p["value"]
+        assert unseal_from(files["output.pickle"], key_store=ks, expected_context=ctx) == p["value"]
         kid = read_header_unverified(files["output.pickle"])["header"]["kid"]
         assert kid == p["kid"]
         rows = [r for r in ledger.rows(artifact=av.name) if r.artifact_version == p["version"]]
@@ -176,16 +179,9 @@ def test_attack_16_long_storm(tmp_path: Path, alg: str) -> None:
     run_storm(tmp_path, alg, seconds=45.0)
 
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (publishing.py): the manifest is sealed with the payload's key id pinned; a "
-    "rotation between the two seals makes that key verify-only and the publish fails with "
-    "NoSigningKeyError instead of signing with the new primary (rotation is meant to need no "
-    "downtime)",
-)
-def test_attack_16_rotation_mid_publish(tmp_path: Path, alg: str,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attack_16_rotation_mid_publish(
+    tmp_path: Path, alg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Deterministic form of the race the storm hits: the object rotates the key store while
     it is being pickled, i.e. after the payload's signer was chosen, before the manifest."""
     from dagster import asset, materialize
@@ -199,9 +195,14 @@ def test_attack_16_rotation_mid_publish(tmp_path: Path, alg: str,
     def rotating() -> RotateWhilePickled:
         return RotateWhilePickled(str(keys))
 
-    iom = WandbArtifactsIOManager(key_store=str(keys), store="local",
-                                  local_store_dir=str(tmp_path / "store"),
-                                  base_dir=str(tmp_path), entity="team", project="proj")
+    iom = WandbArtifactsIOManager(
+        key_store=str(keys),
+        store="local",
+        local_store_dir=str(tmp_path / "store"),
+        base_dir=str(tmp_path),
+        entity="team",
+        project="proj",
+    )
     assert materialize([rotating], resources={"m": iom}).success
 
 
