@@ -24,6 +24,7 @@ from . import __version__
 from .config import LocalAddition, WandbArtifactsIOManagerError, WriteConfig
 from .core.errors import SecureArtifactError, UnsafePathError
 from .core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
+from .core.policy import Policy
 from .naming import run_alias
 from .session import Session
 from .stores.base import ArtifactVersion, check_alias
@@ -126,12 +127,16 @@ def _walk_dir(root: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def stage_additions(staging: Path, config: WriteConfig, files: dict[str, Path]) -> None:
+def stage_additions(
+    staging: Path, config: WriteConfig, files: dict[str, Path], policy: Policy
+) -> None:
     for item in config.add_files:
         _stage_addition_file(staging, item, files)
     for item in config.add_dirs:
         prefix = item.name
         for rel, full in _walk_dir(item.local_path):
+            # checked while walking: a file-count bomb is refused before it is copied
+            policy.check_file_count(len(files) + 1)
             name = f"{prefix}/{rel}" if prefix else rel
             files[safe_relpath(name)] = _stage_local_file(staging, name, full)
 
@@ -221,7 +226,7 @@ def publish_output(
         else:
             type_ = config.type or DEFAULT_TYPE
             serializer, params = choose_serializer(session, obj, config)
-        stage_additions(staging, config, files)
+        stage_additions(staging, config, files, session.policy)
 
         context = target.context(type_)
         rows: list[int] = []

@@ -227,6 +227,7 @@ class Ledger:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
             self._retry(lambda: self._create_schema(conn))
+            _restrict_mode(self.path)
         except sqlite3.Error as exc:
             conn.close()
             raise KeyStoreError(
@@ -543,3 +544,15 @@ class Ledger:
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[LedgerRow]:
         return [LedgerRow(*row) for row in self._read(sql, params)]
+
+
+def _restrict_mode(path: Path) -> None:
+    """The ledger and its WAL/SHM side files are 0600, like the rest of the key store."""
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if candidate.stat().st_mode & 0o077:
+                os.chmod(candidate, 0o600)
+        except FileNotFoundError:
+            pass
+        except PermissionError:  # someone else's file on a shared store: leave it, not ours
+            pass
