@@ -18,6 +18,7 @@ from pydantic import PrivateAttr
 
 from dagster import ConfigurableResource, Field, InitResourceContext, StringSource, resource
 
+from .core.errors import ConfigurationError
 from .session import WandbCredentials
 
 DEFAULT_HOST = "https://api.wandb.ai"
@@ -134,7 +135,12 @@ def credentials_of(value: Any) -> WandbCredentials:
         return getter()
     if isinstance(value, Mapping) and "api_key" in value:
         return WandbCredentials(api_key=value.get("api_key"), host=value.get("host"))
-    return WandbCredentials()
+    # Never fall back to "no credentials" (which would quietly switch to the local store).
+    raise ConfigurationError(
+        f"the resource bound to 'wandb_resource' is a {type(value).__name__}, which holds no W&B "
+        "credentials",
+        hint="bind dagster_wandb_secure's wandb_resource (or WandbResource) as 'wandb_resource'",
+    )
 
 
 __all__ = [
