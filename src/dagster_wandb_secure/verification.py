@@ -225,8 +225,9 @@ class VerifiedVersion:
         )
 
     def unseal_payload(self, relpath: str) -> Any:
-        """Deserialize the payload envelope ``relpath`` from its verified private copy."""
-        from .core.envelope import read_header_unverified, unseal_from
+        """Verify the payload envelope ``relpath`` into private memory, then deserialize it."""
+        from .core.envelope import deserialize, verify_file
+        from .core.fsutil import open_no_follow
 
         entry = self.entries[relpath]
         suffix = relpath[len(PAYLOAD_STEM) + 1 :]
@@ -237,38 +238,26 @@ class VerifiedVersion:
                 version=self.av.version_label,
                 key_id=self.key_id,
             )
-        private = self.private.target(self._version_dir(), relpath)
-        if relpath not in self._copies:
-            import shutil
-
-            from .core.fsutil import open_no_follow
-
-            private.parent.mkdir(parents=True, exist_ok=True)
-            with open_no_follow(self.on_disk[relpath]) as src, open(private, "xb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            private.chmod(0o400)
-            self._copies[relpath] = private
-        # Bind the private copy to the manifest before anything is deserialized: the header's
-        # payload digest must be the one the manifest signed (the envelope's own signature and
-        # the digest of the bytes are checked by unseal_from below).
-        raw = read_header_unverified(private)
-        header = raw.get("header", raw) if isinstance(raw, Mapping) else {}
-        if not hmac.compare_digest(
-            str(header.get("payload_sha256", "")), entry.envelope_payload_sha256 or ""
-        ):
+        # Read once, straight into private memory, and verified there (signature, context,
+        # length, digest): no file copy is needed, and swapping the stored file afterwards
+        # changes nothing. Before anything is deserialized, the envelope must be the one the
+        # manifest signed.
+        with open_no_follow(self.on_disk[relpath]) as fh:
+            header, payload = verify_file(
+                fh,
+                key_store=self.session.key_store,
+                expected_context=self.context,
+                expected_serializer=suffix,
+                policy=self.session.policy,
+            )
+        if not hmac.compare_digest(header.payload_sha256, entry.envelope_payload_sha256 or ""):
             raise TamperedPayloadError(
                 f"envelope {relpath!r} is not the one the manifest signed (mix-and-match)",
                 artifact=self.av.name,
                 version=self.av.version_label,
-                key_id=self.key_id,
+                key_id=header.kid,
             )
-        return unseal_from(
-            private,
-            key_store=self.session.key_store,
-            expected_context=self.context,
-            expected_serializer=suffix,
-            policy=self.session.policy,
-        )
+        return deserialize(header, payload, self.session.policy)
 
     def source(self) -> VerifiedSource:
         return VerifiedSource(list(self.entries), self.materialize, aliases=tuple(self.av.aliases))

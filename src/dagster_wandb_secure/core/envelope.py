@@ -478,6 +478,27 @@ def unseal_from(
 
     The payload is read once into private memory, hashed there, and exactly those bytes are
     deserialized: swapping the file after the check changes nothing."""
+    header, payload = verify_file(
+        source,
+        key_store=key_store,
+        expected_context=expected_context,
+        expected_serializer=expected_serializer,
+        policy=policy,
+    )
+    return _deserialize(header, payload, policy)
+
+
+def verify_file(
+    source: str | Path | BinaryIO,
+    *,
+    key_store: KeyStore,
+    expected_context: Context | None = None,
+    expected_serializer: str | None = None,
+    policy: Policy | None = None,
+) -> tuple[EnvelopeHeader, memoryview]:
+    """Verify an envelope file and return its header and the verified payload, read once into
+    private memory. Pass both to ``deserialize`` after any further check of the header (for
+    example against a signed manifest): nothing is interpreted before that."""
     header, payload = _verify_source(
         source,
         key_store=key_store,
@@ -487,6 +508,17 @@ def unseal_from(
         load_payload=True,
     )
     assert payload is not None
+    return header, payload
+
+
+def deserialize(header: EnvelopeHeader, payload: memoryview, policy: Policy | None = None) -> Any:
+    """Deserialize a payload that ``verify_file``/``verify_bytes`` verified (and only such)."""
+    if not header.verified:
+        raise MalformedEnvelopeError(
+            "refusing to deserialize a payload whose header was not verified",
+            artifact=header.artifact,
+            key_id=header.kid,
+        )
     return _deserialize(header, payload, policy)
 
 
