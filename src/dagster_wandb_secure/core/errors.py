@@ -29,11 +29,20 @@ class SecureArtifactError(Exception):
         self.hint = hint if hint is not None else self.default_hint
         super().__init__(self._render())
 
+    # Verification errors always state artifact and key id (even as "none"); other errors
+    # (key store, configuration) state them only when they are known.
+    always_locate = False
+
     def _render(self) -> str:
-        where = self.artifact or "<unnamed payload>"
-        if self.version:
-            where = f"{where}:{self.version}" if ":" not in where else where
-        parts = [f"artifact {where!s}", f"key id {self.key_id or '<none>'}", self.reason]
+        parts: list[str] = []
+        if self.artifact or self.always_locate:
+            where = self.artifact or "<unnamed payload>"
+            if self.version and ":" not in where:
+                where = f"{where}:{self.version}"
+            parts.append(f"artifact {where}")
+        if self.key_id or self.always_locate:
+            parts.append(f"key id {self.key_id or '<none>'}")
+        parts.append(self.reason)
         msg = f"{type(self).__name__}: " + "; ".join(parts)
         if self.hint:
             msg += f". What to do: {self.hint}"
@@ -59,6 +68,8 @@ class SecureArtifactError(Exception):
 
 class SignatureVerificationError(SecureArtifactError):
     """Base of every reason a payload was refused. Nothing from it was deserialized."""
+
+    always_locate = True
 
     default_hint = "do not use this artifact; run `dagster-wandb-secure audit` and investigate"
 
