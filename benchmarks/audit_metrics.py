@@ -42,7 +42,13 @@ class StoreBuilder:
 
         i = self.count
         name = f"asset-{i % ARTIFACTS:04d}"
-        ctx = {"artifact": name, "type": "dataset", "partition": None, "asset_key": name}
+        ctx = {
+            "artifact": name,
+            "type": "dataset",
+            "partition": None,
+            "asset_key": name,
+            "project": f"{ENTITY}/{PROJECT}",
+        }
         folder = self.staging / str(i)
         folder.mkdir()
         payload = folder / "output.pickle"

@@ -459,8 +459,13 @@ def adopt_version(
         if known is not None:
             if scan_bytes(_read_file(path, MAX_SCAN_BYTES), path=rel).sha256 != known.sha256:
                 raise TamperedPayloadError(f"{rel} changed since it was scanned", artifact=label)
-    context = {"artifact": av.name, "type": av.type, "partition": partition}
-    context["asset_key"] = asset_key
+    context = {
+        "artifact": av.name,
+        "type": av.type,
+        "partition": partition,
+        "project": f"{av.entity}/{av.project}",
+        "asset_key": asset_key,
+    }
     return publish_signed(
         store,
         key_store,

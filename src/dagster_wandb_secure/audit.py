@@ -249,7 +249,11 @@ def verify_version_manifest(
     return verify_manifest(
         files,
         key_store=key_store,
-        expected_context={"artifact": av.name, "type": av.type},
+        expected_context={
+            "artifact": av.name,
+            "type": av.type,
+            "project": f"{av.entity}/{av.project}",
+        },
         policy=policy,
         deep=deep,
         version=av.version_label,

@@ -49,11 +49,16 @@ class Target:
     partition: str | None
     asset_key: str | None
 
-    def context(self, type_: str, *, bind_asset_key: bool = True) -> dict[str, str | None]:
+    def context(
+        self, type_: str, project: str, *, bind_asset_key: bool = True
+    ) -> dict[str, str | None]:
+        """The signed context. ``project`` is ``entity/project``, so a version copied into
+        another project's artifact of the same name is refused."""
         ctx: dict[str, str | None] = {
             "artifact": self.name,
             "type": type_,
             "partition": self.partition,
+            "project": project,
         }
         if bind_asset_key:
             ctx["asset_key"] = self.asset_key
@@ -228,7 +233,7 @@ def publish_output(
             serializer, params = choose_serializer(session, obj, config)
         stage_additions(staging, config, files, session.policy)
 
-        context = target.context(type_)
+        context = target.context(type_, session.qualified_project)
         rows: list[int] = []
         payload_digest: str | None = None
         key_id = session.signing_key_id

@@ -52,6 +52,11 @@ class Session:
     credentials: WandbCredentials
 
     @property
+    def qualified_project(self) -> str:
+        """``entity/project``, as bound into every signed context."""
+        return f"{self.entity}/{self.project}"
+
+    @property
     def offline(self) -> bool:
         return self.store_kind == "local" or os.environ.get("WANDB_MODE") in {"offline", "dryrun"}
 

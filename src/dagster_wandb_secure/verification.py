@@ -370,7 +370,12 @@ def verify_version(
         # every key the library signs is stated; "role" is None for payloads, so a manifest
         # envelope (role "manifest") is never accepted as one (verify_manifest sets the role
         # for the manifest itself)
-        context = {**target.context(av.type, bind_asset_key=bind_asset_key), "role": None}
+        context = {
+            **target.context(
+                av.type, f"{av.entity}/{av.project}", bind_asset_key=bind_asset_key
+            ),
+            "role": None,
+        }
         try:
             verified = verify_manifest(
                 on_disk,

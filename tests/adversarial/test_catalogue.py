@@ -79,7 +79,12 @@ def cli(*args: str) -> Any:
 
 def source_context(name: str) -> dict[str, str | None]:
     """What a SourceAsset reader expects: name, type and partition (no asset key)."""
-    return {"artifact": name, "type": "artifact", "partition": None}
+    return {
+        "artifact": name,
+        "type": "artifact",
+        "partition": None,
+        "project": f"{ENTITY}/{PROJECT}",
+    }
 
 
 def forged_version(

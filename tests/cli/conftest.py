@@ -50,6 +50,7 @@ class Env:
         staging.mkdir(parents=True)
         ctx = dict(context) if context is not None else {
             "artifact": name, "type": type_, "partition": None, "asset_key": name,
+            "project": f"{ENTITY}/{PROJECT}",
         }
         files: dict[str, Path] = {}
         rows = []
@@ -144,7 +145,8 @@ def build_every_status(env: Env) -> dict[str, str]:
     other = KeyStore.open(env.root / "other-keys")
     other.generate("ed25519")
     env.publish("unknown-key", key_store=other)
-    env.publish("context-mismatch", context={"artifact": "somewhere-else", "type": "dataset"})
+    env.publish("context-mismatch", context={"artifact": "somewhere-else", "type": "dataset",
+                                                    "project": f"{ENTITY}/{PROJECT}"})
     env.publish("rolled-back")
     env.publish("rolled-back")
     env.store.move_alias(ENTITY, PROJECT, "rolled-back", "latest", 0)

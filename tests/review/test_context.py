@@ -10,7 +10,7 @@ from typing import Any
 from dagster import asset, materialize
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME, write_manifest
 
-from .kit import attacker_publish, failure_text, read_via, version_files
+from .kit import ENTITY, PROJECT, attacker_publish, failure_text, read_via, version_files
 
 
 def test_manifest_envelope_listed_as_payload_is_refused(
@@ -23,7 +23,13 @@ def test_manifest_envelope_listed_as_payload_is_refused(
     assert materialize([victim], resources={"m": make_io_manager()}).success
     inner = version_files(store_dir, "victim")[MANIFEST_NAME]
     # a holder of the signing key (or a bug in a tool) lists a manifest as the payload
-    context = {"artifact": "victim", "type": "artifact", "partition": None, "asset_key": "victim"}
+    context = {
+        "artifact": "victim",
+        "type": "artifact",
+        "partition": None,
+        "asset_key": "victim",
+        "project": f"{ENTITY}/{PROJECT}",
+    }
     data, _ = write_manifest(
         {"output.json": inner}, key_store=key_store, context=context, record=False
     )
