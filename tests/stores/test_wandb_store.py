@@ -733,7 +733,7 @@ def test_online_server_errors_are_store_errors_without_the_key(
         online.resolve(ENTITY, PROJECT, "art")
     assert isinstance(info2.value.__cause__, wandb.errors.AuthenticationError)
 
-    server.failures = {"init": ValueError("https://wandb.ai is not a valid server address")}
+    server.failures = {"init": ValueError("https://wandb.example.invalid is not a valid server address")}
     bad_host = WandbArtifactStore(
         entity=ENTITY, project=PROJECT, base_dir=tmp_path / "b3", mode="online", sdk=server
     )
