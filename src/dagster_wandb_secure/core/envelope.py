@@ -56,7 +56,7 @@ from .errors import (
 )
 from .fsutil import atomic_output, open_no_follow
 from .policy import Policy
-from .serializers import SERIALIZERS, get_serializer
+from .serializers import get_serializer
 
 if TYPE_CHECKING:
     from .keys import KeyStore
@@ -358,10 +358,7 @@ def seal_serialized_to(
     the ledger row with the right origin."""
     policy = policy or _default_policy()
     ctx = _check_context(dict(context or {}))
-    if serializer not in SERIALIZERS:
-        raise MalformedEnvelopeError(
-            f"unknown serializer {serializer[:40]!r}", artifact=ctx.get("artifact")
-        )
+    get_serializer(serializer)  # an unknown name is a SerializationError naming it
     policy.check_serializer(serializer, artifact=ctx.get("artifact"))
     signer = key_store.signer(key_id)
     policy.check_algorithm(signer.alg, artifact=ctx.get("artifact"), key_id=signer.kid)
