@@ -89,7 +89,7 @@ class StoreBuilder:
 
 
 def _audit(builder: StoreBuilder, deep: bool = False) -> tuple[float, Counter[str]]:
-    from dagster_wandb_secure.audit import audit_store
+    from dagster_wandb_secure.maintenance.audit import audit_store
 
     with Timer() as t:
         report = audit_store(builder.store, builder.ks, deep=deep)

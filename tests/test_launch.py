@@ -1,4 +1,4 @@
-"""The W&B Launch ops, tested through their one seam: ``dagster_wandb_secure.launch.BACKEND``
+"""The W&B Launch ops, tested through their one seam: ``dagster_wandb_secure.launch.ops.BACKEND``
 replaced by a recording fake. Nothing here reaches a server (the socket guard would fail it);
 the refusals that must happen before wandb is touched run with the real backend in place."""
 
@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from dagster import DagsterInstance, job, make_values_resource
-from dagster_wandb_secure import launch, run_launch_agent, run_launch_job, wandb_resource
-from dagster_wandb_secure.launch import (
+from dagster_wandb_secure import run_launch_agent, run_launch_job, wandb_resource
+from dagster_wandb_secure.artifacts.session import WandbCredentials
+from dagster_wandb_secure.launch import ops as launch
+from dagster_wandb_secure.launch.ops import (
     LaunchConfigurationError,
     LaunchFailedError,
     WandbLaunchBackend,
 )
-from dagster_wandb_secure.session import WandbCredentials
 
 API_KEY = "0123456789abcdef0123456789abcdef01234567"
 SECRET = "s3cr3t-value-never-logged"

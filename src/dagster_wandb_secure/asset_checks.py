@@ -28,10 +28,10 @@ from dagster import (
     asset_check,
 )
 
-from .config import ReadConfig, WandbArtifactsIOManagerError
+from .artifacts.config import ReadConfig, WandbArtifactsIOManagerError
+from .artifacts.naming import artifact_name, artifact_name_for_asset_key, asset_key_path_string
+from .artifacts.target import Target
 from .core.errors import SecureArtifactError
-from .naming import artifact_name, artifact_name_for_asset_key, asset_key_path_string
-from .publishing import Target
 
 DEFAULT_CHECK_NAME = "wandb_signature_verified"
 
@@ -126,7 +126,7 @@ def verify_latest(
     metadata is unsigned and cannot be trusted to list them); without it, partitions are
     found from the store's metadata. ``bind_asset_key=False`` for a SourceAsset, as the IO
     manager reads it."""
-    from .verification import verify_version
+    from .artifacts.verification import verify_version
 
     engine = _engine(resource)
     session = engine.session(run_id)

@@ -29,7 +29,7 @@ from dagster import (
     io_manager,
 )
 
-from .config import (
+from .artifacts.config import (
     ReadConfig,
     Settings,
     WandbArtifactsIOManagerError,
@@ -39,17 +39,18 @@ from .config import (
     validate_settings,
     validate_write_config,
 )
-from .core.errors import SecureArtifactError
-from .naming import (
+from .artifacts.naming import (
     artifact_name,
     artifact_name_for_asset_key,
     asset_key_path_string,
     default_run_name,
 )
-from .private_copies import PrivateCopies
-from .publishing import Published, Target, publish_output
+from .artifacts.private_copies import PrivateCopies
+from .artifacts.publishing import Published, publish_output
+from .artifacts.session import Session, WandbCredentials, open_session
+from .artifacts.target import Target
+from .core.errors import SecureArtifactError
 from .resources import WandbResource, credentials_of
-from .session import Session, WandbCredentials, open_session
 
 SETTING_KEYS = tuple(Settings.__dataclass_fields__)
 
@@ -207,7 +208,7 @@ class ArtifactIOEngine(IOManager):
         run_id: str | None,
         bind_asset_key: bool,
     ) -> Any:
-        from .verification import load
+        from .artifacts.verification import load
 
         return load(
             session,

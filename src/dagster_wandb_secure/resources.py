@@ -18,8 +18,8 @@ from pydantic import PrivateAttr
 
 from dagster import ConfigurableResource, Field, InitResourceContext, StringSource, resource
 
+from .artifacts.session import WandbCredentials
 from .core.errors import ConfigurationError
-from .session import WandbCredentials
 
 DEFAULT_HOST = "https://api.wandb.ai"
 

@@ -152,7 +152,7 @@ def build_every_status(env: Env) -> dict[str, str]:
     env.store.move_alias(ENTITY, PROJECT, "rolled-back", "latest", 0)
     env.publish("missing-from-ledger", record=False)
     # adopted: a legacy pickle re-published signed by `adopt`
-    from dagster_wandb_secure.adopt import adopt_version, find_candidates
+    from dagster_wandb_secure.maintenance.adopt import adopt_version, find_candidates
 
     env.publish_legacy("adopted", pickle.dumps([1, 2, 3]))
     (cand,) = find_candidates(env.store, name="adopted")

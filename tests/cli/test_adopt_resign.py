@@ -6,9 +6,9 @@ from pathlib import Path
 
 from tests.payloads import reduce_os_system
 
-from dagster_wandb_secure.audit import Status, audit_store
 from dagster_wandb_secure.core.envelope import unseal_from
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME
+from dagster_wandb_secure.maintenance.audit import Status, audit_store
 
 from .conftest import Env, make_writable, run, run_json
 

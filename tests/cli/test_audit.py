@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from dagster_wandb_secure.audit import AUDIT_SCHEMA, Status, audit_store
+from dagster_wandb_secure.maintenance.audit import AUDIT_SCHEMA, Status, audit_store
 
 from .conftest import Env, build_every_status, flip_last_byte, run, run_json
 
@@ -110,7 +110,7 @@ def test_html_report_is_self_contained(env: Env, runner, tmp_path: Path) -> None
 
 
 def test_html_escapes_untrusted_text(env: Env) -> None:
-    from dagster_wandb_secure.report_html import render_html
+    from dagster_wandb_secure.maintenance.report import render_html
 
     env.publish("a")
     report = audit_store(env.store, env.ks)

@@ -130,7 +130,7 @@ def test_attacks_12_to_14_rotation_revocation_expiry(env: Env, runner) -> None:
     ks_later = KeyStore.open(env.keys, clock=lambda: __import__("datetime").datetime.now(
         __import__("datetime").UTC) + timedelta(days=400))
     env.ks.rotate(grace=timedelta(days=30))  # new_kid retired with a 30-day grace
-    from dagster_wandb_secure.audit import Status, audit_store
+    from dagster_wandb_secure.maintenance.audit import Status, audit_store
 
     statuses = {e.name: e.status for e in audit_store(env.store, ks_later).entries}
     assert statuses["new"] is Status.EXPIRED_KEY and statuses["old"] is Status.VALID
@@ -146,7 +146,7 @@ def test_attacks_12_to_14_rotation_revocation_expiry(env: Env, runner) -> None:
 def test_attack_13_signed_after_expiry(env: Env) -> None:
     from datetime import UTC, datetime
 
-    from dagster_wandb_secure.audit import Status, audit_store
+    from dagster_wandb_secure.maintenance.audit import Status, audit_store
 
     kid = env.ks.rotate(expires_in=timedelta(days=1))
     future = KeyStore.open(env.keys, clock=lambda: datetime.now(UTC) + timedelta(days=2))
@@ -173,7 +173,7 @@ def test_attack_10_rollback_via_audit(env: Env, runner) -> None:
 
 
 def test_tampered_fast_audit_by_size(env: Env) -> None:
-    from dagster_wandb_secure.audit import Status, audit_store
+    from dagster_wandb_secure.maintenance.audit import Status, audit_store
 
     av = env.publish("a")
     append_byte(env.store.file_path(av, "output.pickle"))

@@ -25,9 +25,9 @@ from dagster import (
     op,
 )
 from dagster_wandb_secure import WandbArtifactsIOManagerError
+from dagster_wandb_secure.artifacts.view import ArtifactView
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME
 from dagster_wandb_secure.stores.local import LocalArtifactStore
-from dagster_wandb_secure.verification import ArtifactView
 
 UPSTREAM_METADATA_KEYS = {
     "dagster_run_id",
@@ -586,6 +586,6 @@ def test_signature_asset_checks(key_store: Any, make_io_manager: Any, store_dir:
 
 def test_wandb_config_errors(key_store: Any, make_io_manager: Any) -> None:
     with pytest.raises(WandbArtifactsIOManagerError):
-        from dagster_wandb_secure.config import validate_write_config
+        from dagster_wandb_secure.artifacts.config import validate_write_config
 
         validate_write_config({"serialization_module": {"name": "pickle", "x": 1}}, where="t")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster import asset, materialize
-from dagster_wandb_secure.private_copies import CACHE_DIR_NAME
+from dagster_wandb_secure.artifacts.private_copies import CACHE_DIR_NAME
 
 from .kit import failure_text, read_via
 

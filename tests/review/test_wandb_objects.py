@@ -107,8 +107,8 @@ def test_saved_model_in_an_incremental_table_file_is_refused(tmp_path: Path, mar
     import pytest
     import wandb
 
+    from dagster_wandb_secure.artifacts.wandb_objects import VerifiedSource, load_wandb_object
     from dagster_wandb_secure.core.errors import SerializationError
-    from dagster_wandb_secure.wandb_objects import VerifiedSource, load_wandb_object
 
     scratch = wandb.Artifact("s", "x")
     scratch.add(wandb.Table(columns=["m"], data=[[1]]), "t")

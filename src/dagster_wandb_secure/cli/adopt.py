@@ -76,7 +76,7 @@ def adopt_cmd(
     """Scan unsigned legacy artifacts (output.pickle/.dill/.cloudpickle/.joblib) statically with
     fickling - nothing is loaded - show the findings, and re-publish clean ones as new signed
     versions after confirmation. Flagged ones need the loudly named override flag."""
-    from ..adopt import adopt_version, find_candidates
+    from ..maintenance.adopt import adopt_version, find_candidates
 
     ks = open_key_store(key_store)
     art_store, label = open_cli_store(store, store_dir, entity, project)

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ..audit import STATUS_ORDER, AuditReport, Status, audit_store
+from ..maintenance.audit import STATUS_ORDER, AuditReport, Status, audit_store
 from ._common import (
     EXIT_FAILED,
     KeyStoreOption,
@@ -263,7 +263,7 @@ def audit_cmd(
         else:
             _write(output, text)
     elif format_ == "html":
-        from ..report_html import render_html
+        from ..maintenance.report import render_html
 
         _write(output, render_html(report))
     elif format_ == "markdown":

@@ -49,7 +49,7 @@ def resign_cmd(
     KID. Each is verified first (deep); for a revoked/destroyed/expired key every digest must
     match the ledger's record from signing time, so tampered data is never laundered.
     Exit 1 if any version was refused."""
-    from ..resign import resign_from
+    from ..maintenance.resign import resign_from
 
     ks = open_key_store(key_store)
     art_store, label = open_cli_store(store, store_dir, entity, project)

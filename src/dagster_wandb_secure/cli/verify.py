@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..audit import collect_folder, verification_policy
 from ..core.errors import SecureArtifactError, SignatureVerificationError, UnsafePathError
 from ..core.fsutil import open_no_follow
+from ..maintenance.audit import collect_folder, verification_policy
 from ._common import (
     EXIT_FAILED,
     JsonOption,

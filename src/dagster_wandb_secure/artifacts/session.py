@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from .config import Settings, WandbArtifactsIOManagerError
 
 if TYPE_CHECKING:
-    from .core.keys import KeyStore
-    from .core.policy import Policy
-    from .stores.base import ArtifactStore
+    from ..core.keys import KeyStore
+    from ..core.policy import Policy
+    from ..stores.base import ArtifactStore
 
 DEFAULT_LOCAL_ENTITY = "local"
 DEFAULT_PROJECT = "uncategorized"
@@ -63,13 +63,13 @@ class Session:
 
 def select_store_kind(settings: Settings, credentials: WandbCredentials) -> str:
     """``local`` or ``wandb`` for the configured ``store`` setting (the stores package decides)."""
-    from .stores import select_store_kind as _select
+    from ..stores import select_store_kind as _select
 
     return _select(settings.store, api_key=credentials.api_key)
 
 
 def build_policy(settings: Settings) -> Policy:
-    from .core.policy import Policy
+    from ..core.policy import Policy
 
     policy = Policy.default()
     overrides: dict[str, Any] = {}
@@ -89,7 +89,7 @@ def build_policy(settings: Settings) -> Policy:
 
 def open_key_store(settings: Settings) -> tuple[KeyStore, str | None]:
     """Open the key store and resolve which key signs (``None`` = primary at signing time)."""
-    from .core.keys import KeyStore
+    from ..core.keys import KeyStore
 
     path = settings.resolved_key_store()
     key_store = KeyStore.open(path)
@@ -120,7 +120,7 @@ def open_store(
     run_name: str | None,
 ) -> ArtifactStore:
     """Construct the artifact store of ``kind`` through the stores package's one selector."""
-    from .stores import open_store as _open
+    from ..stores import open_store as _open
 
     return _open(
         kind,

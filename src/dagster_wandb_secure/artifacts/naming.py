@@ -23,7 +23,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 
-from .stores.base import ARTIFACT_NAME_RE
+from ..stores.base import ARTIFACT_NAME_RE
 
 MAX_NAME_LENGTH = 128
 _ILLEGAL = re.compile(r"[^A-Za-z0-9_.-]")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .core.errors import SerializationError, UnsafePathError
-from .core.fsutil import open_no_follow, safe_relpath
+from ..core.errors import SerializationError, UnsafePathError
+from ..core.fsutil import open_no_follow, safe_relpath
 
 # Classes whose ``from_json`` reads only JSON and media files (never a pickle).
 READABLE_TYPES = frozenset(

@@ -10,24 +10,30 @@ the key store's ledger and attached to the published version.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import platform
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .. import __version__
+from ..core.envelope import EnvelopeHeader, record_header, seal_serialized_to, seal_to
+from ..core.errors import SecureArtifactError, TamperedPayloadError, UnsafePathError
+from ..core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
+from ..core.keys import KeyStore
+from ..core.manifest import MANIFEST_NAME, file_sha256, write_manifest
+from ..core.policy import Policy
+from ..stores.base import ArtifactStore, ArtifactVersion, check_alias
 from .config import LocalAddition, WandbArtifactsIOManagerError, WriteConfig
-from .core.errors import SecureArtifactError, UnsafePathError
-from .core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
-from .core.policy import Policy
 from .naming import run_alias
 from .session import Session
-from .stores.base import ArtifactVersion, check_alias
+from .target import Target
 from .wandb_objects import (
     StagedFiles,
     is_wandb_artifact,
@@ -39,30 +45,6 @@ from .wandb_objects import (
 DEFAULT_TYPE = "artifact"
 PAYLOAD_STEM = "output"
 INTEGRATION = "dagster_wandb_secure"
-
-
-@dataclass(frozen=True)
-class Target:
-    """Which artifact an output is written to or an input read from."""
-
-    name: str  # artifact name including the partition suffix
-    partition: str | None
-    asset_key: str | None
-
-    def context(
-        self, type_: str, project: str, *, bind_asset_key: bool = True
-    ) -> dict[str, str | None]:
-        """The signed context. ``project`` is ``entity/project``, so a version copied into
-        another project's artifact of the same name is refused."""
-        ctx: dict[str, str | None] = {
-            "artifact": self.name,
-            "type": type_,
-            "partition": self.partition,
-            "project": project,
-        }
-        if bind_asset_key:
-            ctx["asset_key"] = self.asset_key
-        return ctx
 
 
 @dataclass(frozen=True)
@@ -83,7 +65,7 @@ def choose_serializer(
     session: Session, obj: Any, config: WriteConfig
 ) -> tuple[str, dict[str, Any]]:
     """An explicit ``serialization_module`` wins; otherwise ``default_serialization``."""
-    from .core.serializers import auto_serializer_name, get_serializer
+    from ..core.serializers import auto_serializer_name, get_serializer
 
     if config.serialization is not None:
         name = config.serialization.name
@@ -193,8 +175,6 @@ def publish_output(
     warn: Callable[[str], None],
 ) -> Published:
     """Serialize, sign and publish ``obj``; returns the version and its signature facts."""
-    from .core.envelope import seal_to
-    from .core.manifest import MANIFEST_NAME, write_manifest
 
     metadata: dict[str, Any] = {}
     description = config.description
@@ -263,10 +243,12 @@ def publish_output(
             if header.ledger_row is not None:
                 rows.append(header.ledger_row)
         refs = _references(config, staged)
-        manifest_bytes, mheader = write_manifest(
-            files,
-            key_store=session.key_store,
+        mheader = add_signed_manifest(
+            session.key_store,
+            staging=staging,
+            files=files,
             context=context,
+            rows=rows,
             # the configured key, not the payload's: a rotation between the two seals must not
             # fail the publish (the payload's key stays valid as verify-only)
             key_id=session.signing_key_id,
@@ -274,33 +256,26 @@ def publish_output(
             run_id=dagster_run_id,
             references=refs,
         )
-        rows.extend(_manifest_rows(session, mheader, target.name))
-        manifest_path = staging / MANIFEST_NAME
-        manifest_path.write_bytes(manifest_bytes)
-        files[MANIFEST_NAME] = manifest_path
         key_id, alg = mheader.kid, mheader.alg
-
         metadata.update(
             _integration_metadata(
                 dagster_run_id, serializer, params, target, key_id, alg, refs
             )
         )
-        aliases = _aliases(config, dagster_run_id)
-        version = session.store.publish(
+        version = publish_version(
+            session.store,
+            session.key_store,
+            files=files,
+            rows=rows,
             entity=session.entity,
             project=session.project,
             name=target.name,
-            type=type_,
-            files=files,
+            type_=type_,
             description=description,
             metadata=metadata,
-            aliases=aliases,
+            aliases=_aliases(config, dagster_run_id),
             run_id=dagster_run_id,
         )
-        for row in rows:
-            session.key_store.ledger.attach_version(
-                row, artifact_version=version.version_label, aliases=tuple(version.aliases)
-            )
         size = sum(p.stat().st_size for p in files.values())
         return Published(
             version=version,
@@ -316,15 +291,144 @@ def publish_output(
         _rmtree(staging)
 
 
-def _manifest_rows(session: Session, header: Any, artifact: str) -> list[int]:
-    """The ledger row(s) of the manifest just signed (``write_manifest`` may not return it)."""
-    if header.ledger_row is not None:
-        return [header.ledger_row]
-    return [
-        row.id
-        for row in session.key_store.ledger.find_digest(header.payload_sha256)
-        if row.artifact == artifact and row.artifact_version is None
-    ]
+def add_signed_manifest(
+    key_store: KeyStore,
+    *,
+    staging: Path,
+    files: dict[str, Path],
+    context: Mapping[str, str | None],
+    rows: list[int],
+    key_id: str | None = None,
+    policy: Policy | None = None,
+    run_id: str | None = None,
+    references: list[dict[str, Any]] | None = None,
+    origin: str = "signed",
+) -> EnvelopeHeader:
+    """Sign the manifest over ``files`` into ``staging/MANIFEST_NAME``, add it to ``files`` and
+    its ledger row to ``rows``; the one manifest step of every publisher."""
+    manifest_bytes, mheader = write_manifest(
+        files,
+        key_store=key_store,
+        context=context,
+        key_id=key_id,
+        policy=policy,
+        run_id=run_id,
+        references=references or (),
+        record=False,
+    )
+    rows.append(record_header(key_store, mheader, run_id=run_id, origin=origin))
+    manifest_path = staging / MANIFEST_NAME
+    manifest_path.write_bytes(manifest_bytes)
+    files[MANIFEST_NAME] = manifest_path
+    return mheader
+
+
+def publish_version(
+    store: ArtifactStore,
+    key_store: KeyStore,
+    *,
+    files: Mapping[str, Path],
+    rows: list[int],
+    entity: str,
+    project: str,
+    name: str,
+    type_: str,
+    description: str | None,
+    metadata: Mapping[str, Any],
+    aliases: list[str],
+    run_id: str | None = None,
+) -> ArtifactVersion:
+    """Publish the signed files as a new version and attach the version to its ledger rows;
+    the one store step of every publisher (``publish_output``, adopt and resign)."""
+    version = store.publish(
+        entity=entity,
+        project=project,
+        name=name,
+        type=type_,
+        files=dict(files),
+        description=description,
+        metadata=dict(metadata),
+        aliases=aliases,
+        run_id=run_id,
+    )
+    for row in rows:
+        key_store.ledger.attach_version(
+            row, artifact_version=version.version_label, aliases=tuple(version.aliases)
+        )
+    return version
+
+
+def publish_signed(
+    store: ArtifactStore,
+    key_store: KeyStore,
+    av: ArtifactVersion,
+    *,
+    payload_name: str | None,
+    payload: bytes | memoryview | None,
+    serializer: str | None,
+    serializer_version: str,
+    serializer_params: Mapping[str, Any],
+    other_files: Mapping[str, Path],
+    context: Mapping[str, str | None],
+    origin: str,
+    aliases: tuple[str, ...] = (),
+    metadata: Mapping[str, Any] | None = None,
+    expected_digests: Mapping[str, str] | None = None,
+) -> ArtifactVersion:
+    """Publish a new version of ``av``'s artifact from already-serialized bytes (``adopt``'s
+    scanned legacy bytes, ``resign``'s verified payloads; never deserialized here): the payload
+    sealed from raw bytes, the other files copied as they are (and compared with
+    ``expected_digests`` after copying), a signed manifest over all of them, ledger rows with
+    ``origin``."""
+    staging = Path(tempfile.mkdtemp(prefix="dws-republish-"))
+    try:
+        files: dict[str, Path] = {}
+        rows: list[int] = []
+        if payload_name is not None and payload is not None and serializer is not None:
+            target = staging / payload_name
+            header = seal_serialized_to(
+                target,
+                payload,
+                key_store=key_store,
+                serializer=serializer,
+                serializer_version=serializer_version,
+                serializer_params=serializer_params,
+                context=context,
+                record=False,
+            )
+            rows.append(record_header(key_store, header, origin=origin))
+            files[payload_name] = target
+        for rel, src in other_files.items():
+            dst = staging / "files" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with open_no_follow(src) as fin, open(dst, "xb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            want = (expected_digests or {}).get(rel)
+            if want is not None and not hmac.compare_digest(file_sha256(dst)[0], want):
+                raise TamperedPayloadError(
+                    f"{rel!r} changed after it was checked", artifact=av.qualified_name
+                )
+            files[rel] = dst
+        add_signed_manifest(
+            key_store, staging=staging, files=files, context=context, rows=rows, origin=origin
+        )
+        meta = dict(av.metadata)
+        meta.update(metadata or {})
+        return publish_version(
+            store,
+            key_store,
+            files=files,
+            rows=rows,
+            entity=av.entity,
+            project=av.project,
+            name=av.name,
+            type_=av.type,
+            description=av.description,
+            metadata=meta,
+            aliases=[a for a in aliases if a != "latest"],
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _integration_metadata(
@@ -353,7 +457,7 @@ def _integration_metadata(
         },
     }
     if serializer is not None:
-        from .core.serializers import get_serializer
+        from ..core.serializers import get_serializer
 
         ser = get_serializer(serializer)
         meta["source_serialization_module"] = {

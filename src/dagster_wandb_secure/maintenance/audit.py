@@ -24,7 +24,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.errors import (
+from ..artifacts.target import version_context
+from ..artifacts.verification import files_on_disk
+from ..core.errors import (
     AlgorithmMismatchError,
     ContextMismatchError,
     ExpiredKeyError,
@@ -36,13 +38,14 @@ from .core.errors import (
     UnsafePathError,
     UnsignedPayloadError,
 )
+from ..core.manifest import MANIFEST_NAME
 
 if TYPE_CHECKING:
-    from .core.keys import KeyStore
-    from .core.ledger import LedgerRow
-    from .core.manifest import VerifiedManifest
-    from .core.policy import Policy
-    from .stores.base import ArtifactStore, ArtifactVersion
+    from ..core.keys import KeyStore
+    from ..core.ledger import LedgerRow
+    from ..core.manifest import VerifiedManifest
+    from ..core.policy import Policy
+    from ..stores.base import ArtifactStore, ArtifactVersion
 
 __all__ = [
     "AUDIT_SCHEMA",
@@ -58,7 +61,6 @@ __all__ = [
 ]
 
 AUDIT_SCHEMA = "dagster-wandb-secure/audit/v1"
-MANIFEST_NAME = "dagster_wandb_secure.manifest"
 LEGACY_SUFFIXES = ("pickle", "dill", "cloudpickle", "joblib")
 MAX_FOLDER_FILES = 100_000
 
@@ -183,8 +185,8 @@ def verification_policy() -> Policy:
     because nothing is deserialized; all limits stay at their defaults."""
     from dataclasses import replace
 
-    from .core.policy import Policy
-    from .core.serializers import SERIALIZERS
+    from ..core.policy import Policy
+    from ..core.serializers import SERIALIZERS
 
     return replace(Policy.default(), allowed_serializers=frozenset(SERIALIZERS))
 
@@ -206,7 +208,7 @@ def status_of_error(exc: SecureArtifactError) -> Status:
         TamperedPayloadError | MalformedEnvelopeError | AlgorithmMismatchError | UnsafePathError,
     ):
         return Status.TAMPERED
-    from .core.errors import SignatureVerificationError
+    from ..core.errors import SignatureVerificationError
 
     if isinstance(exc, SignatureVerificationError):
         return Status.TAMPERED
@@ -244,41 +246,16 @@ def verify_version_manifest(
 ) -> VerifiedManifest:
     """Verify ``av``'s files against its signed manifest, bound to the version's own artifact
     name and type (what a reader of ``av`` expects). Nothing is deserialized."""
-    from .core.manifest import verify_manifest
+    from ..core.manifest import verify_manifest
 
     return verify_manifest(
         files,
         key_store=key_store,
-        expected_context={
-            "artifact": av.name,
-            "type": av.type,
-            "project": f"{av.entity}/{av.project}",
-        },
+        expected_context=version_context(av),
         policy=policy,
         deep=deep,
         version=av.version_label,
     )
-
-
-def _version_files(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
-    """What is on disk for ``av``; a symlink or special file is refused (tampered)."""
-    lister = getattr(store, "list_files", None)
-    if lister is None:
-        return {rel: store.file_path(av, rel) for rel in av.files}
-    from .stores.local import LocalArtifactStore
-
-    local = isinstance(store, LocalArtifactStore)
-    files: dict[str, Path] = {}
-    for entry in lister(av):
-        if entry.kind != "file":
-            raise UnsafePathError(
-                f"{entry.path!r} is a {entry.kind}"
-                + (f" to {entry.link_target!r}" if entry.link_target else "")
-                + "; the store holds no symlinks or special files",
-                artifact=av.qualified_name,
-            )
-        files[entry.path] = av.root / entry.path if local else store.file_path(av, entry.path)
-    return files
 
 
 class _LedgerIndex:
@@ -335,7 +312,7 @@ def _payload_serializer(names: Iterable[str]) -> str | None:
 
 def _fill_unverified(entry: AuditEntry, files: Mapping[str, Path]) -> None:
     """Show what the manifest *claims* (key id etc.) for a version that failed verification."""
-    from .core.envelope import read_header_unverified
+    from ..core.envelope import read_header_unverified
 
     path = files.get(MANIFEST_NAME)
     if path is None:
@@ -362,12 +339,12 @@ def check_version(
     deep: bool,
 ) -> AuditEntry:
     """The status of one version (rollback is decided later, across versions)."""
-    from .core.envelope import format_time
+    from ..core.envelope import format_time
 
     entry = _base_entry(av)
     files: dict[str, Path] = {}
     try:
-        files = _version_files(store, av)
+        files = files_on_disk(store, av)
         entry.serializer = _payload_serializer(files)
         vm = verify_version_manifest(files, av, key_store=key_store, policy=policy, deep=deep)
     except SecureArtifactError as exc:

@@ -22,28 +22,26 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
-import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.envelope import record_header, seal_serialized_to
-from .core.errors import (
+from ..artifacts.publishing import publish_signed
+from ..artifacts.target import project_path, signed_context
+from ..artifacts.verification import files_on_disk
+from ..core.errors import (
     ConfigurationError,
     ResourceLimitError,
     SecureArtifactError,
     TamperedPayloadError,
     UnsafePathError,
 )
+from ..core.manifest import MANIFEST_NAME
 
 if TYPE_CHECKING:
-    from .core.envelope import EnvelopeHeader
-    from .core.keys import KeyStore
-    from .core.policy import Policy
-    from .stores.base import ArtifactStore, ArtifactVersion
+    from ..core.keys import KeyStore
+    from ..stores.base import ArtifactStore, ArtifactVersion
 
 __all__ = [
     "LEGACY_SERIALIZERS",
@@ -52,13 +50,11 @@ __all__ = [
     "adopt_version",
     "find_candidates",
     "scan_bytes",
-    "seal_payload_bytes",
 ]
 
 LEGACY_SERIALIZERS = ("pickle", "dill", "cloudpickle", "joblib")
 PICKLE_SUFFIXES = (".pickle", ".pkl", ".dill", ".cloudpickle", ".joblib", ".p")
 MAX_SCAN_BYTES = 2 << 30
-MANIFEST_NAME = "dagster_wandb_secure.manifest"
 ADOPTED = "adopted"
 
 
@@ -206,7 +202,7 @@ def scan_bytes(data: bytes, *, path: str = "<bytes>") -> ScanReport:
 
 
 def _read_file(path: Path, limit: int) -> bytes:
-    from .core.fsutil import open_no_follow
+    from ..core.fsutil import open_no_follow
 
     with open_no_follow(path) as fh:
         data = fh.read(limit + 1)
@@ -215,18 +211,12 @@ def _read_file(path: Path, limit: int) -> bytes:
     return data
 
 
-def _version_files(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
-    from .audit import _version_files as files_of
-
-    return files_of(store, av)
-
-
 def inspect_candidate(
     store: ArtifactStore, av: ArtifactVersion, *, max_bytes: int = MAX_SCAN_BYTES
 ) -> AdoptionCandidate:
     """Scan one version (nothing is changed)."""
     try:
-        files = _version_files(store, av)
+        files = files_on_disk(store, av)
     except SecureArtifactError as exc:
         return AdoptionCandidate(av, None, None, problem=exc.reason)
     if MANIFEST_NAME in files:
@@ -279,123 +269,6 @@ def find_candidates(
 # --- sealing raw bytes ---------------------------------------------------------------------
 
 
-def seal_payload_bytes(
-    target: Path,
-    payload: bytes | memoryview,
-    *,
-    key_store: KeyStore,
-    serializer: str,
-    serializer_version: str,
-    serializer_params: Mapping[str, Any],
-    context: Mapping[str, str | None],
-    key_id: str | None = None,
-    policy: Policy | None = None,
-) -> EnvelopeHeader:
-    """Seal already-serialized bytes (never deserialized here) into an envelope file.
-
-    Used by ``adopt`` (scanned legacy bytes) and ``resign`` (verified payloads). Not recorded in
-    the ledger: the caller records with the right ``origin``."""
-    return seal_serialized_to(
-        target,
-        payload,
-        key_store=key_store,
-        serializer=serializer,
-        serializer_version=serializer_version,
-        serializer_params=serializer_params,
-        context=context,
-        key_id=key_id,
-        policy=policy,
-        record=False,
-    )
-
-
-def publish_signed(
-    store: ArtifactStore,
-    key_store: KeyStore,
-    av: ArtifactVersion,
-    *,
-    payload_name: str | None,
-    payload: bytes | memoryview | None,
-    serializer: str | None,
-    serializer_version: str,
-    serializer_params: Mapping[str, Any],
-    other_files: Mapping[str, Path],
-    context: Mapping[str, str | None],
-    origin: str,
-    aliases: tuple[str, ...] = (),
-    metadata: Mapping[str, Any] | None = None,
-    expected_digests: Mapping[str, str] | None = None,
-) -> ArtifactVersion:
-    """Publish a new version of ``av``'s artifact: the payload sealed from raw bytes, the other
-    files copied as they are (and compared with ``expected_digests`` after copying), a signed
-    manifest over all of them, ledger rows with ``origin``."""
-    from .core.manifest import write_manifest
-
-    staging = Path(tempfile.mkdtemp(prefix="dws-republish-"))
-    try:
-        files: dict[str, Path] = {}
-        headers: list[EnvelopeHeader] = []
-        if payload_name is not None and payload is not None and serializer is not None:
-            target = staging / payload_name
-            headers.append(
-                seal_payload_bytes(
-                    target,
-                    payload,
-                    key_store=key_store,
-                    serializer=serializer,
-                    serializer_version=serializer_version,
-                    serializer_params=serializer_params,
-                    context=context,
-                )
-            )
-            files[payload_name] = target
-        for rel, src in other_files.items():
-            dst = staging / "files" / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            from .core.fsutil import open_no_follow
-
-            with open_no_follow(src) as fin, open(dst, "xb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-            want = (expected_digests or {}).get(rel)
-            if want is not None:
-                import hmac
-
-                from .core.manifest import file_sha256
-
-                if not hmac.compare_digest(file_sha256(dst)[0], want):
-                    raise TamperedPayloadError(
-                        f"{rel!r} changed after it was checked", artifact=av.qualified_name
-                    )
-            files[rel] = dst
-        manifest, mheader = write_manifest(
-            files, key_store=key_store, context=context, record=False
-        )
-        mpath = staging / MANIFEST_NAME
-        mpath.write_bytes(manifest)
-        headers.append(mheader)
-        rows = [record_header(key_store, h, origin=origin) for h in headers]
-        files[MANIFEST_NAME] = mpath
-        meta = dict(av.metadata)
-        meta.update(metadata or {})
-        new = store.publish(
-            entity=av.entity,
-            project=av.project,
-            name=av.name,
-            type=av.type,
-            files=files,
-            description=av.description,
-            metadata=meta,
-            aliases=[a for a in aliases if a != "latest"],
-        )
-        for row in rows:
-            key_store.ledger.attach_version(
-                row, artifact_version=new.version_label, aliases=tuple(new.aliases)
-            )
-        return new
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def _pickle_params(serializer: str, data: bytes) -> dict[str, Any]:
     protocol = data[1] if data[:1] == b"\x80" and len(data) > 1 else 0
     if serializer == "joblib":
@@ -434,7 +307,7 @@ def adopt_version(
             hint="do not adopt it; re-materialize the asset with dagster-wandb-secure instead. "
             "Override only if you are sure: --i-accept-the-risk-of-running-flagged-pickles",
         )
-    files = _version_files(store, av)
+    files = files_on_disk(store, av)
     assert candidate.payload is not None and candidate.serializer is not None
     data = _read_file(files[candidate.payload], MAX_SCAN_BYTES)
     scans = {s.path: s for s in candidate.scans}
@@ -459,13 +332,13 @@ def adopt_version(
         if known is not None:
             if scan_bytes(_read_file(path, MAX_SCAN_BYTES), path=rel).sha256 != known.sha256:
                 raise TamperedPayloadError(f"{rel} changed since it was scanned", artifact=label)
-    context = {
-        "artifact": av.name,
-        "type": av.type,
-        "partition": partition,
-        "project": f"{av.entity}/{av.project}",
-        "asset_key": asset_key,
-    }
+    context = signed_context(
+        artifact=av.name,
+        type_=av.type,
+        project=project_path(av.entity, av.project),
+        partition=partition,
+        asset_key=asset_key,
+    )
     return publish_signed(
         store,
         key_store,

@@ -26,21 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.errors import (
+from ..core.errors import (
     ExpiredKeyError,
     KeyStoreError,
     SecureArtifactError,
     TamperedPayloadError,
     UnsignedPayloadError,
 )
+from ..core.manifest import MANIFEST_NAME
 
 if TYPE_CHECKING:
-    from .core.keys import KeyStore
-    from .stores.base import ArtifactStore, ArtifactVersion
+    from ..core.keys import KeyStore
+    from ..stores.base import ArtifactStore, ArtifactVersion
 
 __all__ = ["ResignResult", "resign_from"]
 
-MANIFEST_NAME = "dagster_wandb_secure.manifest"
 PREAMBLE_SIZE = 16
 MAX_MANIFEST_BYTES = 256 << 20
 
@@ -68,7 +68,7 @@ class ResignResult:
 
 def _split_envelope(data: bytes, label: str) -> tuple[dict[str, Any], bytes]:
     """Header (UNVERIFIED) and payload of an envelope held in memory; lengths checked."""
-    from .core.envelope import read_header_unverified
+    from ..core.envelope import read_header_unverified
 
     info = read_header_unverified(data)
     header = info["header"]
@@ -104,8 +104,8 @@ def _check_by_ledger(
 ) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], bytes]], dict[str, str]]:
     """The revoked-key path: digests and ledger instead of signatures. Returns the manifest
     header, {payload file: (header, payload bytes)} and {plain file: sha256}."""
-    from .core.fsutil import open_no_follow
-    from .core.manifest import file_sha256
+    from ..core.fsutil import open_no_follow
+    from ..core.manifest import file_sha256
 
     label = av.qualified_name
     with open_no_follow(files[MANIFEST_NAME]) as fh:
@@ -163,9 +163,9 @@ def _check_by_ledger(
 def _check_by_signature(
     key_store: KeyStore, av: ArtifactVersion, files: dict[str, Path], policy: Any
 ) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], bytes]], dict[str, str]]:
+    from ..core.envelope import verify_bytes
+    from ..core.fsutil import open_no_follow
     from .audit import verify_version_manifest
-    from .core.envelope import verify_bytes
-    from .core.fsutil import open_no_follow
 
     vm = verify_version_manifest(files, av, key_store=key_store, policy=policy, deep=True)
     payloads: dict[str, tuple[dict[str, Any], bytes]] = {}
@@ -210,10 +210,11 @@ def resign_from(
     dry_run: bool = False,
 ) -> list[ResignResult]:
     """Re-sign every aliased version signed by ``kid`` (see the module docstring)."""
-    from .adopt import publish_signed
-    from .audit import _version_files, verification_policy
-    from .core.envelope import read_header_unverified
-    from .core.keys import KeyStatus, check_kid
+    from ..artifacts.publishing import publish_signed
+    from ..artifacts.verification import files_on_disk
+    from ..core.envelope import read_header_unverified
+    from ..core.keys import KeyStatus, check_kid
+    from .audit import verification_policy
 
     check_kid(kid)
     record = key_store.get(kid)
@@ -231,7 +232,7 @@ def resign_from(
     todo: list[tuple[ArtifactVersion, dict[str, Path]]] = []
     for av in store.list_versions(entity=entity, project=project, name=name):
         try:
-            files = _version_files(store, av)
+            files = files_on_disk(store, av)
             if MANIFEST_NAME not in files:
                 continue
             header = read_header_unverified(files[MANIFEST_NAME])["header"]

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .core.errors import TamperedPayloadError, UnsafePathError
-from .core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
+from ..core.errors import TamperedPayloadError, UnsafePathError
+from ..core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
 
 CACHE_DIR_NAME = "dagster-wandb-secure-cache"
 CHUNK = 1 << 20

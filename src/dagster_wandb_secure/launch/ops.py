@@ -26,7 +26,7 @@ What changed from upstream, because current wandb changed:
   ``project`` key, so the project is validated but not sent.
 
 The test seam: every call into wandb goes through the module attribute ``BACKEND`` (a
-``LaunchBackend``). Tests replace it (``monkeypatch.setattr(launch, "BACKEND", fake)``); the
+``LaunchBackend``). Tests replace it (``monkeypatch.setattr(launch.ops, "BACKEND", fake)``); the
 product never does.
 """
 
@@ -48,9 +48,9 @@ from dagster import (
     op,
 )
 
-from .core.errors import ConfigurationError, SecureArtifactError
-from .resources import credentials_of
-from .session import WandbCredentials
+from ..artifacts.session import WandbCredentials
+from ..core.errors import ConfigurationError, SecureArtifactError
+from ..resources import credentials_of
 
 OFFLINE_MODES = frozenset({"offline", "dryrun", "disabled"})
 _NAME_FORBIDDEN = re.compile(r"[/\\#?%:\s]")

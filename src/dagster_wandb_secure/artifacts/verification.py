@@ -17,13 +17,12 @@ Order (nothing reaches user code before its check):
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import ReadConfig, WandbArtifactsIOManagerError
-from .core.errors import (
+from ..core.errors import (
     ContextMismatchError,
     RollbackError,
     SecureArtifactError,
@@ -31,24 +30,27 @@ from .core.errors import (
     UnsafePathError,
     UnsignedPayloadError,
 )
-from .core.fsutil import safe_relpath
+from ..core.fsutil import safe_relpath
+from ..stores.base import ArtifactStore, ArtifactVersion
+from .config import ReadConfig, WandbArtifactsIOManagerError
 from .private_copies import PrivateCopies, copy_verified
-from .publishing import PAYLOAD_STEM, Target
+from .publishing import PAYLOAD_STEM
 from .session import Session
-from .stores.base import ArtifactVersion
-from .wandb_objects import VerifiedSource, load_wandb_object
+from .target import Target
+from .view import ArtifactView
+from .wandb_objects import VerifiedSource
 
 if TYPE_CHECKING:
-    from .core.manifest import ManifestEntry
+    from ..core.manifest import ManifestEntry
 
 LEGACY_PAYLOADS = ("output.pickle", "output.dill", "output.cloudpickle", "output.joblib")
 
 
-def _files_on_disk(session: Session, av: ArtifactVersion) -> dict[str, Path]:
-    """What the store actually holds for the version (symlinks/special files refused).
+def files_on_disk(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
+    """What the store actually holds for the version (symlinks/special files refused): the one
+    "files of a version" used by readers, asset checks, audit, adopt and resign.
 
     A store must list its folder: its own index (``av.files``) would miss a planted file."""
-    store = session.store
     lister = getattr(store, "list_files", None)
     out: dict[str, Path] = {}
     if not callable(lister):
@@ -123,13 +125,6 @@ def check_replay(
     )
 
 
-def _locate(exc: SecureArtifactError, verified: VerifiedVersion) -> SecureArtifactError:
-    """Name artifact, version and (when the error did not) the manifest's signing key."""
-    if not exc.key_id:
-        exc.key_id = verified.key_id
-    return exc.with_location(artifact=verified.av.name, version=verified.av.version_label)
-
-
 @dataclass
 class VerifiedVersion:
     """A version whose signed manifest has been verified; files are materialized on demand."""
@@ -146,6 +141,12 @@ class VerifiedVersion:
     _dir: Path | None = None
     _copies: dict[str, Path] = field(default_factory=dict)
 
+    def locate(self, exc: SecureArtifactError) -> SecureArtifactError:
+        """Name artifact, version and (when the error did not) the manifest's signing key."""
+        if not exc.key_id:
+            exc.key_id = self.key_id
+        return exc.with_location(artifact=self.av.name, version=self.av.version_label)
+
     @property
     def label(self) -> str:
         return f"{self.av.name}:{self.av.version_label}"
@@ -161,7 +162,7 @@ class VerifiedVersion:
         try:
             return self._materialize(relpath)
         except SecureArtifactError as exc:
-            raise _locate(exc, self) from None
+            raise self.locate(exc) from None
 
     def _materialize(self, relpath: str) -> Path:
         relpath = safe_relpath(relpath, what="file name")
@@ -192,8 +193,8 @@ class VerifiedVersion:
     def _materialize_envelope(self, relpath: str, entry: ManifestEntry, target: Path) -> Path:
         import shutil
 
-        from .core.envelope import verify_path
-        from .core.fsutil import open_no_follow
+        from ..core.envelope import verify_path
+        from ..core.fsutil import open_no_follow
 
         target.parent.mkdir(parents=True, exist_ok=True)
         with open_no_follow(self.on_disk[relpath]) as src, open(target, "xb") as dst:
@@ -226,8 +227,8 @@ class VerifiedVersion:
 
     def unseal_payload(self, relpath: str) -> Any:
         """Verify the payload envelope ``relpath`` into private memory, then deserialize it."""
-        from .core.envelope import deserialize, verify_file
-        from .core.fsutil import open_no_follow
+        from ..core.envelope import deserialize, verify_file
+        from ..core.fsutil import open_no_follow
 
         entry = self.entries[relpath]
         suffix = relpath[len(PAYLOAD_STEM) + 1 :]
@@ -263,89 +264,6 @@ class VerifiedVersion:
         return VerifiedSource(list(self.entries), self.materialize, aliases=tuple(self.av.aliases))
 
 
-class VerifiedEntry:
-    """One file of an ``ArtifactView``; ``download()`` returns the verified private copy."""
-
-    def __init__(self, version: VerifiedVersion, path: str) -> None:
-        self._version = version
-        self.path = path
-
-    def download(self, root: str | None = None, **_: Any) -> str:
-        return str(self._version.materialize(self.path))
-
-    def __fspath__(self) -> str:
-        return self.download()
-
-    def __str__(self) -> str:
-        return self.download()
-
-    def __repr__(self) -> str:
-        return f"VerifiedEntry({self.path!r})"
-
-
-class ArtifactView:
-    """A read-only, verified view of one artifact version (what a whole-artifact read returns).
-
-    Mirrors the parts of ``wandb.Artifact`` a reader uses: ``name`` (``name:vN``), ``version``,
-    ``type``, ``description``, ``metadata``, ``aliases``, ``get(name)``, ``get_path(name)``,
-    ``get_entry(name)``, ``download()`` and ``files()``. Every file it hands out is a verified
-    private copy."""
-
-    def __init__(self, verified: VerifiedVersion) -> None:
-        self._v = verified
-        av = verified.av
-        self.name = f"{av.name}:{av.version_label}"
-        self.source_name = av.name
-        self.version = av.version_label
-        self.type = av.type
-        self.description = av.description
-        self.metadata = dict(av.metadata)
-        self.aliases = list(av.aliases)
-        self.entity = av.entity
-        self.project = av.project
-        self.qualified_name = av.qualified_name
-        self.references = [dict(r) for r in verified.references]
-        self.signing_key_id = verified.key_id
-        self.signature_algorithm = verified.algorithm
-
-    def files(self) -> list[str]:
-        return sorted(self._v.entries)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.files())
-
-    def get_entry(self, name: str) -> VerifiedEntry:
-        name = safe_relpath(name, what="file name")
-        if name not in self._v.entries:
-            raise KeyError(f"path not contained in artifact {self.name}: {name}")
-        return VerifiedEntry(self._v, name)
-
-    def get_path(self, name: str) -> VerifiedEntry:
-        return self.get_entry(name)
-
-    def get(self, name: str) -> Any:
-        payload = f"{PAYLOAD_STEM}.{name}" if not name.startswith(PAYLOAD_STEM + ".") else name
-        try:
-            if payload in self._v.payload_files():
-                return self._v.unseal_payload(payload)
-            return load_wandb_object(self._v.source(), name)
-        except SecureArtifactError as exc:
-            raise _locate(exc, self._v) from None
-
-    def download(self, root: str | None = None, **_: Any) -> str:
-        """Materialize every file; returns the private folder holding them."""
-        for name in self._v.entries:
-            self._v.materialize(name)
-        return str(self._v._version_dir())
-
-    @property
-    def root(self) -> str:
-        return self.download()
-
-    def __repr__(self) -> str:
-        return f"ArtifactView({self.qualified_name!r}, type={self.type!r})"
-
-
 def verify_version(
     session: Session,
     target: Target,
@@ -360,13 +278,13 @@ def verify_version(
 
     ``deep=True`` also hashes every file and envelope payload in the store (asset checks);
     reads do not need it, since each file used is hashed while it is copied."""
-    from .core.manifest import verify_manifest
+    from ..core.manifest import verify_manifest
 
     av, alias = resolve_version(session, target, read)
     try:
         if alias is not None:
             check_rollback(session, av, alias)
-        on_disk = _files_on_disk(session, av)
+        on_disk = files_on_disk(session.store, av)
         # every key the library signs is stated; "role" is None for payloads, so a manifest
         # envelope (role "manifest") is never accepted as one (verify_manifest sets the role
         # for the manifest itself)
@@ -454,7 +372,7 @@ def load(
             return verified.unseal_payload(payloads[0])
         return ArtifactView(verified)
     except SecureArtifactError as exc:
-        raise _locate(exc, verified) from None
+        raise verified.locate(exc) from None
 
 
-__all__ = ["ArtifactView", "VerifiedEntry", "VerifiedVersion", "load", "verify_version"]
+__all__ = ["VerifiedVersion", "files_on_disk", "load", "verify_version"]

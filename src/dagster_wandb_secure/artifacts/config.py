@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core.errors import ConfigurationError
-from .core.fsutil import safe_relpath
-from .stores import default_local_dir
+from ..core.errors import ConfigurationError
+from ..core.fsutil import safe_relpath
+from ..stores import default_local_dir
 
 CONFIG_KEY = "wandb_artifact_configuration"
 LEGACY_CONFIG_KEY = "wandb_artifact_arguments"
