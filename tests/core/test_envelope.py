@@ -1,5 +1,5 @@
-"""The signed envelope: round trips, and every core attack from threats.md ending in a typed error
-with nothing executed."""
+"""The signed envelope: round trips, and every core attack of SECURITY.md's attack catalogue (and
+its "Verification procedure") ending in a typed error with nothing executed."""
 
 from __future__ import annotations
 
