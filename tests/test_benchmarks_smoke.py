@@ -1,5 +1,6 @@
 """Smoke test of the benchmark runner: ``python -m benchmarks --quick --json`` runs end to end and
-reports every metric of issue 6. No timing assertions: CI machines are too noisy for them."""
+reports every metric of README.md's "Performance" table (benchmarks/RESULTS.md). No timing
+assertions: CI machines are too noisy for them."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adversarial.kit import ALGS, World
 from dagster_wandb_secure.core.keys import KeyStore
+from kit.adversarial import ALGS, World
 
 
 @pytest.fixture(params=ALGS)

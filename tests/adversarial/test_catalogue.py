@@ -1,4 +1,4 @@
-"""The attack catalogue (../shared/reference/threats.md, items 1-25) end to end.
+"""The attack catalogue (SECURITY.md, "Attack catalogue: tests and outcomes", items 1-25) end to end.
 
 Every test drives a public surface: a real ``dagster.materialize`` with the IO manager (assets and
 SourceAssets) over the local store, the CLI, or the key store / store APIs a user calls. Each runs
@@ -25,19 +25,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import payloads
-from adversarial.kit import (
-    ENTITY,
-    MANIFEST_NAME,
-    PROJECT,
-    World,
-    find_secure_error,
-    flip_bit,
-    forge,
-    parse,
-    refusal,
-    refused,
-)
 from dagster import StaticPartitionsDefinition
 from dagster_wandb_secure.cli import app
 from dagster_wandb_secure.core.envelope import (
@@ -69,6 +56,19 @@ from dagster_wandb_secure.core.errors import (
 )
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.core.manifest import build_manifest, manifest_context
+from kit import payloads
+from kit.adversarial import (
+    ENTITY,
+    MANIFEST_NAME,
+    PROJECT,
+    World,
+    find_secure_error,
+    flip_bit,
+    forge,
+    parse,
+    refusal,
+    refused,
+)
 
 RUNNER = CliRunner()
 

@@ -1,4 +1,4 @@
-"""Concurrency (catalogue item 16 and the issue's concurrency list).
+"""Concurrency (SECURITY.md attack catalogue item 16).
 
 Four writer processes materialize assets through the IO manager (two of them write the *same*
 artifact, so version numbers are contended) while another process rotates keys and another runs

@@ -1,4 +1,4 @@
-"""Crash safety (catalogue item 15 and the issue's crash list): SIGKILL at each step.
+"""Crash safety (SECURITY.md attack catalogue item 15): SIGKILL at each step.
 
 ``kill_at_each_step`` runs an operation in a forked child that SIGKILLs itself just before its
 N-th file-system step (``fsync``, ``replace``/``rename``, ``unlink``, ``mkdir``/``rmdir``,
@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from adversarial.kit import mode_of
 from dagster_wandb_secure.core.envelope import seal_to, unseal_from
 from dagster_wandb_secure.core.keys import KeyStatus, KeyStore
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME, verify_manifest, write_manifest
 from dagster_wandb_secure.stores.local import LocalArtifactStore
+from kit.adversarial import mode_of
 
 HOOKED = ("fsync", "replace", "rename", "unlink", "mkdir", "rmdir", "chmod", "fchmod", "link",
           "open")

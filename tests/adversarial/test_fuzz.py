@@ -23,8 +23,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import payloads
-from adversarial.kit import parse
 from dagster_wandb_secure.core.envelope import MAGIC, PREAMBLE, TAG, seal, unseal
 from dagster_wandb_secure.core.errors import SecureArtifactError
 from dagster_wandb_secure.core.keys import KeyStore
@@ -34,6 +32,8 @@ from dagster_wandb_secure.core.manifest import (
     manifest_context,
     verify_manifest,
 )
+from kit import payloads
+from kit.adversarial import parse
 
 CTX = {"artifact": "fuzz", "type": "dataset", "partition": None, "asset_key": "fuzz"}
 OBJECTS: list[Any] = [

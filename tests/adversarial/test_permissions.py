@@ -1,4 +1,4 @@
-"""Permissions (catalogue item 25 and the issue's permission list).
+"""Permissions (SECURITY.md attack catalogue item 25).
 
 Every CLI command, run under a careless ``umask 000``, leaves private key files 0600 and the key
 store and ``private/`` folders 0700 (and nothing in the store writable by group or others). A
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from adversarial.kit import World, mode_of, refused
 from dagster_wandb_secure.cli import app
 from dagster_wandb_secure.core.errors import KeyPermissionError
+from kit.adversarial import World, mode_of, refused
 
 RUNNER = CliRunner()
 

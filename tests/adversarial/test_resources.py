@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from adversarial.kit import ENTITY, PROJECT, World, forge, refused
 from dagster_wandb_secure.core.envelope import MAGIC, PREAMBLE, seal, unseal
 from dagster_wandb_secure.core.errors import (
     MalformedEnvelopeError,
@@ -25,6 +24,7 @@ from dagster_wandb_secure.core.errors import (
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME, manifest_context, verify_manifest
 from dagster_wandb_secure.core.policy import Policy
 from dagster_wandb_secure.stores.base import StoreError
+from kit.adversarial import ENTITY, PROJECT, World, forge, refused
 
 MiB = 1 << 20
 CTX = {"artifact": "bounded", "type": "artifact", "partition": None}
@@ -187,7 +187,7 @@ def test_file_count_bomb_in_a_version(world: World) -> None:
     store = world.store
     av = store.resolve(ENTITY, PROJECT, "many", alias="latest")
     peak, exc = peak_of(lambda: world.read("many"))
-    from adversarial.kit import find_secure_error
+    from kit.adversarial import find_secure_error
 
     err = find_secure_error(exc) if exc is not None else None
     assert type(err) is StoreError, repr(exc)

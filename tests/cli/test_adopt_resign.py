@@ -4,13 +4,11 @@ import pickle
 from datetime import timedelta
 from pathlib import Path
 
-from tests.payloads import reduce_os_system
-
 from dagster_wandb_secure.core.envelope import unseal_from
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME
 from dagster_wandb_secure.maintenance.audit import Status, audit_store
-
-from .conftest import Env, make_writable, run, run_json
+from kit.cli import Env, make_writable, run, run_json
+from kit.payloads import reduce_os_system
 
 
 def _base(env: Env) -> list[str]:

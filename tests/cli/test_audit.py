@@ -5,8 +5,7 @@ import re
 from pathlib import Path
 
 from dagster_wandb_secure.maintenance.audit import AUDIT_SCHEMA, Status, audit_store
-
-from .conftest import Env, build_every_status, flip_last_byte, run, run_json
+from kit.cli import Env, build_every_status, flip_last_byte, run, run_json
 
 ENTRY_KEYS = {
     "entity", "project", "name", "version", "aliases", "type", "serializer", "key_id", "alg",

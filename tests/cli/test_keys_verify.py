@@ -6,8 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from dagster_wandb_secure.core.keys import KeyStore
-
-from .conftest import Env, append_byte, make_writable, run, run_json
+from kit.cli import Env, append_byte, make_writable, run, run_json
 
 
 def test_keys_commands_end_to_end(tmp_path: Path, runner) -> None:
@@ -74,7 +73,7 @@ def test_export_import_public_between_writer_and_reader(env: Env, runner, tmp_pa
 
 
 def test_verify_and_inspect(env: Env, runner, marker: Path) -> None:
-    from tests.payloads import reduce_os_system
+    from kit.payloads import reduce_os_system
 
     av = env.publish("a")
     path = env.store.file_path(av, "output.pickle")

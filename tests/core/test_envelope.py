@@ -1,5 +1,5 @@
-"""The signed envelope: round trips, and every core attack from threats.md ending in a typed error
-with nothing executed."""
+"""The signed envelope: round trips, and every core attack of SECURITY.md's attack catalogue (and
+its "Verification procedure") ending in a typed error with nothing executed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import payloads
 from dagster_wandb_secure.core import canonical, envelope
 from dagster_wandb_secure.core.envelope import (
     MAGIC,
@@ -46,6 +45,7 @@ from dagster_wandb_secure.core.errors import (
 )
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.core.policy import Policy
+from kit import payloads
 
 CTX = {"artifact": "my_artifact", "type": "dataset", "partition": None, "asset_key": "my_artifact"}
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import payloads
 from dagster_wandb_secure.core import envelope
 from dagster_wandb_secure.core.envelope import seal, unseal
 from dagster_wandb_secure.core.errors import SecureArtifactError
 from dagster_wandb_secure.core.keys import KeyStore
+from kit import payloads
 
 CTX = {"artifact": "fuzzed", "type": "dataset", "partition": None, "asset_key": "fuzzed"}
 ORIGINAL = {"numbers": list(range(50)), "text": "hello"}

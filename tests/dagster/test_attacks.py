@@ -1,4 +1,5 @@
-"""The attacks that need a store (threats.md 8, 9, 10, 11, 21, 22, 23), through real Dagster runs.
+"""The attacks that need a store (SECURITY.md, attack catalogue items 8, 9, 10, 11, 21, 22, 23),
+through real Dagster runs.
 
 The attacker is a registry writer: it can publish versions, move aliases and change files in the
 local store's folder, but holds no signing key. Each attack must fail the reading step with a
@@ -14,21 +15,18 @@ from typing import Any
 
 import pytest
 
-import payloads
 from dagster import AssetIn, StaticPartitionsDefinition, asset, materialize
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME
-from dagster_wandb_secure.stores.local import LocalArtifactStore
-
-ENTITY, PROJECT = "team", "proj"
-
-
-def failure_text(result: Any) -> str:
-    parts: list[str] = []
-    err = result.get_step_failure_events()[0].event_specific_data.error
-    while err is not None:
-        parts.append(f"{err.cls_name}: {err.message}")
-        err = err.cause or err.context
-    return "\n".join(parts)
+from kit import payloads
+from kit.dagster_runs import (
+    ENTITY,
+    PROJECT,
+    attacker_publish,
+    failure_text,
+    store_of,
+    version_files,
+    writable,
+)
 
 
 @asset(io_manager_key="m")
@@ -59,34 +57,8 @@ def read_result(make_io_manager: Any, source: Any = victim, **read_config: Any) 
     return result
 
 
-def store_of(store_dir: Path) -> LocalArtifactStore:
-    return LocalArtifactStore(store_dir)
-
-
-def attacker_publish(store_dir: Path, name: str, files: dict[str, Path], **kw: Any) -> Any:
-    return store_of(store_dir).publish(
-        entity=ENTITY, project=PROJECT, name=name, type="artifact", files=files, **kw
-    )
-
-
 def write(make_io_manager: Any, *assets: Any) -> None:
     assert materialize(list(assets), resources={"m": make_io_manager()}).success
-
-
-def version_files(store_dir: Path, name: str, version: str = "latest") -> dict[str, Path]:
-    store = store_of(store_dir)
-    if version == "latest":
-        av = store.resolve(ENTITY, PROJECT, name, alias="latest")
-    else:
-        av = store.resolve(ENTITY, PROJECT, name, version=version)
-    return {rel: av.root / rel for rel in av.files}
-
-
-def writable(path: Path) -> Path:
-    os.chmod(path.parent, 0o700)
-    if path.exists():
-        os.chmod(path, 0o600)
-    return path
 
 
 # --- 8: envelope stripped ----------------------------------------------------------------------

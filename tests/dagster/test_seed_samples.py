@@ -1,5 +1,6 @@
-"""Every code sample of the W&B guide for Dagster (../shared/seed/000_e2d9edd2b53d7a18.txt), with
-only the import changed from ``dagster_wandb`` to ``dagster_wandb_secure``.
+"""Every code sample of W&B's own guide for the upstream Dagster integration, with only the import
+changed from ``dagster_wandb`` to ``dagster_wandb_secure`` (README.md, "Migrating from
+`dagster-wandb`", step 1).
 
 Each sample is wrapped in a ``materialize`` / ``execute_in_process`` call. The guide's resources
 are used as written (``wandb_resource.configured({"api_key": {"env": "WANDB_API_KEY"}})``,

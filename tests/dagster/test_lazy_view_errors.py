@@ -8,9 +8,7 @@ from typing import Any
 
 from dagster import AssetIn, asset, materialize
 from dagster_wandb_secure.core.errors import TamperedPayloadError
-
-from .conftest import ENTITY, PROJECT
-from .kit import store_of, writable
+from kit.dagster_runs import ENTITY, PROJECT, store_of, writable
 
 
 def test_lazy_view_refusal_names_version_and_key(

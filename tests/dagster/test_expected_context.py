@@ -9,8 +9,14 @@ from typing import Any
 
 from dagster import asset, materialize
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME, write_manifest
-
-from .kit import ENTITY, PROJECT, attacker_publish, failure_text, read_via, version_files
+from kit.dagster_runs import (
+    ENTITY,
+    PROJECT,
+    attacker_publish,
+    failure_text,
+    read_via,
+    version_files,
+)
 
 
 def test_manifest_envelope_listed_as_payload_is_refused(

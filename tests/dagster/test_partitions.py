@@ -42,7 +42,7 @@ def test_partitioned_asset_reads_unpartitioned_upstream(
 def test_unpartitioned_asset_written_in_a_partitioned_run_keeps_its_name(
     key_store: Any, make_io_manager: Any, store_dir: Any
 ) -> None:
-    from .kit import store_of
+    from kit.dagster_runs import store_of
 
     @asset(io_manager_key="m")
     def base() -> dict[str, int]:

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import payloads
 from dagster import (
     AssetSelection,
     Out,
@@ -21,8 +20,8 @@ from dagster import (
 )
 from dagster_wandb_secure import build_signature_asset_checks
 from dagster_wandb_secure.stores.local import INDEX_NAME
-
-from .kit import attacker_publish
+from kit import payloads
+from kit.dagster_runs import attacker_publish
 
 PARTS = StaticPartitionsDefinition(["a", "b"])
 

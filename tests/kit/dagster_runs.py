@@ -1,4 +1,6 @@
-"""Small helpers shared by the review tests (attacker actions on the local store, run helpers)."""
+"""Helpers for tests that run the IO manager in real Dagster runs over the local store: the
+registry writer's actions on the store (publish, read and loosen version files) and run helpers
+(read an asset back, render a failed step's error chain)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Any
 from dagster import AssetIn, asset, materialize
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 
-from .conftest import ENTITY, PROJECT
+# what tests/dagster/conftest.py's ``make_io_manager`` writes to
+ENTITY, PROJECT = "team", "proj"
 
 
 def failure_text(result: Any) -> str:
@@ -26,6 +29,7 @@ def store_of(store_dir: Path) -> LocalArtifactStore:
 
 
 def version_files(store_dir: Path, name: str, version: str | None = None) -> dict[str, Path]:
+    """The files of ``name``'s ``latest`` version, or of ``version`` (``"v0"``, ...)."""
     store = store_of(store_dir)
     if version is None:
         av = store.resolve(ENTITY, PROJECT, name, alias="latest")

@@ -8,12 +8,10 @@ from typing import Any
 
 import pytest
 
-import payloads
 from dagster import AssetKey, asset, build_input_context, materialize
 from dagster_wandb_secure.core.errors import SecureArtifactError
-
-from .conftest import ENTITY, PROJECT
-from .kit import store_of, writable
+from kit import payloads
+from kit.dagster_runs import ENTITY, PROJECT, store_of, writable
 
 
 class NoListing:

@@ -10,8 +10,7 @@ from typing import Any
 
 from dagster import asset, materialize
 from dagster_wandb_secure.artifacts.private_copies import CACHE_DIR_NAME
-
-from .kit import failure_text, read_via
+from kit.dagster_runs import failure_text, read_via
 
 
 def test_world_writable_private_copy_root_is_refused(

@@ -1,5 +1,5 @@
 """A validly signed version copied into another project's artifact of the same name is refused:
-``entity/project`` is part of the signed context."""
+``entity/project`` is part of the signed context (a replay, SECURITY.md attack catalogue item 9)."""
 
 from __future__ import annotations
 

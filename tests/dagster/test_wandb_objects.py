@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import payloads
 from dagster import AssetIn, asset, materialize
+from kit import payloads
 
 
 def test_saved_model_nested_in_a_table_is_refused(

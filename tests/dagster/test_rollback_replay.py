@@ -1,4 +1,5 @@
-"""Rollback by replay: old, validly signed content republished as a NEW version number.
+"""Rollback by replay (SECURITY.md attack catalogue item 10; "The digest ledger and rollback"):
+old, validly signed content republished as a NEW version number.
 
 The version number is assigned by the store after signing, so it is not in the signed context;
 moving ``latest`` back is caught by the ledger's high-water mark, but re-publishing v0's signed
@@ -14,8 +15,7 @@ from typing import Any
 import pytest
 
 from dagster import StaticPartitionsDefinition, asset, materialize
-
-from .kit import attacker_publish, failure_text, read_via, version_files
+from kit.dagster_runs import attacker_publish, failure_text, read_via, version_files
 
 
 def _counter_asset(**kw: Any) -> Any:
@@ -83,9 +83,7 @@ def test_moved_alias_refused_for_partitioned_source_asset_and_op_input(
     """Every alias-resolved read is rollback-checked: a partition read through a SourceAsset,
     a custom alias, and an op input."""
     from dagster import In, job, op
-
-    from .conftest import ENTITY, PROJECT
-    from .kit import store_of
+    from kit.dagster_runs import ENTITY, PROJECT, store_of
 
     victim = _counter_asset(partitions_def=StaticPartitionsDefinition(["a"]))
     iom = make_io_manager()

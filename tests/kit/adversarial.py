@@ -1,4 +1,4 @@
-"""Shared machinery for the adversarial suite (issue 5).
+"""Shared machinery for the adversarial suite (SECURITY.md, "Attack catalogue: tests and outcomes").
 
 One ``World`` per test: a real key store (Ed25519 or HMAC-SHA256, by the ``alg`` fixture), a real
 local artifact store, and the IO manager inside real ``dagster.materialize`` runs. The attacker
