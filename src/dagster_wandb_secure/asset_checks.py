@@ -8,7 +8,7 @@ hashed; nothing deserialized) and reports the version, key id and algorithm, or 
 type and reason. For a partitioned asset, the latest version of every stored partition is checked:
 the partitions come from the asset's partitions definition (pass the ``AssetsDefinition`` or
 ``SourceAsset``), never from the store's unsigned metadata when the definition is known. A
-``SourceAsset`` is checked as the IO manager reads it (its signed context carries no asset key).
+``SourceAsset`` is checked as the IO manager reads it (signed for its asset key or for none).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dagster import (
     asset_check,
 )
 
+from .artifacts.binding import read_bound
 from .artifacts.config import ReadConfig, WandbArtifactsIOManagerError
 from .artifacts.naming import artifact_name, artifact_name_for_asset_key, asset_key_path_string
 from .artifacts.target import Target
@@ -42,7 +43,7 @@ class _Checked:
 
     key: AssetKey
     partitions_def: PartitionsDefinition | None  # None: not known (or not partitioned)
-    bind_asset_key: bool  # False for a SourceAsset, exactly as the IO manager reads it
+    strict: bool  # False for a SourceAsset: no asset key is accepted too, as the IO manager does
 
 
 def _asset_keys(assets: Iterable[Any]) -> list[_Checked]:
@@ -82,7 +83,10 @@ def _engine(resource: Any) -> Any:
 
 
 def _partition_versions(session: Any, base: str) -> list[tuple[str, str]]:
-    """(artifact name, partition key) of every stored partition of ``base``."""
+    """(artifact name, partition key) of every stored partition of ``base``.
+
+    The metadata's partition string is only a hint: it is kept when it encodes back to the
+    version's own name, read as one dimension or as ``|``-separated dimension values."""
     found: dict[str, str] = {}
     for av in session.store.list_versions(entity=session.entity, project=session.project):
         if not av.name.startswith(base + "."):
@@ -90,11 +94,14 @@ def _partition_versions(session: Any, base: str) -> list[tuple[str, str]]:
         info = (av.metadata or {}).get("dagster_wandb_secure") or {}
         partition = info.get("partition") if isinstance(info, dict) else None
         if isinstance(partition, str):
-            try:
-                if artifact_name(base, partition) == av.name:
-                    found[av.name] = partition
-            except ValueError:
-                continue
+            values = partition.split("|")
+            readings: list[Any] = [partition, dict(enumerate(values))]
+            for reading in readings:
+                try:
+                    if artifact_name(base, reading) == av.name:
+                        found[av.name] = partition
+                except ValueError:
+                    continue
     return sorted(found.items())
 
 
@@ -105,7 +112,7 @@ def _declared_partitions(
     keys = partitions_def.get_partition_keys(dynamic_partitions_store=instance)
     found: list[tuple[str, str]] = []
     for pk in keys:
-        name = artifact_name(base, str(pk))
+        name = artifact_name(base, pk)
         if _exists(session, name):
             found.append((name, str(pk)))
     return found
@@ -117,15 +124,15 @@ def verify_latest(
     run_id: str | None,
     *,
     partitions_def: PartitionsDefinition | None = None,
-    bind_asset_key: bool = True,
+    strict: bool = True,
     instance: Any = None,
 ) -> AssetCheckResult:
     """Deep-verify the latest version of ``key`` (and of each of its stored partitions).
 
     With ``partitions_def`` every partition it declares that is stored is checked (the store's
     metadata is unsigned and cannot be trusted to list them); without it, partitions are
-    found from the store's metadata. ``bind_asset_key=False`` for a SourceAsset, as the IO
-    manager reads it."""
+    found from the store's metadata. The asset key is always bound; ``strict=False`` for a
+    SourceAsset also accepts a version signed with no asset key, as the IO manager reads it."""
     from .artifacts.verification import verify_version
 
     engine = _engine(resource)
@@ -153,14 +160,18 @@ def verify_latest(
     checked: list[str] = []
     for target in targets:
         try:
-            v = verify_version(
-                session,
+            v = read_bound(
+                lambda t: verify_version(
+                    session,
+                    t,
+                    ReadConfig(),
+                    private=private,
+                    dagster_run_id=None,
+                    bind_asset_key=True,
+                    deep=True,
+                ),
                 target,
-                ReadConfig(),
-                private=private,
-                dagster_run_id=None,
-                bind_asset_key=bind_asset_key,
-                deep=True,
+                strict=strict,
             )
         except SecureArtifactError as exc:
             return AssetCheckResult(
@@ -227,7 +238,7 @@ def _make_check(
             item.key,
             context.op_execution_context.run_id,
             partitions_def=item.partitions_def,
-            bind_asset_key=item.bind_asset_key,
+            strict=item.strict,
             instance=context.instance,
         )
 

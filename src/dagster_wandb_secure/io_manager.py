@@ -29,6 +29,7 @@ from dagster import (
     io_manager,
 )
 
+from .artifacts.binding import read_bound
 from .artifacts.config import (
     ReadConfig,
     Settings,
@@ -171,7 +172,7 @@ class ArtifactIOEngine(IOManager):
         except SecureArtifactError as exc:
             raise exc.with_location(artifact=_label(context) or _raw_name(context)) from None
         run_id = _input_run_id(context)
-        base, asset_key, bind_key = input_base_name(context, read, where)
+        base, asset_key, strict = input_base_name(context, read, where)
         session = self.session(run_id)
         private = self.private_copies(session, run_id)
         try:
@@ -180,12 +181,15 @@ class ArtifactIOEngine(IOManager):
                 out: dict[str, Any] = {}
                 for key in keys:
                     target = Target(
-                        name=artifact_name(base, _partition_value(key)),
-                        partition=str(key),
-                        asset_key=asset_key,
+                        name=artifact_name(base, key), partition=str(key), asset_key=asset_key
                     )
-                    out[str(key)] = self._load_one(
-                        session, target, read.for_partition(str(key)), private, run_id, bind_key
+                    part_read = read.for_partition(str(key))
+                    out[str(key)] = read_bound(
+                        lambda t, r=part_read: self._load_one(  # type: ignore[misc]
+                            session, t, r, private, run_id, True
+                        ),
+                        target,
+                        strict=strict,
                     )
                 if len(out) == 1:
                     return next(iter(out.values()))
@@ -195,7 +199,11 @@ class ArtifactIOEngine(IOManager):
             target = Target(
                 name=artifact_name(base, partition), partition=partition, asset_key=asset_key
             )
-            return self._load_one(session, target, read, private, run_id, bind_key)
+            return read_bound(
+                lambda t: self._load_one(session, t, read, private, run_id, asset_key is not None),
+                target,
+                strict=strict,
+            )
         finally:
             self._cleanup(private)
 
@@ -255,10 +263,6 @@ def _describe_input(context: InputContext) -> str:
     return label
 
 
-def _partition_value(key: Any) -> str:
-    return str(key)
-
-
 def output_target(context: OutputContext, config: WriteConfig, where: str) -> Target:
     """Artifact name, partition and asset key of an output."""
     if context.has_asset_key:
@@ -277,7 +281,7 @@ def output_target(context: OutputContext, config: WriteConfig, where: str) -> Ta
                 f"{where}: an op output needs 'name' in wandb_artifact_configuration"
             )
         base, asset_key = config.name, None
-    partition: str | None = None
+    partition_key = None
     if context.has_asset_key and context.has_asset_partitions:
         keys = list(context.asset_partition_keys)
         if len(keys) != 1:
@@ -286,13 +290,14 @@ def output_target(context: OutputContext, config: WriteConfig, where: str) -> Ta
                 "materialize one partition per run",
                 artifact=base,
             )
-        partition = str(keys[0])
+        partition_key: Any = keys[0]
     elif not context.has_asset_key and context.has_partition_key:
         # an op output in a partitioned run; an unpartitioned ASSET keeps its own name even in a
         # partitioned run (the run's key belongs to other assets), as on the read side
-        partition = str(context.partition_key)
+        partition_key = context.partition_key
+    partition = None if partition_key is None else str(partition_key)
     try:
-        name = artifact_name(base, partition)
+        name = artifact_name(base, partition_key)
     except ValueError as exc:
         raise WandbArtifactsIOManagerError(f"{where}: {exc}", artifact=base) from None
     return Target(name=name, partition=partition, asset_key=asset_key)
@@ -301,7 +306,13 @@ def output_target(context: OutputContext, config: WriteConfig, where: str) -> Ta
 def input_base_name(
     context: InputContext, read: ReadConfig, where: str
 ) -> tuple[str, str | None, bool]:
-    """(base artifact name, asset key string, whether the asset key is bound on read)."""
+    """(base artifact name, asset key string, whether that asset key is bound strictly).
+
+    An asset input always binds its full asset key, whether or not the upstream asset is in the
+    run: strictly when the run's asset graph produces it (a Dagster-written asset), otherwise
+    (``SourceAsset``, or an asset this job does not materialize) the version must be signed for
+    this asset key or for no asset key at all, never another one (``binding.read_bound``). An op
+    input binds no asset key (it names its artifact itself)."""
     if context.has_asset_key:
         path = list(context.asset_key.path)
         base = artifact_name_for_asset_key(path)
@@ -326,14 +337,16 @@ def input_base_name(
 
 
 def _is_materializable(context: InputContext) -> bool:
-    """Whether the upstream asset is produced by Dagster (then its asset key is bound on read).
+    """Whether the run's asset graph materializes the upstream asset (its writer then signed
+    exactly its asset key, and nothing else is accepted).
 
-    A ``SourceAsset`` names an artifact made outside Dagster (or by an op, or adopted by the
-    CLI), whose signed context carries no asset key: only name, type and partition are bound."""
+    Otherwise (a ``SourceAsset`` naming an artifact made outside Dagster, by an op or adopted by
+    the CLI; or an upstream asset this job does not produce) the asset key is still bound, but a
+    version signed with no asset key is accepted too. Not knowing means strict (fails closed)."""
     try:
         graph = context.step_context.job_def.asset_layer.asset_graph
         return bool(graph.get(context.asset_key).is_materializable)
-    except Exception:  # noqa: BLE001 - unknown: bind, which fails closed
+    except Exception:  # noqa: BLE001 - unknown: strict, which fails closed
         return True
 
 
