@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from adversarial.kit import ENTITY, IOM_KEY, PROJECT, World, refused
 from dagster import (
     AssetIn,
     AssetKey,
@@ -29,6 +28,7 @@ from dagster import (
 from dagster_wandb_secure.artifacts import naming
 from dagster_wandb_secure.core.errors import ContextMismatchError
 from dagster_wandb_secure.stores.base import ArtifactNotFoundError
+from kit.adversarial import ENTITY, IOM_KEY, PROJECT, World, refused
 
 
 def _writer(path: list[str], value: Any, partitions_def: Any = None) -> Any:
