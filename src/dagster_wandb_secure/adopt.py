@@ -38,6 +38,7 @@ from .core.errors import (
     TamperedPayloadError,
     UnsafePathError,
 )
+from .core.serializers import PICKLE_FAMILY_NAMES
 
 if TYPE_CHECKING:
     from .core.envelope import EnvelopeHeader
@@ -55,7 +56,7 @@ __all__ = [
     "seal_payload_bytes",
 ]
 
-LEGACY_SERIALIZERS = ("pickle", "dill", "cloudpickle", "joblib")
+LEGACY_SERIALIZERS = PICKLE_FAMILY_NAMES
 PICKLE_SUFFIXES = (".pickle", ".pkl", ".dill", ".cloudpickle", ".joblib", ".p")
 MAX_SCAN_BYTES = 2 << 30
 MANIFEST_NAME = "dagster_wandb_secure.manifest"

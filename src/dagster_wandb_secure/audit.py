@@ -59,7 +59,6 @@ __all__ = [
 
 AUDIT_SCHEMA = "dagster-wandb-secure/audit/v1"
 MANIFEST_NAME = "dagster_wandb_secure.manifest"
-LEGACY_SUFFIXES = ("pickle", "dill", "cloudpickle", "joblib")
 MAX_FOLDER_FILES = 100_000
 
 

@@ -32,6 +32,7 @@ from .core.errors import (
     UnsignedPayloadError,
 )
 from .core.fsutil import safe_relpath
+from .core.serializers import PICKLE_FAMILY_NAMES
 from .private_copies import PrivateCopies, copy_verified
 from .publishing import PAYLOAD_STEM, Target
 from .session import Session
@@ -41,7 +42,7 @@ from .wandb_objects import VerifiedSource, load_wandb_object
 if TYPE_CHECKING:
     from .core.manifest import ManifestEntry
 
-LEGACY_PAYLOADS = ("output.pickle", "output.dill", "output.cloudpickle", "output.joblib")
+LEGACY_PAYLOADS = tuple(f"output.{name}" for name in PICKLE_FAMILY_NAMES)
 
 
 def _files_on_disk(session: Session, av: ArtifactVersion) -> dict[str, Path]:
