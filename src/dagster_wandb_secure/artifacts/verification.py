@@ -31,6 +31,7 @@ from ..core.errors import (
     UnsignedPayloadError,
 )
 from ..core.fsutil import safe_relpath
+from ..core.serializers import PICKLE_FAMILY_NAMES
 from ..stores.base import ArtifactStore, ArtifactVersion
 from .config import ReadConfig, WandbArtifactsIOManagerError
 from .private_copies import PrivateCopies, copy_verified
@@ -43,7 +44,7 @@ from .wandb_objects import VerifiedSource
 if TYPE_CHECKING:
     from ..core.manifest import ManifestEntry
 
-LEGACY_PAYLOADS = ("output.pickle", "output.dill", "output.cloudpickle", "output.joblib")
+LEGACY_PAYLOADS = tuple(f"output.{name}" for name in PICKLE_FAMILY_NAMES)
 
 
 def files_on_disk(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:

@@ -38,6 +38,7 @@ from ..core.errors import (
     UnsafePathError,
 )
 from ..core.manifest import MANIFEST_NAME
+from ..core.serializers import PICKLE_FAMILY_NAMES
 
 if TYPE_CHECKING:
     from ..core.keys import KeyStore
@@ -52,7 +53,7 @@ __all__ = [
     "scan_bytes",
 ]
 
-LEGACY_SERIALIZERS = ("pickle", "dill", "cloudpickle", "joblib")
+LEGACY_SERIALIZERS = PICKLE_FAMILY_NAMES
 PICKLE_SUFFIXES = (".pickle", ".pkl", ".dill", ".cloudpickle", ".joblib", ".p")
 MAX_SCAN_BYTES = 2 << 30
 ADOPTED = "adopted"

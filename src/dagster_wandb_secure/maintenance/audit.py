@@ -61,7 +61,6 @@ __all__ = [
 ]
 
 AUDIT_SCHEMA = "dagster-wandb-secure/audit/v1"
-LEGACY_SUFFIXES = ("pickle", "dill", "cloudpickle", "joblib")
 MAX_FOLDER_FILES = 100_000
 
 
