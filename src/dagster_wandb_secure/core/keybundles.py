@@ -39,7 +39,9 @@ __all__ = [
     "Bundle",
     "EnvKey",
     "bundle_kid",
+    "check_reimport",
     "env_key",
+    "imported_record",
     "parse_bundle",
     "render_bundle",
 ]
@@ -195,6 +197,38 @@ def bundle_kid(bundle: Bundle, fingerprint: str, kid: str | None) -> str:
                 key_id=new_kid,
             )
     return new_kid
+
+
+def check_reimport(existing: KeyRecord, alg: str, fingerprint: str) -> None:
+    """Importing a key whose id the store already holds: fine only for the same, live key."""
+    if existing.fingerprint != fingerprint or existing.alg != alg:
+        raise KeyStoreError(
+            f"key id {existing.kid} is already bound to another key in this store",
+            key_id=existing.kid,
+            hint="two different keys claim the same id: find out which is genuine",
+        )
+    if existing.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
+        raise KeyStoreError(
+            f"key {existing.kid} is {existing.status.value} in this store; "
+            "refusing to trust it again",
+            key_id=existing.kid,
+        )
+
+
+def imported_record(bundle: Bundle, kid: str, fingerprint: str, created_at: datetime) -> KeyRecord:
+    """The verify-only record of an imported public key."""
+    return KeyRecord(
+        kid=kid,
+        alg=bundle.alg,
+        status=KeyStatus.VERIFY_ONLY,
+        created_at=created_at,
+        not_after=bundle.not_after,
+        fingerprint=fingerprint,
+        has_private=False,
+        origin="imported-public",
+        revoked_reason=None,
+        passphrase_env=None,
+    )
 
 
 # --- environment keys ----------------------------------------------------------------------------

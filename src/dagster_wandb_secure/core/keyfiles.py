@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .algorithms import REGISTRY, algorithm
-from .errors import KeyStoreError, WeakKeyError
+from .errors import KeyPermissionError, KeyStoreError, WeakKeyError
 from .fsutil import PRIVATE_DIR_MODE, check_private_mode, fsync_dir, open_no_follow
 from .keyrecords import KeyRecord, file_sig
 
@@ -27,6 +27,7 @@ __all__ = [
     "PUBLIC_DIR",
     "PUBLIC_FILE_MODE",
     "KeyFiles",
+    "check_not_writable_by_others",
     "passphrase",
 ]
 
@@ -46,6 +47,16 @@ def passphrase(var: str, kid: str | None) -> bytes:
             hint=f"export {var} with the passphrase that encrypts this key's PEM file",
         )
     return value.encode("utf-8")
+
+
+def check_not_writable_by_others(path: Path) -> None:
+    st = path.stat()
+    if st.st_mode & 0o022:
+        raise KeyPermissionError(
+            f"{path} has mode {stat.S_IMODE(st.st_mode):o}, writable by group or others: "
+            "anyone in them could replace the trusted keys",
+            hint=f"run: chmod 700 {path}",
+        )
 
 
 class KeyFiles:

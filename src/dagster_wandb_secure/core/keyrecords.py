@@ -11,16 +11,22 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from .algorithms import ALGORITHMS, PUBLIC_KEY_ALGORITHMS, algorithm
 from .canonical import reject_duplicate_keys
-from .errors import KeyPermissionError, KeyStoreError, UnknownKeyError
+from .errors import (
+    ExpiredKeyError,
+    KeyPermissionError,
+    KeyStoreError,
+    RevokedKeyError,
+    UnknownKeyError,
+)
 
 __all__ = [
     "ENV_NAME_RE",
@@ -34,7 +40,10 @@ __all__ = [
     "aware",
     "check_env_name",
     "check_kid",
+    "check_promotable",
+    "check_verifiable",
     "dump_store",
+    "expiry",
     "file_sig",
     "fmt_time",
     "now",
@@ -42,6 +51,7 @@ __all__ = [
     "parse_time",
     "read_store_file",
     "safe_kid",
+    "signing_refusal",
 ]
 
 KID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -326,3 +336,91 @@ def read_store_file(file: Path, *, pin: bool = False) -> tuple[bytes, os.stat_re
         return raw, st, fd
     os.close(fd)
     return raw, st, None
+
+
+# --- what a record permits -----------------------------------------------------------------------
+
+
+def signing_refusal(record: KeyRecord, now: datetime) -> str | None:
+    """Why ``record`` cannot sign at ``now`` (None when it can)."""
+    if record.can_sign(now):
+        return None
+    if record.status is not KeyStatus.PRIMARY:
+        return f"it is {record.status.value} (only the primary signs)"
+    if not record.has_private:
+        return "it has no private material"
+    assert record.not_after is not None
+    return f"it expired at {fmt_time(record.not_after)}"
+
+
+def check_verifiable(
+    record: KeyRecord,
+    signed_at: datetime,
+    clock: Callable[[], datetime],
+    *,
+    artifact: str | None,
+) -> None:
+    """``RevokedKeyError`` / ``ExpiredKeyError`` unless ``record`` verifies a signature made at
+    ``signed_at`` (a naive one is read as UTC); ``clock`` is read only for a retired key."""
+    if not isinstance(signed_at, datetime):
+        raise KeyStoreError(
+            f"signed_at must be a datetime, not {type(signed_at).__name__}",
+            artifact=artifact,
+            key_id=record.kid,
+            hint="parse the envelope's signed_at before calling verify",
+        )
+    if record.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
+        why = f": {record.revoked_reason}" if record.revoked_reason else ""
+        raise RevokedKeyError(
+            f"key {record.kid} is {record.status.value}{why}", artifact=artifact, key_id=record.kid
+        )
+    if record.not_after is not None:
+        signed = aware(signed_at)
+        if signed > record.not_after:
+            raise ExpiredKeyError(
+                f"signed at {fmt_time(signed)}, after key {record.kid} expired at "
+                f"{fmt_time(record.not_after)}",
+                artifact=artifact,
+                key_id=record.kid,
+            )
+        if record.status is KeyStatus.VERIFY_ONLY and clock() > record.not_after:
+            raise ExpiredKeyError(
+                f"key {record.kid} is retired and its grace period ended at "
+                f"{fmt_time(record.not_after)}; it verifies nothing any more",
+                artifact=artifact,
+                key_id=record.kid,
+            )
+
+
+def expiry(now: datetime, expires_in: timedelta | None) -> datetime | None:
+    """The ``not_after`` of a key created at ``now`` that lives ``expires_in`` (None: forever)."""
+    if expires_in is None:
+        return None
+    if not isinstance(expires_in, timedelta) or expires_in <= timedelta(0):
+        raise KeyStoreError(
+            f"expires_in must be a positive duration, not {expires_in!r}",
+            hint="pass e.g. timedelta(days=90)",
+        )
+    return now + expires_in
+
+
+def check_promotable(record: KeyRecord, clock: Callable[[], datetime]) -> None:
+    """``KeyStoreError`` unless ``record`` may become the primary."""
+    if record.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
+        raise KeyStoreError(
+            f"key {record.kid} is {record.status.value} and can never sign again",
+            key_id=record.kid,
+            hint="rotate to a new key: `dagster-wandb-secure keys rotate`",
+        )
+    if not record.has_private:
+        raise KeyStoreError(
+            f"key {record.kid} is a public key only; it cannot sign",
+            key_id=record.kid,
+            hint="promote a key generated in this store",
+        )
+    if record.not_after is not None and clock() > record.not_after:
+        raise KeyStoreError(
+            f"key {record.kid} expired at {fmt_time(record.not_after)}",
+            key_id=record.kid,
+            hint="rotate to a new key: `dagster-wandb-secure keys rotate`",
+        )

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -47,6 +46,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: F401 - patched
 
 from .algorithms import (
     ALGORITHMS,
+    DEFAULT_ALGORITHM,
     ED25519,
     HMAC_FINGERPRINT_TAG,
     HMAC_SHA256,
@@ -58,11 +58,8 @@ from .algorithms import (
 from .algorithms import decode_b64_secret as _decode_b64_secret  # noqa: F401 - patched by tests
 from .errors import (
     AlgorithmMismatchError,
-    ExpiredKeyError,
-    KeyPermissionError,
     KeyStoreError,
     NoSigningKeyError,
-    RevokedKeyError,
     TamperedPayloadError,
     UnknownKeyError,
 )
@@ -72,13 +69,30 @@ from .fsutil import (
     InterProcessLock,
     atomic_write,
 )
-from .keybundles import EnvKey, bundle_kid, env_key, parse_bundle, render_bundle
-from .keyfiles import PUBLIC_FILE_MODE, KeyFiles, passphrase
-from .keyrecords import KID_RE, KeyRecord, KeyStatus, check_env_name, check_kid, safe_kid
-from .keyrecords import aware as _aware
+from .keybundles import (
+    EnvKey,
+    bundle_kid,
+    check_reimport,
+    env_key,
+    imported_record,
+    parse_bundle,
+    render_bundle,
+)
+from .keyfiles import PUBLIC_FILE_MODE, KeyFiles, check_not_writable_by_others, passphrase
+from .keyrecords import (
+    KID_RE,
+    KeyRecord,
+    KeyStatus,
+    check_env_name,
+    check_kid,
+    check_promotable,
+    check_verifiable,
+    expiry,
+    safe_kid,
+    signing_refusal,
+)
 from .keyrecords import dump_store as _dump_store
 from .keyrecords import file_sig as _file_sig
-from .keyrecords import fmt_time as _fmt_time
 from .keyrecords import now as _now
 from .keyrecords import parse_store as _parse_store
 from .keyrecords import read_store_file as _read_store_file
@@ -166,7 +180,7 @@ class KeyStore:
             if not create:
                 raise KeyStoreError(
                     f"no key store at {path}",
-                    hint=f"create one with `dagster-wandb-secure keys generate --key-store {path} --alg ed25519`",
+                    hint=f"create one with `dagster-wandb-secure keys generate --key-store {path} --alg {DEFAULT_ALGORITHM}`",
                 )
             path.mkdir(parents=True, mode=PRIVATE_DIR_MODE, exist_ok=True)
             os.chmod(path, PRIVATE_DIR_MODE)
@@ -174,40 +188,24 @@ class KeyStore:
         if not path.is_dir():
             raise KeyStoreError(f"{path} is not a folder", hint="point the key store at a folder")
         store = cls(path, clock=clock)
-        store._check_not_writable_by_others(path)
+        check_not_writable_by_others(path)
         if not store._file.exists():
             if not create:
                 raise KeyStoreError(
                     f"{path} holds no {KEYSTORE_FILE}",
-                    hint=f"create one with `dagster-wandb-secure keys generate --key-store {path} --alg ed25519`",
+                    hint=f"create one with `dagster-wandb-secure keys generate --key-store {path} --alg {DEFAULT_ALGORITHM}`",
                 )
             with store._lock:
                 if not store._file.exists():
                     # A new store: make its folder private even if it already existed (e.g. a
                     # checked-out keys/ folder) - it is about to hold key material.
                     os.chmod(path, PRIVATE_DIR_MODE)
-                    store._ensure_dirs()
+                    store._files.ensure_dirs()
                     atomic_write(store._file, _dump_store([]), mode=KEYSTORE_FILE_MODE)
         state = store._current()
         if any(r.has_private for r in state.records.values()):
-            store._check_private_dirs()
+            store._files.check_private_dirs()
         return store
-
-    def _ensure_dirs(self) -> None:
-        self._files.ensure_dirs()
-
-    @staticmethod
-    def _check_not_writable_by_others(path: Path) -> None:
-        st = path.stat()
-        if st.st_mode & 0o022:
-            raise KeyPermissionError(
-                f"{path} has mode {stat.S_IMODE(st.st_mode):o}, writable by group or others: "
-                "anyone in them could replace the trusted keys",
-                hint=f"run: chmod 700 {path}",
-            )
-
-    def _check_private_dirs(self) -> None:
-        self._files.check_private_dirs()
 
     # -- reading records --------------------------------------------------------------------------
 
@@ -235,14 +233,9 @@ class KeyStore:
             return state
         return self._reload()
 
-    def _read_file(self, *, pin: bool = False) -> tuple[bytes, os.stat_result, int | None]:
-        """Read keystore.json (no symlinks, bounded); with ``pin`` keep its descriptor open
-        and return it."""
-        return _read_store_file(self._file, pin=pin)
-
     def _reload(self) -> _State:
         with self._mutex:
-            raw, st, fd = self._read_file(pin=True)
+            raw, st, fd = _read_store_file(self._file, pin=True)
             assert fd is not None
             try:
                 records = _parse_store(raw, self._file)
@@ -317,8 +310,8 @@ class KeyStore:
         with one atomic replace. ``change`` may write key material (before the record)."""
         self._after_fork_check()
         with self._mutex, self._lock:
-            self._ensure_dirs()
-            raw, _, _ = self._read_file()
+            self._files.ensure_dirs()
+            raw, _, _ = _read_store_file(self._file)
             records = _parse_store(raw, self._file)
             new_records, result = change(records)
             primaries = [r.kid for r in new_records if r.status is KeyStatus.PRIMARY]
@@ -370,14 +363,7 @@ class KeyStore:
             check_env_name(passphrase_env, what="passphrase environment variable name")
             algo.check_passphrase_allowed()
         now = self.clock()
-        not_after = None
-        if expires_in is not None:
-            if not isinstance(expires_in, timedelta) or expires_in <= timedelta(0):
-                raise KeyStoreError(
-                    f"expires_in must be a positive duration, not {expires_in!r}",
-                    hint="pass e.g. timedelta(days=90)",
-                )
-            not_after = now + expires_in
+        not_after = expiry(now, expires_in)
         kid = self._new_kid(records)
         password = passphrase(passphrase_env, kid) if passphrase_env is not None else None
         material = algo.generate(password)
@@ -420,26 +406,6 @@ class KeyStore:
 
         return self._mutate(change)
 
-    def _promotable(self, record: KeyRecord) -> None:
-        if record.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
-            raise KeyStoreError(
-                f"key {record.kid} is {record.status.value} and can never sign again",
-                key_id=record.kid,
-                hint="rotate to a new key: `dagster-wandb-secure keys rotate`",
-            )
-        if not record.has_private:
-            raise KeyStoreError(
-                f"key {record.kid} is a public key only; it cannot sign",
-                key_id=record.kid,
-                hint="promote a key generated in this store",
-            )
-        if record.not_after is not None and self.clock() > record.not_after:
-            raise KeyStoreError(
-                f"key {record.kid} expired at {_fmt_time(record.not_after)}",
-                key_id=record.kid,
-                hint="rotate to a new key: `dagster-wandb-secure keys rotate`",
-            )
-
     def promote(self, kid: str) -> None:
         """Make ``kid`` the primary; the old primary becomes verify-only."""
         check_kid(kid)
@@ -447,7 +413,7 @@ class KeyStore:
 
         def change(records: dict[str, KeyRecord]) -> tuple[list[KeyRecord], None]:
             target = self._require(records, kid)
-            self._promotable(target)
+            check_promotable(target, self.clock)
             out = []
             for r in records.values():
                 if r.kid == kid:
@@ -483,7 +449,7 @@ class KeyStore:
                     raise NoSigningKeyError(
                         f"the key store at {self.path} has no primary key to take the "
                         "algorithm from",
-                        hint="pass the algorithm: `keys rotate --alg ed25519`",
+                        hint=f"pass the algorithm: `keys rotate --alg {DEFAULT_ALGORITHM}`",
                     )
                 use_alg = old.alg
             record = self._make_material(
@@ -570,11 +536,8 @@ class KeyStore:
         self._after_fork_check()
         with self._mutex, self._lock:
             self._mutate(change)
-            self._remove_private(kid)
+            self._files.remove_private(kid)
         self._forget(kid)
-
-    def _remove_private(self, kid: str) -> None:
-        self._files.remove_private(kid)
 
     def _forget(self, kid: str) -> None:
         with self._mutex:
@@ -587,8 +550,8 @@ class KeyStore:
         removed: list[Path] = []
         self._after_fork_check()
         with self._mutex, self._lock:
-            self._ensure_dirs()
-            raw, _, _ = self._read_file()
+            self._files.ensure_dirs()
+            raw, _, _ = _read_store_file(self._file)
             records = _parse_store(raw, self._file)
             removed.extend(self._files.remove_orphans(records))
             # temp files of an interrupted keystore.json replace
@@ -635,35 +598,15 @@ class KeyStore:
         def change(records: dict[str, KeyRecord]) -> tuple[list[KeyRecord], str]:
             existing = records.get(new_kid)
             if existing is not None:
-                if existing.fingerprint != fingerprint or existing.alg != bundle.alg:
-                    raise KeyStoreError(
-                        f"key id {new_kid} is already bound to another key in this store",
-                        key_id=new_kid,
-                        hint="two different keys claim the same id: find out which is genuine",
-                    )
-                if existing.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
-                    raise KeyStoreError(
-                        f"key {new_kid} is {existing.status.value} in this store; "
-                        "refusing to trust it again",
-                        key_id=new_kid,
-                    )
+                check_reimport(existing, bundle.alg, fingerprint)
                 return list(records.values()), new_kid
             atomic_write(
                 self._files.public_path(new_kid, bundle.alg),
                 algo.serialize_public(public),
                 mode=PUBLIC_FILE_MODE,
             )
-            record = KeyRecord(
-                kid=new_kid,
-                alg=bundle.alg,
-                status=KeyStatus.VERIFY_ONLY,
-                created_at=bundle.created_at or self.clock(),
-                not_after=bundle.not_after,
-                fingerprint=fingerprint,
-                has_private=False,
-                origin="imported-public",
-                revoked_reason=None,
-                passphrase_env=None,
+            record = imported_record(
+                bundle, new_kid, fingerprint, bundle.created_at or self.clock()
             )
             return [*records.values(), record], new_kid
 
@@ -716,15 +659,8 @@ class KeyStore:
             if found is None:
                 raise NoSigningKeyError(f"no key {kid} in the key store at {self.path}", key_id=kid)
             record = found
-        now = self.clock()
-        if not record.can_sign(now):
-            if record.status is not KeyStatus.PRIMARY:
-                why = f"it is {record.status.value} (only the primary signs)"
-            elif not record.has_private:
-                why = "it has no private material"
-            else:
-                assert record.not_after is not None
-                why = f"it expired at {_fmt_time(record.not_after)}"
+        why = signing_refusal(record, self.clock())
+        if why is not None:
             raise NoSigningKeyError(f"key {record.kid} cannot sign: {why}", key_id=record.kid)
         if record.origin == "env":
             stored = self._current().records.get(record.kid)
@@ -779,34 +715,7 @@ class KeyStore:
                 artifact=artifact,
                 key_id=kid,
             )
-        if not isinstance(signed_at, datetime):
-            raise KeyStoreError(
-                f"signed_at must be a datetime, not {type(signed_at).__name__}",
-                artifact=artifact,
-                key_id=kid,
-                hint="parse the envelope's signed_at before calling verify",
-            )
-        if record.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
-            why = f": {record.revoked_reason}" if record.revoked_reason else ""
-            raise RevokedKeyError(
-                f"key {kid} is {record.status.value}{why}", artifact=artifact, key_id=kid
-            )
-        if record.not_after is not None:
-            signed = _aware(signed_at)
-            if signed > record.not_after:
-                raise ExpiredKeyError(
-                    f"signed at {_fmt_time(signed)}, after key {kid} expired at "
-                    f"{_fmt_time(record.not_after)}",
-                    artifact=artifact,
-                    key_id=kid,
-                )
-            if record.status is KeyStatus.VERIFY_ONLY and self.clock() > record.not_after:
-                raise ExpiredKeyError(
-                    f"key {kid} is retired and its grace period ended at "
-                    f"{_fmt_time(record.not_after)}; it verifies nothing any more",
-                    artifact=artifact,
-                    key_id=kid,
-                )
+        check_verifiable(record, signed_at, self.clock, artifact=artifact)
         algo = algorithm(record.alg)
         if (
             not isinstance(signature, bytes | bytearray | memoryview)
