@@ -1,4 +1,10 @@
-"""The key store: key records, private and public key material, ``signer()`` and ``verify()``.
+"""The key store's lifecycle: open, generate, promote, rotate, retire, revoke, destroy, import;
+``signer()`` and ``verify()``.
+
+Its parts live next to it: the algorithm table in ``algorithms.py``, key records and the
+``keystore.json`` format in ``keyrecords.py``, key files and their caches in ``keyfiles.py``,
+public key bundles and environment keys in ``keybundles.py``. This module re-exports the names
+importers use (``KeyStore``, ``KeyRecord``, ``KeyStatus``, ``ALGORITHMS``, ``check_kid``, ...).
 
 A key store is a folder (layout and file formats in ``keys/README.md``)::
 
@@ -78,7 +84,12 @@ from .keybundles import (
     parse_bundle,
     render_bundle,
 )
-from .keyfiles import PUBLIC_FILE_MODE, KeyFiles, check_not_writable_by_others, passphrase
+from .keyfiles import (
+    PUBLIC_FILE_MODE,
+    KeyFiles,
+    check_not_writable_by_others,
+    passphrase,
+)
 from .keyrecords import (
     KID_RE,
     KeyRecord,
