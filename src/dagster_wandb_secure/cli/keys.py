@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..core.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, REGISTRY, algorithm
 from ..core.errors import KeyStoreError
 from ._common import (
     EXIT_FAILED,
@@ -37,9 +38,11 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-ALG_HELP = "Algorithm: ed25519 (readers hold only public keys) or hmac-sha256 (shared secret)."
+ALG_HELP = (
+    "Algorithm: " + " or ".join(f"{name} ({cls.summary})" for name, cls in REGISTRY.items()) + "."
+)
 # the options of a command that creates a key (init, generate)
-NewKeyAlgOption = typer.Option("ed25519", "--alg", help=ALG_HELP)
+NewKeyAlgOption = typer.Option(DEFAULT_ALGORITHM, "--alg", help=ALG_HELP)
 ExpiresInOption = typer.Option(None, "--expires-in", help="Key lifetime, e.g. 90d.")
 PassphraseEnvOption = typer.Option(
     None,
@@ -63,8 +66,6 @@ def _report(as_json: bool, kind: str, message: str, body: dict[str, Any]) -> Non
 
 
 def _check_alg(alg: str | None) -> str | None:
-    from ..core.keys import ALGORITHMS
-
     if alg is not None and alg not in ALGORITHMS:
         raise typer.BadParameter(
             f"{alg!r} is not one of {', '.join(ALGORITHMS)}", param_hint="--alg"
@@ -115,7 +116,7 @@ def generate_cmd(
     if record.status.value != "primary":
         msg += (
             f"; next: `keys export-public {kid}` for readers, then `keys promote {kid}`"
-            if alg == "ed25519"
+            if algorithm(alg).has_public_half()
             else f"; next: `keys promote {kid}`"
         )
     _report(json_out, "keys-generate", msg, {"kid": kid, "key": _record_doc(record)})

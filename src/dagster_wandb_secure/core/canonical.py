@@ -68,7 +68,7 @@ def decode(data: bytes | memoryview, *, max_bytes: int = 65536) -> Any:
     try:
         value = json.loads(
             text,
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=reject_duplicate_keys,
             parse_float=_reject_float,
             parse_int=_bounded_int,
             parse_constant=_reject_constant,
@@ -103,7 +103,9 @@ def _check_depth_bytes(raw: bytes) -> None:
             depth -= 1
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A ``json.loads`` ``object_pairs_hook`` that refuses an object naming a key twice
+    (``CanonicalJSONError``, a ``ValueError``)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import canonical
+from .algorithms import SIGNATURE_SIZES
 from .errors import (
     ContextMismatchError,
     MalformedEnvelopeError,
@@ -66,7 +67,6 @@ FORMAT_VERSION = 1
 TAG = b"dagster-wandb-secure/envelope/v1\x00"
 PREAMBLE = struct.Struct(">8sBBIH")
 PREAMBLE_SIZE = PREAMBLE.size  # 16
-SIGNATURE_SIZES = {"ed25519": 64, "hmac-sha256": 32}
 MAX_SIGNATURE_SIZE = 512
 HEADER_KEYS = frozenset(
     {

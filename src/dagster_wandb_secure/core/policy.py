@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .algorithms import ALGORITHMS
 from .errors import (
     AlgorithmMismatchError,
     ConfigurationError,
@@ -24,7 +25,7 @@ from .errors import (
 )
 from .serializers import PICKLE_FAMILY, SERIALIZERS, ZipLimits
 
-KNOWN_ALGORITHMS: tuple[str, ...] = ("ed25519", "hmac-sha256")
+KNOWN_ALGORITHMS: tuple[str, ...] = ALGORITHMS  # the algorithm table's allow-list
 SAFE_FORMATS: frozenset[str] = frozenset({"skops", "onnx"})
 GiB = 1 << 30
 
