@@ -128,12 +128,13 @@ def build_definitions(root: Path, key_dir: Path) -> Definitions:
 
 
 def _ensure_key(key_dir: Path) -> str:
+    from .core.algorithms import DEFAULT_ALGORITHM
     from .core.keys import KeyStore
 
     ks = KeyStore.open(key_dir)
     if not ks.records():
-        kid = ks.generate("ed25519")
-        print(f"  generated signing key {kid} (ed25519) in {key_dir}/")
+        kid = ks.generate(DEFAULT_ALGORITHM)
+        print(f"  generated signing key {kid} ({DEFAULT_ALGORITHM}) in {key_dir}/")
         return kid
     return ks.primary().kid
 

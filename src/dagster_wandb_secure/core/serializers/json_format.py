@@ -8,6 +8,7 @@ import platform
 from collections.abc import Mapping
 from typing import Any
 
+from ..canonical import reject_duplicate_keys
 from ._base import Serializer
 from ._buffers import Buffer
 from .zip_checks import ZipLimits
@@ -37,16 +38,6 @@ def _check_json_value(value: Any, depth: int = 0) -> None:
     raise ValueError(
         f"{type(value).__name__} is not JSON data (use dict, list, str, int, float, bool, None)"
     )
-
-
-# TODO(arch): use canonical's guard
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 def _no_constants(name: str) -> Any:
@@ -80,4 +71,4 @@ class JsonSerializer(Serializer):
         zip_limits: ZipLimits,
     ) -> Any:
         text = str(view, "utf-8", "strict")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return json.loads(text, object_pairs_hook=reject_duplicate_keys, parse_constant=_no_constants)
