@@ -12,8 +12,9 @@ Layout of a store folder::
       staging/<id>/        publishes in progress (and discarded folders); ignored by readers
       artifacts/<entity>/<project>/<name>/v<N>/<files...>   one folder per published version
 
-The index (tables, schema version, connections) is described in ``local_index``; checking a
-publish's inputs and copying its sources into staging in ``local_staging``.
+The index (tables, schema version, connections) lives in ``local_index``; checking a publish's
+inputs and copying its sources into staging in ``local_staging``; opening and listing the files
+of a version folder without following symlinks in ``local_files``.
 
 Publishing a version:
 
@@ -38,7 +39,6 @@ or modified by the store; their files are created read-only.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import secrets
@@ -53,8 +53,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..core.errors import ConfigurationError, SecureArtifactError, UnsafePathError
-from ..core.fsutil import InterProcessLock, fsync_dir, resolve_inside, safe_relpath
+from ..core.fsutil import InterProcessLock, fsync_dir
 from .base import (
+    MAX_VERSION_NUMBER,
     ArtifactNotFoundError,
     ArtifactVersion,
     DiskEntry,
@@ -66,9 +67,20 @@ from .base import (
     parse_version,
     walk_version_folder,
 )
-from .local_index import INDEX_NAME, LocalIndex, artifact_label, version_folder
+from .local_files import MAX_LISTED_ENTRIES, list_version, open_in_version
+from .local_index import (
+    BUSY_TIMEOUT_S,
+    INDEX_NAME,
+    SCHEMA_VERSION,
+    LocalIndex,
+    artifact_label,
+    version_folder,
+)
 from .local_staging import (
+    COPY_CHUNK,
     LATEST,
+    MAX_FILES_PER_VERSION,
+    MAX_RUN_ID_CHARS,
     check_aliases,
     check_run_id,
     check_type,
@@ -79,24 +91,27 @@ from .local_staging import (
     plan_files,
 )
 
-try:  # POSIX only; without it a version file is opened blocking
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
-
-# DiskEntry and walk_version_folder live in .base (the store contract); named here for importers
-__all__ = ["INDEX_NAME", "DiskEntry", "Lineage", "LocalArtifactStore", "walk_version_folder"]
+# DiskEntry, walk_version_folder and the constants below moved to .base, .local_index,
+# .local_files and .local_staging; they stay importable from here.
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "COPY_CHUNK",
+    "INDEX_NAME",
+    "MAX_FILES_PER_VERSION",
+    "MAX_LISTED_ENTRIES",
+    "MAX_RUN_ID_CHARS",
+    "MAX_VERSION_NUMBER",
+    "SCHEMA_VERSION",
+    "DiskEntry",
+    "Lineage",
+    "LocalArtifactStore",
+    "walk_version_folder",
+]
 
 LOCK_NAME = "publish.lock"
 STAGING_DIR = "staging"
 ARTIFACTS_DIR = "artifacts"
 DEFAULT_STAGING_MAX_AGE = 15 * 60.0
-MAX_LISTED_ENTRIES = 100_000
-
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 @dataclass(frozen=True)
@@ -457,8 +472,8 @@ class LocalArtifactStore:
             with contextlib.suppress(OSError):
                 if os.path.samefile(other_dir, target):
                     raise StoreError(
-                        f"the folder {target} already holds {artifact_label(*other)}:v{number}; names "
-                        "that differ only in case collide on this file system",
+                        f"the folder {target} already holds {artifact_label(*other)}:v{number}; "
+                        "names that differ only in case collide on this file system",
                         artifact=artifact_label(entity, project, name),
                         hint="use an artifact name that differs by more than letter case",
                     )
@@ -637,81 +652,15 @@ class LocalArtifactStore:
         check_artifact_name(av.name)
         return self._version_dir(av.entity, av.project, av.name, parse_version(av.version, av.name))
 
-    def _open_fd(self, av: ArtifactVersion, relpath: str) -> tuple[int, Path]:
-        """Open a file of a version without following any symlink on the way; returns a
-        read-only descriptor of a regular file and its path."""
-        where = av.qualified_name
-        root = self._root_of(av)
-        try:
-            rel = safe_relpath(relpath)
-            resolve_inside(root, rel)
-        except UnsafePathError as exc:
-            raise exc.with_location(artifact=where) from None
-        except OSError as exc:
-            raise self._missing_root(av, root, exc) from exc
-        parts = rel.split("/")
-        dir_flags = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
-        try:
-            dir_fd = os.open(root, dir_flags)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise UnsafePathError(
-                    f"the version folder {root} is a symlink or not a folder", artifact=where
-                ) from exc
-            raise self._missing_root(av, root, exc) from exc
-        try:
-            for i, part in enumerate(parts[:-1]):
-                try:
-                    next_fd = os.open(part, dir_flags, dir_fd=dir_fd)
-                except OSError as exc:
-                    self._raise_open_error(exc, "/".join(parts[: i + 1]), rel, where, folder=True)
-                os.close(dir_fd)
-                dir_fd = next_fd
-            try:
-                fd = os.open(
-                    parts[-1], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK, dir_fd=dir_fd
-                )
-            except OSError as exc:
-                self._raise_open_error(exc, rel, rel, where, folder=False)
-        finally:
-            os.close(dir_fd)
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise UnsafePathError(f"{rel!r} is not a regular file", artifact=where)
-        if _O_NONBLOCK and fcntl is not None:
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_NONBLOCK)
-        return fd, root / rel
-
-    def _raise_open_error(
-        self, exc: OSError, part: str, rel: str, where: str, *, folder: bool
-    ) -> None:
-        if exc.errno == errno.ELOOP or (folder and exc.errno == errno.ENOTDIR):
-            kind = "a symlink or not a folder" if folder else "a symlink"
-            raise UnsafePathError(
-                f"{part!r} (of {rel!r}) is {kind}; refusing to follow it", artifact=where
-            ) from exc
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise ArtifactNotFoundError(f"{where} has no file {rel!r}", artifact=where) from exc
-        raise StoreError(f"cannot open {rel!r}: {exc.strerror or exc}", artifact=where) from exc
-
-    def _missing_root(self, av: ArtifactVersion, root: Path, exc: OSError) -> StoreError:
-        return StoreError(
-            f"the folder {root} of this version cannot be opened: {exc.strerror or exc}",
-            artifact=av.qualified_name,
-            hint="the store folder was changed outside dagster-wandb-secure; re-materialize the "
-            "asset or restore the store from a backup",
-        )
-
     def open_file(self, av: ArtifactVersion, relpath: str) -> BinaryIO:
         """Open one file of a version for reading. Refuses unsafe names, symlinks anywhere on
         the path inside the version folder, and non-regular files (typed errors)."""
-        fd, _ = self._open_fd(av, relpath)
+        fd, _ = open_in_version(self._root_of(av), relpath, av.qualified_name)
         return os.fdopen(fd, "rb")
 
     def file_path(self, av: ArtifactVersion, relpath: str) -> Path:
         """The path of one file of a version, after the same checks as ``open_file``."""
-        fd, path = self._open_fd(av, relpath)
+        fd, path = open_in_version(self._root_of(av), relpath, av.qualified_name)
         os.close(fd)
         return path
 
@@ -720,17 +669,4 @@ class LocalArtifactStore:
 
         Symlinks and special files are reported (not skipped) so the verifier can refuse them,
         and files planted after publishing show up; directories themselves are not listed."""
-        where = av.qualified_name
-        root = self._root_of(av)
-        try:
-            st = os.lstat(root)
-        except OSError as exc:
-            raise self._missing_root(av, root, exc) from exc
-        if not stat.S_ISDIR(st.st_mode):
-            raise UnsafePathError(
-                f"the version folder {root} is a symlink or not a folder", artifact=where
-            )
-        try:
-            return walk_version_folder(root, max_entries=MAX_LISTED_ENTRIES, where=where)
-        except OSError as exc:
-            raise StoreError(f"cannot list {root}: {exc.strerror or exc}", artifact=where) from exc
+        return list_version(self._root_of(av), av.qualified_name)
