@@ -970,11 +970,14 @@ def test_offline_stores_of_one_process_share_the_real_run(tmp_path: Path) -> Non
 
 
 def test_product_code_has_no_test_hooks() -> None:
+    import dagster_wandb_secure.stores.wandb_cache as cache_mod
+    import dagster_wandb_secure.stores.wandb_run as run_mod
     import dagster_wandb_secure.stores.wandb_store as mod
 
-    text = Path(mod.__file__).read_text()
-    for hook in ("PYTEST", "pytest", "TESTING"):
-        assert hook not in text
+    for module in (mod, run_mod, cache_mod):
+        text = Path(module.__file__).read_text()
+        for hook in ("PYTEST", "pytest", "TESTING"):
+            assert hook not in text
 
 
 # --- open_store ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..core.errors import ConfigurationError
 from ..core.fsutil import safe_relpath
-from ..stores import default_local_dir
+from ..stores import STORE_KINDS, default_local_dir
 
 CONFIG_KEY = "wandb_artifact_configuration"
 LEGACY_CONFIG_KEY = "wandb_artifact_arguments"
@@ -45,7 +45,7 @@ SERIALIZATION_KEYS = frozenset({"name", "parameters"})
 ADD_FILE_KEYS = frozenset({"local_path", "name", "is_tmp", "skip_cache", "policy", "overwrite"})
 ADD_DIR_KEYS = frozenset({"local_path", "name", "skip_cache", "policy", "merge"})
 ADD_REFERENCE_KEYS = frozenset({"uri", "name", "checksum", "max_objects"})
-STORE_CHOICES = ("auto", "local", "wandb")
+STORE_CHOICES = STORE_KINDS
 RUN_ID_FORBIDDEN = re.compile(r"[/\\#?%:]")
 DEFAULT_CACHE_MINUTES = 60 * 24 * 30
 CACHE_DIR_NAME = "dagster-wandb-secure-cache"

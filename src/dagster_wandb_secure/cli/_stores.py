@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from ..stores import STORE_BACKENDS
+
 StoreKindOption = typer.Option(
     "local", "--store", help="Artifact store: local (a folder) or wandb (W&B, needs an API key)."
 )
@@ -40,8 +42,10 @@ def open_cli_store(
     from ..core.errors import ConfigurationError
     from ..stores import open_store
 
-    if kind not in ("local", "wandb"):
-        raise typer.BadParameter(f"{kind!r} is not local or wandb", param_hint="--store")
+    if kind not in STORE_BACKENDS:
+        raise typer.BadParameter(
+            f"{kind!r} is not {' or '.join(STORE_BACKENDS)}", param_hint="--store"
+        )
     if kind == "wandb":
         if not entity or not project:
             raise ConfigurationError(

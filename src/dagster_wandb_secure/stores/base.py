@@ -1,4 +1,4 @@
-"""What every artifact store offers the Dagster layer and the CLI.
+"""The artifact-store contract: what every store offers the Dagster layer and the CLI.
 
 A store holds artifact *versions* with W&B semantics: ``entity/project/name:vN``, immutable once
 published, with aliases (``latest`` always points at the newest), a type, a description, metadata,
@@ -10,18 +10,24 @@ layer above with the core (envelopes and signed manifests) on the files a store 
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from ..core.errors import ConfigurationError, SecureArtifactError
 
 # W&B artifact names: letters, digits, dashes, underscores and dots.
 ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+# a version as a user may name it in the W&B store ("3" or "v3") and as a label ("v3")
+VERSION_REF_RE = re.compile(r"^v?(\d{1,9})$")
+VERSION_LABEL_RE = re.compile(r"^v(\d{1,9})$")
+MAX_VERSION_NUMBER = 2**62
 
 
 class ArtifactNotFoundError(SecureArtifactError):
@@ -51,6 +57,64 @@ def check_alias(alias: str) -> str:
             f"invalid alias {alias!r}: use letters, digits, '-', '_' or '.', and not the form vN",
         )
     return alias
+
+
+def check_name_part(value: object, what: str, hint: str | None = None) -> str:
+    """Entity, project and type follow the artifact-name rules (they become folder names)."""
+    if not isinstance(value, str) or not ARTIFACT_NAME_RE.fullmatch(value) or value in {".", ".."}:
+        raise ConfigurationError(
+            f"invalid {what} {value!r}: use 1-128 letters, digits, '-', '_' or '.'",
+            hint=hint,
+        )
+    return value
+
+
+# --- version numbers and labels ("v3" <-> 3) -----------------------------------------------------
+
+
+def parse_version(version: int | str, artifact: str) -> int:
+    """The local store's reading of a version a caller names: ``3``, ``"3"`` or ``"v3"``
+    (ASCII digits, ``0 <= N < MAX_VERSION_NUMBER``); anything else is a ConfigurationError."""
+    number: int | None = None
+    if isinstance(version, int) and not isinstance(version, bool):
+        number = version
+    elif isinstance(version, str):
+        digits = version[1:] if version[:1] == "v" else version
+        if digits.isascii() and digits.isdigit() and len(digits) <= 19:
+            number = int(digits)
+    if number is None or not 0 <= number < MAX_VERSION_NUMBER:
+        raise ConfigurationError(
+            f"invalid version {version!r}: use a number like 3 or a label like 'v3'",
+            artifact=artifact,
+        )
+    return number
+
+
+def version_ref_label(version: int | str) -> str:
+    """The W&B store's reading of a version a caller names (``3``, ``"3"`` or ``"v3"``, at most
+    9 digits in a string), as the label W&B resolves (``"v3"``)."""
+    if isinstance(version, bool) or not isinstance(version, int | str):
+        raise ConfigurationError(f"invalid version {version!r}: use a number such as 3 or 'v3'")
+    if isinstance(version, int):
+        if version < 0:
+            raise ConfigurationError(f"invalid version {version!r}: versions start at 0")
+        return f"v{version}"
+    m = VERSION_REF_RE.fullmatch(version)
+    if not m:
+        raise ConfigurationError(f"invalid version {version!r}: use a number such as 3 or 'v3'")
+    return f"v{int(m[1])}"
+
+
+def parse_version_label(label: str | None, what: str) -> int:
+    """The number of a version label a server reported (exactly ``"v<N>"``); StoreError if not."""
+    m = VERSION_LABEL_RE.fullmatch(label or "")
+    if not m:
+        raise StoreError(
+            f"W&B reported an unexpected version label {label!r}",
+            artifact=what,
+            hint="report this; the W&B server answered something the store does not understand",
+        )
+    return int(m[1])
 
 
 @dataclass(frozen=True)
@@ -85,6 +149,52 @@ class ArtifactVersion:
     @property
     def qualified_name(self) -> str:
         return f"{self.entity}/{self.project}/{self.name}:v{self.version}"
+
+
+@dataclass(frozen=True)
+class DiskEntry:
+    """One entry found on disk in a version folder by ``list_files`` (nothing is followed).
+
+    ``kind`` is ``file`` (regular file), ``symlink`` (``link_target`` says where it points) or
+    ``other`` (FIFO, socket, device). ``path`` is the POSIX path relative to the version folder;
+    a name that is not valid UTF-8 on disk appears with surrogate escapes, which
+    ``safe_relpath`` refuses."""
+
+    path: str
+    kind: Literal["file", "symlink", "other"]
+    size: int
+    link_target: str | None = None
+
+
+def walk_version_folder(
+    root: str | Path, *, max_entries: int | None = None, where: str | None = None
+) -> list[DiskEntry]:
+    """Every entry below ``root``, sorted by path, following no symlink (``list_files`` of both
+    stores). Directories are walked, not listed. OSError from the file system propagates; more
+    than ``max_entries`` entries (found plus folders still to walk) raises StoreError."""
+    found: list[DiskEntry] = []
+    stack: list[tuple[str, str]] = [("", str(root))]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                rel = prefix + entry.name
+                est = entry.stat(follow_symlinks=False)
+                if stat.S_ISLNK(est.st_mode):
+                    found.append(DiskEntry(rel, "symlink", est.st_size, os.readlink(entry.path)))
+                elif stat.S_ISDIR(est.st_mode):
+                    stack.append((rel + "/", entry.path))
+                elif stat.S_ISREG(est.st_mode):
+                    found.append(DiskEntry(rel, "file", est.st_size))
+                else:
+                    found.append(DiskEntry(rel, "other", 0))
+                if max_entries is not None and len(found) + len(stack) > max_entries:
+                    raise StoreError(
+                        f"the version folder {root} holds more than {max_entries} entries",
+                        artifact=where,
+                    )
+    found.sort(key=lambda e: e.path)
+    return found
 
 
 class ArtifactStore(Protocol):
@@ -127,6 +237,11 @@ class ArtifactStore(Protocol):
     def list_versions(
         self, *, entity: str | None = None, project: str | None = None, name: str | None = None
     ) -> Iterator[ArtifactVersion]: ...
+
+    def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
+        """What is actually on disk in the version folder, sorted by path, following nothing
+        (symlinks and special files are reported so the verifier can refuse them)."""
+        ...
 
     def record_use(self, av: ArtifactVersion, run_id: str | None) -> None:
         """Lineage: a Dagster run read this version."""

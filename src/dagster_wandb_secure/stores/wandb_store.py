@@ -18,23 +18,10 @@ the same bytes into wandb's offline run, so ``wandb sync`` uploads them later. R
 from the mirror. Nothing waits on a server and no ``wandb.Api`` is ever built. Version numbers the
 server assigns at sync time may differ from the mirror's.
 
-**The W&B run** is started lazily, on the first operation that needs one (``publish``, or
-``record_use`` online), with ``resume="allow"`` and the tag ``dagster_wandb``. Stores of one process
-naming the same run id share one run (wandb refuses two active runs with one id); ``close()``
-releases it and the last user finishes it. Run starts are serialized per ``base_dir`` across
-processes (wandb would otherwise give two processes starting the same run id in the same second
-one shared, corrupted run folder). Construction only validates the configuration. Offline, wandb
-writes the run's transaction log asynchronously: it is complete once ``close()`` returned *and*
-wandb's service flushed it (at the latest when the process exits, through wandb's own atexit
-hook); only then should ``wandb sync`` be run on the folder.
-
-**The download cache** (online) lives in ``<base_dir>/wandb-secure/cache/<entity>/<project>/<name>/
-v<N>/``. Each version has a lock file (``.v<N>.lock``), a last-use stamp (``.v<N>.used``, touched on
-every resolve and file access) and the W&B digest it was downloaded for (``.v<N>.digest``).
-``cleanup_cache`` removes a version only while holding its lock, and only when its stamp is older
-than ``max(cache_duration, MIN_CACHE_AGE)``: a version that another process is downloading or has
-just resolved is never removed. ``cache_duration=timedelta(0)`` means "keep nothing longer than
-``MIN_CACHE_AGE``".
+**The W&B run** (``wandb_run``) is started lazily, on the first operation that needs one, and
+shared by the stores of one process naming the same run id; construction only validates the
+configuration. **The download cache** (``wandb_cache``, online only) holds one locked, stamped
+folder per version and is cleaned after every online publish and resolve.
 
 **The test seam** is the single constructor argument ``sdk``: ``None`` (the default) means the real
 ``wandb`` module. Tests pass an object faking the few calls listed above to exercise the online
@@ -48,195 +35,107 @@ path, since no W&B server can run in the test environment. There is no other tes
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import logging
 import os
-import re
 import shutil
-import stat
 import threading
-import time
-import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal
-
-from filelock import Timeout as LockTimeout
+from typing import Any, BinaryIO
 
 from ..core.errors import ConfigurationError, UnsafePathError
-from ..core.fsutil import (
-    InterProcessLock,
-    atomic_write,
-    open_no_follow,
-    safe_relpath,
-)
+from ..core.fsutil import safe_relpath
 from .base import (
     ArtifactNotFoundError,
     ArtifactVersion,
-    FileEntry,
+    DiskEntry,
     StoreError,
     check_alias,
     check_artifact_name,
+    check_name_part,
+    parse_version_label,
+    version_ref_label,
 )
-from .local import DiskEntry, LocalArtifactStore, walk_version_folder
+from .local import LocalArtifactStore
+from .wandb_cache import (
+    CACHE_LOCK_TIMEOUT,
+    DEFAULT_CACHE_DURATION,
+    MIN_CACHE_AGE,
+    STALE_STAGING_AGE,
+    DownloadCache,
+    copy_hashing,
+)
+from .wandb_run import (
+    DAGSTER_WANDB_TAG,
+    INIT_LOCK_NAME,
+    MAX_RUN_ID_LEN,
+    MAX_RUN_NAME_LEN,
+    MAX_TAG_LEN,
+    RUN_ID_FORBIDDEN,
+    RUN_START_TIMEOUT,
+    Mode,
+    Secret,
+    WandbRun,
+    attr_obj,
+    attr_str,
+    check_host,
+    check_run_id,
+    check_run_tags,
+    resolve_mode,
+)
+
+# The names below moved to wandb_run / wandb_cache; they stay importable from here.
+__all__ = [
+    "CACHE_LOCK_TIMEOUT",
+    "DAGSTER_WANDB_TAG",
+    "DEFAULT_CACHE_DURATION",
+    "INIT_LOCK_NAME",
+    "MAX_RUN_ID_LEN",
+    "MAX_RUN_NAME_LEN",
+    "MAX_TAG_LEN",
+    "MIN_CACHE_AGE",
+    "RUN_ID_FORBIDDEN",
+    "RUN_START_TIMEOUT",
+    "STALE_STAGING_AGE",
+    "STORE_SUBDIR",
+    "Mode",
+    "WandbArtifactStore",
+    "check_artifact_type",
+    "check_entity",
+    "check_host",
+    "check_project",
+    "check_run_id",
+    "resolve_mode",
+]
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["online", "offline"]
-
-DAGSTER_WANDB_TAG = "dagster_wandb"
 STORE_SUBDIR = "wandb-secure"
-DEFAULT_CACHE_DURATION = timedelta(days=30)
-MIN_CACHE_AGE = timedelta(minutes=5)  # grace period protecting a version a reader just resolved
-STALE_STAGING_AGE = timedelta(days=1)  # leftovers of crashed publishes/downloads
-CACHE_LOCK_TIMEOUT = 600.0  # seconds to wait for another process downloading the same version
-INIT_LOCK_NAME = "wandb-init.lock"
-RUN_START_TIMEOUT = 300.0  # seconds to wait for other processes starting their W&B run
-MAX_RUN_ID_LEN = 128
-MAX_RUN_NAME_LEN = 128
-MAX_TAG_LEN = 64
-_CHUNK = 1 << 20
-
-RUN_ID_FORBIDDEN = frozenset("/\\#?%:")
-# entity, project and type follow the artifact-name rule, as in the local store (they become
-# folder names in the cache and the mirror)
-_PART_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-_VERSION_RE = re.compile(r"^v?(\d{1,9})$")
-_VERSION_DIR_RE = re.compile(r"^v(\d{1,9})$")
-_DOWNLOAD_DIR_RE = re.compile(r"^\.v(\d{1,9})\.download-[0-9a-f]+$")
 
 
 # --- configuration checks -----------------------------------------------------------------------
 
 
-def resolve_mode(mode: str | None) -> Mode:
-    """``mode`` if given, else ``WANDB_MODE``, else online. ``disabled`` is refused (it would drop
-    every artifact silently)."""
-    raw = mode if mode is not None else os.environ.get("WANDB_MODE", "online")
-    value = raw.strip().lower()
-    if value in {"offline", "dryrun"}:
-        return "offline"
-    if value in {"online", "run", ""}:
-        return "online"
-    source = "mode" if mode is not None else "WANDB_MODE"
-    raise ConfigurationError(
-        f"unsupported W&B mode {raw!r} (from {source}); the W&B store needs 'online' or 'offline' "
-        "('disabled' would silently drop every artifact)",
-        hint="set WANDB_MODE=online or offline, or use store='local' for the embedded store",
-    )
-
-
-def check_run_id(run_id: str) -> str:
-    """W&B run ids: 1-128 characters, none of ``/ \\ # ? % :``, no whitespace or control chars."""
-    if not isinstance(run_id, str) or not run_id:
-        raise ConfigurationError(f"invalid run_id {run_id!r}: it must be a non-empty string")
-    bad = sorted({c for c in run_id if c in RUN_ID_FORBIDDEN})
-    if bad:
-        raise ConfigurationError(
-            f"invalid run_id {run_id!r}: W&B forbids the characters {' '.join(bad)} in run ids",
-            hint="use letters, digits, '-' and '_' in run_id (the Dagster run id is fine)",
-        )
-    if len(run_id) > MAX_RUN_ID_LEN or any(
-        c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in run_id
-    ):
-        raise ConfigurationError(
-            f"invalid run_id {run_id!r}: at most {MAX_RUN_ID_LEN} characters, no whitespace or "
-            "control characters",
-        )
-    return run_id
-
-
-def _check_part(value: object, what: str, hint: str = "") -> str:
-    if not isinstance(value, str) or not _PART_RE.fullmatch(value) or value in {".", ".."}:
-        raise ConfigurationError(
-            f"invalid {what} {value!r}: use 1-128 letters, digits, '-', '_' or '.'",
-            hint=hint or None,
-        )
-    return value
+# entity, project and type follow the artifact-name rule, as in the local store (they become
+# folder names in the cache and the mirror)
 
 
 def check_entity(entity: object) -> str:
-    return _check_part(
+    return check_name_part(
         entity, "W&B entity", "set 'entity' in wandb_config to your W&B user or team name"
     )
 
 
 def check_project(project: object) -> str:
-    return _check_part(project, "W&B project", "set 'project' in wandb_config to a W&B project")
-
-
-def check_host(host: str) -> str:
-    parts = urllib.parse.urlsplit(host) if isinstance(host, str) else None
-    if (
-        parts is None
-        or parts.scheme not in {"http", "https"}
-        or not parts.hostname
-        or parts.username is not None
-        or parts.password is not None
-        or parts.query
-        or parts.fragment
-        or any(c.isspace() for c in host)
-    ):
-        raise ConfigurationError(
-            f"invalid W&B host {host!r}: use an http(s) URL such as https://api.wandb.ai, "
-            "without credentials, query or fragment",
-        )
-    return host.rstrip("/")
+    return check_name_part(project, "W&B project", "set 'project' in wandb_config to a W&B project")
 
 
 def check_artifact_type(type_: object) -> str:
-    return _check_part(type_, "artifact type")
-
-
-def _run_tags(tags: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(tags, str):
-        raise ConfigurationError(f"run_tags must be a list of strings, not the string {tags!r}")
-    out: dict[str, None] = {}
-    for tag in (*tags, DAGSTER_WANDB_TAG):
-        if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG_LEN:
-            raise ConfigurationError(
-                f"invalid run tag {tag!r}: tags are non-empty strings of at most {MAX_TAG_LEN} "
-                "characters",
-            )
-        out[tag] = None
-    return tuple(out)
-
-
-def _version_label(version: int | str) -> str:
-    if isinstance(version, bool) or not isinstance(version, int | str):
-        raise ConfigurationError(f"invalid version {version!r}: use a number such as 3 or 'v3'")
-    if isinstance(version, int):
-        if version < 0:
-            raise ConfigurationError(f"invalid version {version!r}: versions start at 0")
-        return f"v{version}"
-    m = _VERSION_RE.fullmatch(version)
-    if not m:
-        raise ConfigurationError(f"invalid version {version!r}: use a number such as 3 or 'v3'")
-    return f"v{int(m[1])}"
-
-
-class _Secret:
-    """Holds the API key so that no repr, log line or traceback locals show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("the W&B API key is not picklable")
+    return check_name_part(type_, "artifact type")
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -290,7 +189,7 @@ class WandbArtifactStore:
             raise ConfigurationError(
                 "api_key starts or ends with whitespace", hint="fix WANDB_API_KEY"
             )
-        self._api_key = _Secret(api_key) if api_key else None
+        self._api_key = Secret(api_key) if api_key else None
         self.host = check_host(host) if host is not None else None
         self.run_id = check_run_id(run_id) if run_id is not None else None
         if run_name is not None and (
@@ -303,7 +202,7 @@ class WandbArtifactStore:
                 f"invalid run_name {run_name!r}: 1-{MAX_RUN_NAME_LEN} printable characters",
             )
         self.run_name = run_name
-        self.run_tags = _run_tags(run_tags)
+        self.run_tags = check_run_tags(run_tags)
         if cache_duration is None:
             cache_duration = DEFAULT_CACHE_DURATION
         if not isinstance(cache_duration, timedelta) or cache_duration < timedelta(0):
@@ -327,9 +226,21 @@ class WandbArtifactStore:
         self._WandbError: type[BaseException] = errors.Error
         self._AuthError: type[BaseException] = errors.AuthenticationError
         self._lock = threading.RLock()
-        self._run: Any = None
-        self._run_key: tuple[Any, ...] | None = None
-        self._api_client: Any = None
+        self._wandb = WandbRun(
+            sdk=self._sdk,
+            mode=self.mode,
+            entity=self.entity,
+            project=self.project,
+            base_dir=self.base_dir,
+            store_dir=self.store_dir,
+            host=self.host,
+            api_key=self._api_key,
+            run_id=self.run_id,
+            run_name=self.run_name,
+            run_tags=self.run_tags,
+            lock=self._lock,
+        )
+        self._cache = DownloadCache(self.cache_dir)
         if mirror is not None and local_dir is not None:
             raise ConfigurationError("give either mirror or local_dir, not both")
         self._mirror_store: LocalArtifactStore | None = mirror
@@ -364,160 +275,26 @@ class WandbArtifactStore:
     @property
     def run(self) -> Any:
         """The active W&B run, or ``None`` before the first operation that needs one."""
-        return self._run
+        return self._wandb.current
 
     def run_info(self) -> dict[str, str | None]:
         """``wandb_run_id``, ``wandb_run_name``, ``wandb_run_path``, ``wandb_run_url`` (and the
         offline run folder), or an empty dict when no run was started."""
-        run = self._run
-        if run is None:
-            return {}
-        info: dict[str, str | None] = {
-            "wandb_run_id": _attr(run, "id"),
-            "wandb_run_name": _attr(run, "name"),
-            "wandb_run_path": _attr(run, "path"),
-            "wandb_run_url": _attr(run, "url"),
-        }
-        if self.offline:
-            info["wandb_offline_run_dir"] = _attr(_attr_obj(run, "settings"), "sync_dir")
-        return info
+        return self._wandb.info()
 
     def close(self) -> None:
         """Release the W&B run (idempotent); the run is finished once no store of this process
         uses it. A later operation starts it again (``resume="allow"``)."""
         with self._lock:
-            run, self._run = self._run, None
-            key, self._run_key = self._run_key, None
+            run, key = self._wandb.detach()
             self._used.clear()
-        if run is None:
-            return
-        with _RUNS_LOCK:
-            shared = _RUNS.get(key) if key is not None else None
-            if shared is not None and shared.run is run:
-                shared.users -= 1
-                if shared.users > 0:
-                    return  # another store of this process still logs to this run
-                del _RUNS[key]
-        try:
-            run.finish()
-        except self._WandbError as exc:
-            raise StoreError(
-                f"finishing the W&B run {_attr(run, 'path')} failed: {self._scrub(exc)}",
-                hint="the run data may be incomplete; for an offline run, `wandb sync` its folder",
-            ) from exc
+        self._wandb.finish(run, key)
 
     def _ensure_run(self) -> Any:
-        with self._lock:
-            if self._run is not None:
-                return self._run
-            # One W&B run per run id per process: wandb refuses a second active run with the
-            # same id, so stores of one process that name the same run share it.
-            key = None
-            if self.run_id is not None:
-                key = (
-                    self._sdk,
-                    self.mode,
-                    str(self.base_dir),
-                    self.host,
-                    self.entity,
-                    self.project,
-                    self.run_id,
-                )
-            with _RUNS_LOCK:
-                shared = _RUNS.get(key) if key is not None else None
-                if shared is not None:
-                    shared.users += 1
-                else:
-                    shared = _SharedRun(self._start_run(), 1)
-                    if key is not None:
-                        _RUNS[key] = shared
-            self._run, self._run_key = shared.run, key
-            return shared.run
-
-    def _start_run(self) -> Any:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        kwargs: dict[str, Any] = {
-            "entity": self.entity,
-            "project": self.project,
-            "id": self.run_id,
-            "name": self.run_name,
-            "tags": list(self.run_tags),
-            "resume": "allow",
-            "dir": str(self.base_dir),
-            "mode": self.mode,
-            # never hand back (or finish) some other run that is active in this process
-            "reinit": "create_new",
-        }
-        settings: dict[str, Any] = {}
-        if not self.offline:
-            if self._api_key is not None:
-                settings["api_key"] = self._api_key.get()
-            if self.host is not None:
-                settings["base_url"] = self.host
-        if settings:
-            kwargs["settings"] = settings
-        where = f"{self.entity}/{self.project}/{self.run_id or '<new run>'}"
-        try:
-            # wandb names the run folder <mode>-<second>-<run id> and cannot stop two processes
-            # starting the same run id in the same second from sharing (and corrupting) one
-            # folder: serialize run starts in this base_dir
-            with InterProcessLock(self.store_dir / INIT_LOCK_NAME, timeout=RUN_START_TIMEOUT):
-                run = self._sdk.init(**kwargs)
-        except LockTimeout as exc:
-            raise StoreError(
-                f"another process has been starting a W&B run in {self.base_dir} for more "
-                f"than {RUN_START_TIMEOUT:.0f} s",
-                hint="check for a hung process using the same base_dir",
-            ) from exc
-        except self._AuthError as exc:
-            raise StoreError(
-                f"W&B refused the credentials while starting run {where}: {self._scrub(exc)}",
-                hint="check the API key (WANDB_API_KEY / api_key) and the host",
-            ) from exc
-        except ValueError as exc:  # wandb's settings validation (host, run id, name, tags)
-            raise ConfigurationError(
-                f"W&B refused the run settings of {where}: {self._scrub(exc)}",
-                hint="check host (e.g. https://api.wandb.ai), run_id, run_name and run_tags",
-            ) from exc
-        except self._WandbError as exc:
-            raise StoreError(
-                f"could not start the W&B run {where} ({self.mode}): {self._scrub(exc)}",
-                hint="check the host, network access and the entity/project; or run with "
-                "WANDB_MODE=offline and `wandb sync` later",
-            ) from exc
-        except BaseException as exc:
-            exc.add_note(f"dagster-wandb-secure: while starting the W&B run {where}")
-            if "in use" in str(exc):
-                exc.add_note(
-                    "dagster-wandb-secure: processes that share one wandb service (the "
-                    "WANDB_SERVICE environment variable) cannot hold the same run id at once; "
-                    "do not start wandb in the parent process, or set distinct run_id values"
-                )
-            raise
-        if self.run_id is not None and _attr(run, "id") != self.run_id:
-            raise StoreError(
-                f"wandb.init returned run {_attr(run, 'id')!r} instead of {self.run_id!r}",
-                hint="another W&B run is active in this process; finish it first",
-            )
-        return run
+        return self._wandb.ensure()
 
     def _api(self, what: str) -> Any:
-        if self.offline:  # pragma: no cover - every offline path is served by the mirror
-            raise StoreError(f"{what}: the W&B API is not available offline")
-        with self._lock:
-            if self._api_client is None:
-                overrides = {"base_url": self.host} if self.host else None
-                key = self._api_key.get() if self._api_key else None
-                try:
-                    self._api_client = self._sdk.Api(api_key=key, overrides=overrides)
-                except self._WandbError as exc:
-                    raise StoreError(
-                        f"{what}: could not connect to the W&B API: {self._scrub(exc)}",
-                        hint="check the API key (WANDB_API_KEY / api_key), the host and network "
-                        "access",
-                    ) from exc
-            return self._api_client
+        return self._wandb.api(what)
 
     def _mirror(self) -> LocalArtifactStore:
         with self._lock:
@@ -526,10 +303,7 @@ class WandbArtifactStore:
             return self._mirror_store
 
     def _scrub(self, exc: object) -> str:
-        text = str(exc)
-        if self._api_key is not None:
-            text = text.replace(self._api_key.get(), "<api key>")
-        return text
+        return self._wandb.scrub(exc)
 
     def _check_target(self, entity: str, project: str) -> None:
         if (entity, project) != (self.entity, self.project):
@@ -656,12 +430,12 @@ class WandbArtifactStore:
         aliases: list[str],
         run_id: str | None,
     ) -> ArtifactVersion:
-        name_dir = self._name_dir(entity, project, name)
+        name_dir = self._cache.name_dir(entity, project, name)
         name_dir.mkdir(parents=True, exist_ok=True)
         staging = name_dir / f".publish-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            entries = {rel: _copy_hashing(src, staging, rel, label) for rel, src in sources.items()}
+            entries = {rel: copy_hashing(src, staging, rel, label) for rel, src in sources.items()}
             run = self._ensure_run()
             artifact = self._new_artifact(label, name, type_, description, meta)
             try:
@@ -670,7 +444,7 @@ class WandbArtifactStore:
                     artifact.add_file(str(staging / rel), name=rel, policy="immutable")
                 logged = run.log_artifact(artifact, aliases=list(aliases))
                 logged.wait()
-                version = _parse_version(_attr(logged, "version"), label)
+                version = parse_version_label(attr_str(logged, "version"), label)
             except self._AuthError as exc:
                 raise StoreError(
                     f"W&B refused the credentials while logging the artifact: {self._scrub(exc)}",
@@ -686,8 +460,10 @@ class WandbArtifactStore:
             except BaseException as exc:
                 exc.add_note(f"dagster-wandb-secure: while logging {label} to W&B")
                 raise
-            with self._version_lock(name_dir, version, label):
-                vdir = self._install(name_dir, version, staging, str(_attr(logged, "digest") or ""))
+            with self._cache.version_lock(name_dir, version, label):
+                vdir = self._cache.install(
+                    name_dir, version, staging, str(attr_str(logged, "digest") or "")
+                )
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -729,7 +505,7 @@ class WandbArtifactStore:
             raise ConfigurationError(
                 "give either a version or an alias, not both", artifact=f"{entity}/{project}/{name}"
             )
-        ref = _version_label(version) if version is not None else check_alias(alias or "latest")
+        ref = version_ref_label(version) if version is not None else check_alias(alias or "latest")
         if self.offline:
             return self._mirror().resolve(entity, project, name, version=version, alias=alias)
         qualified = f"{entity}/{project}/{name}:{ref}"
@@ -742,7 +518,7 @@ class WandbArtifactStore:
         return av
 
     def _fetch(self, qualified: str) -> tuple[Any, bool]:
-        run = self._run
+        run = self._wandb.current
         try:
             if run is not None:
                 return run.use_artifact(qualified), True
@@ -772,13 +548,13 @@ class WandbArtifactStore:
     ) -> ArtifactVersion:
         """Download ``artifact`` into the cache (unless a complete copy of the same digest is
         there) and describe it from disk."""
-        version = _parse_version(_attr(artifact, "version"), qualified)
+        version = parse_version_label(attr_str(artifact, "version"), qualified)
         label = f"{entity}/{project}/{name}"
         expected: dict[str, int | None] = {}  # relpath -> size the manifest promises
         try:
             for path, entry in artifact.manifest.entries.items():
                 what = f"file name {path!r} in the W&B manifest of {label}"
-                size = _attr_obj(entry, "size")
+                size = attr_obj(entry, "size")
                 expected[safe_relpath(str(path), what=what)] = (
                     size if isinstance(size, int) else None
                 )
@@ -799,56 +575,38 @@ class WandbArtifactStore:
                 version=f"v{version}",
                 hint="an empty artifact cannot carry a signature; re-materialize the asset",
             )
-        digest = str(_attr(artifact, "digest") or "")
-        name_dir = self._name_dir(entity, project, name)
-        name_dir.mkdir(parents=True, exist_ok=True)
-        vdir = name_dir / f"v{version}"
-        with self._version_lock(name_dir, version, label):
-            files = self._cached_files(vdir, name_dir, version, digest, expected)
-            if files is None:
-                staging = name_dir / f".v{version}.download-{uuid.uuid4().hex}"
-                staging.mkdir()
-                try:
-                    try:
-                        artifact.download(root=str(staging))
-                    except (self._WandbError, ValueError, OSError) as exc:
-                        raise StoreError(
-                            f"downloading from W&B failed: {self._scrub(exc)}",
-                            artifact=label,
-                            version=f"v{version}",
-                            hint="check network access, disk space and the W&B server status",
-                        ) from exc
-                    except BaseException as exc:
-                        exc.add_note(f"dagster-wandb-secure: while downloading {qualified}")
-                        raise
-                    files = _scan(staging, label, f"v{version}")
-                    mismatch = _manifest_mismatch(files, expected)
-                    if mismatch:
-                        raise StoreError(
-                            f"the downloaded files do not match the W&B manifest ({mismatch})",
-                            artifact=label,
-                            version=f"v{version}",
-                            hint="retry; if it persists, the artifact holds references that "
-                            "cannot be downloaded",
-                        )
-                    self._install(name_dir, version, staging, digest)
-                finally:
-                    if staging.exists():
-                        shutil.rmtree(staging, ignore_errors=True)
-            self._touch(name_dir, version)
-        metadata = dict(_attr_obj(artifact, "metadata") or {})
+        digest = str(attr_str(artifact, "digest") or "")
+
+        def download(staging: Path) -> None:
+            try:
+                artifact.download(root=str(staging))
+            except (self._WandbError, ValueError, OSError) as exc:
+                raise StoreError(
+                    f"downloading from W&B failed: {self._scrub(exc)}",
+                    artifact=label,
+                    version=f"v{version}",
+                    hint="check network access, disk space and the W&B server status",
+                ) from exc
+            except BaseException as exc:
+                exc.add_note(f"dagster-wandb-secure: while downloading {qualified}")
+                raise
+
+        vdir, files = self._cache.fill(
+            entity, project, name, version, digest, expected, label=label, download=download
+        )
+        metadata = dict(attr_obj(artifact, "metadata") or {})
         created_by = metadata.get("source_dagster_run_id")
         return ArtifactVersion(
             entity=entity,
             project=project,
             name=name,
             version=version,
-            type=str(_attr(artifact, "type") or ""),
-            description=_attr(artifact, "description"),
+            type=str(attr_str(artifact, "type") or ""),
+            description=attr_str(artifact, "description"),
             metadata=metadata,
-            aliases=tuple(str(a) for a in (_attr_obj(artifact, "aliases") or ())),
+            aliases=tuple(str(a) for a in (attr_obj(artifact, "aliases") or ())),
             files=files,
-            created_at=_parse_time(_attr(artifact, "created_at")),
+            created_at=_parse_time(attr_str(artifact, "created_at")),
             created_by_run=created_by if isinstance(created_by, str) else None,
             root=vdir,
             extra={"wandb_mode": "online", **self._artifact_extra(artifact), **self.run_info()},
@@ -864,69 +622,13 @@ class WandbArtifactStore:
         anywhere on the way, a non-regular file or an escaping name is refused."""
         if self.offline:
             return self._mirror().file_path(av, relpath)
-        label = f"{av.entity}/{av.project}/{av.name}"
-        relpath = safe_relpath(relpath, what=f"file name in artifact {label}")
-        name_dir = self._name_dir(av.entity, av.project, av.name)
-        if av.root != name_dir / f"v{av.version}":
-            raise StoreError(
-                f"version root {av.root} is not in this store's cache ({self.cache_dir})",
-                artifact=label,
-                version=av.version_label,
-                hint="resolve the version through this store",
-            )
-        current = av.root
-        mode = 0
-        for part in ("", *relpath.split("/")):
-            current = current / part if part else current
-            try:
-                mode = os.lstat(current).st_mode
-            except FileNotFoundError as exc:
-                if part and relpath not in av.files:
-                    raise ArtifactNotFoundError(
-                        f"the version has no file {relpath!r}",
-                        artifact=label,
-                        version=av.version_label,
-                        hint=f"files of this version: {', '.join(sorted(av.files)) or '<none>'}",
-                    ) from exc
-                raise StoreError(
-                    f"the cached copy of {relpath!r} is gone (removed by cache cleanup?)",
-                    artifact=label,
-                    version=av.version_label,
-                    hint="resolve the version again; raise cache_duration_in_minutes if this "
-                    "recurs",
-                ) from exc
-            if stat.S_ISLNK(mode):
-                raise UnsafePathError(
-                    f"{relpath!r} leads through the symlink {current}; refusing to follow it",
-                    artifact=label,
-                    version=av.version_label,
-                )
-        if not stat.S_ISREG(mode):
-            raise UnsafePathError(
-                f"{relpath!r} is not a regular file", artifact=label, version=av.version_label
-            )
-        self._touch(name_dir, av.version)
-        return current
+        return self._cache.file_path(av, relpath)
 
     def open_file(self, av: ArtifactVersion, relpath: str) -> BinaryIO:
         """Open one file of ``av`` for reading; symlinks and path escapes are refused."""
         if self.offline:
             return self._mirror().open_file(av, relpath)
-        path = self.file_path(av, relpath)
-        try:
-            return open_no_follow(path)
-        except UnsafePathError as exc:
-            exc.with_location(
-                artifact=f"{av.entity}/{av.project}/{av.name}", version=av.version_label
-            )
-            raise
-        except FileNotFoundError as exc:
-            raise StoreError(
-                f"the cached copy of {relpath!r} is gone (removed by cache cleanup?)",
-                artifact=f"{av.entity}/{av.project}/{av.name}",
-                version=av.version_label,
-                hint="resolve the version again",
-            ) from exc
+        return self._cache.open_file(av, relpath)
 
     # -- listing and lineage -----------------------------------------------------------------------
 
@@ -949,7 +651,7 @@ class WandbArtifactStore:
                 c
                 for t in api.artifact_types(project=where)
                 # W&B's own bookkeeping types (run history, ...) are not artifacts of this store
-                if not str(_attr(t, "name") or "").startswith("wandb-")
+                if not str(attr_str(t, "name") or "").startswith("wandb-")
                 for c in t.collections()
                 if name is None or c.name == name
             ]
@@ -970,9 +672,9 @@ class WandbArtifactStore:
                     hint="check the host, the API key and network access",
                 ) from exc
             for artifact in sorted(
-                versions, key=lambda a: _parse_version(_attr(a, "version"), cname)
+                versions, key=lambda a: parse_version_label(attr_str(a, "version"), cname)
             ):
-                qualified = f"{where}/{cname}:{_attr(artifact, 'version')}"
+                qualified = f"{where}/{cname}:{attr_str(artifact, 'version')}"
                 yield self._materialize(artifact, entity, project, cname, qualified)
 
     def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
@@ -980,25 +682,7 @@ class WandbArtifactStore:
         reported, not followed), like ``LocalArtifactStore.list_files``."""
         if self.offline:
             return self._mirror().list_files(av)
-        label = f"{av.entity}/{av.project}/{av.name}"
-        if av.root != self._name_dir(av.entity, av.project, av.name) / f"v{av.version}":
-            raise StoreError(
-                f"version root {av.root} is not in this store's cache ({self.cache_dir})",
-                artifact=label,
-                version=av.version_label,
-                hint="resolve the version through this store",
-            )
-        try:
-            found = walk_version_folder(av.root)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot list the cached copy {av.root}: {exc.strerror or exc}",
-                artifact=label,
-                version=av.version_label,
-                hint="resolve the version again",
-            ) from exc
-        self._touch(self._name_dir(av.entity, av.project, av.name), av.version)
-        return found
+        return self._cache.list_files(av)
 
     def record_use(self, av: ArtifactVersion, run_id: str | None) -> None:
         """Lineage. Offline: recorded in the mirror. Online: the store's W&B run declares the
@@ -1028,208 +712,22 @@ class WandbArtifactStore:
 
     # -- cache -------------------------------------------------------------------------------------
 
-    def _name_dir(self, entity: str, project: str, name: str) -> Path:
-        return self.cache_dir / entity / project / name
-
-    def _version_lock(self, name_dir: Path, version: int, label: str) -> _Locked:
-        return _Locked(name_dir / f".v{version}.lock", CACHE_LOCK_TIMEOUT, label, version)
-
-    def _cached_files(
-        self,
-        vdir: Path,
-        name_dir: Path,
-        version: int,
-        digest: str,
-        expected: Mapping[str, int | None],
-    ) -> dict[str, FileEntry] | None:
-        """The files of a complete cached copy of this digest, or ``None`` to download again."""
-        if not vdir.is_dir() or vdir.is_symlink():
-            return None
-        try:
-            cached_digest = (name_dir / f".v{version}.digest").read_text("utf-8")
-        except OSError:
-            return None
-        if not digest or cached_digest != digest:
-            return None
-        try:
-            files = _scan(vdir, str(name_dir), f"v{version}")
-        except UnsafePathError:
-            return None  # something put a symlink in the cache: throw the copy away
-        return None if _manifest_mismatch(files, expected) else files
-
-    def _install(self, name_dir: Path, version: int, staging: Path, digest: str) -> Path:
-        """Move a complete staging folder into place as ``v<N>``. The caller holds the lock."""
-        vdir = name_dir / f"v{version}"
-        if vdir.exists() or vdir.is_symlink():
-            trash = name_dir / f".trash-{uuid.uuid4().hex}"
-            os.rename(vdir, trash)
-            _rmtree(trash)
-        os.rename(staging, vdir)
-        atomic_write(name_dir / f".v{version}.digest", digest.encode("utf-8"))
-        self._touch(name_dir, version)
-        return vdir
-
-    @staticmethod
-    def _touch(name_dir: Path, version: int) -> None:
-        stamp = name_dir / f".v{version}.used"
-        stamp.touch(exist_ok=True)
-        os.utime(stamp)
-
     def cleanup_cache(self, *, now: float | None = None) -> list[Path]:
         """Remove cached versions unused for ``max(cache_duration, MIN_CACHE_AGE)``; safe with
         several processes. Returns the removed version folders. Runs after every online publish
         and resolve; offline there is no cache (the mirror is never cleaned)."""
-        if not self.cache_dir.is_dir():
-            return []
-        now = time.time() if now is None else now
-        max_age = max(self.cache_duration, MIN_CACHE_AGE).total_seconds()
-        stale_age = max(max_age, STALE_STAGING_AGE.total_seconds())
-        removed: list[Path] = []
-        for name_dir in sorted(self.cache_dir.glob("*/*/*")):
-            if name_dir.is_symlink() or not name_dir.is_dir():
-                continue
-            try:
-                children = list(name_dir.iterdir())
-            except OSError as exc:
-                log.warning("cache cleanup: cannot list %s: %s", name_dir, exc)
-                continue
-            for child in children:
-                try:
-                    m = _VERSION_DIR_RE.fullmatch(child.name)
-                    if m:
-                        if self._evict(name_dir, int(m[1]), now, max_age):
-                            removed.append(child)
-                    elif child.name.startswith(".trash-"):
-                        _rmtree(child)
-                    elif (
-                        child.name.startswith(".publish-")
-                        and now - child.lstat().st_mtime > stale_age
-                    ):
-                        _rmtree(child)
-                    elif d := _DOWNLOAD_DIR_RE.fullmatch(child.name):
-                        # downloads run under the version lock: free lock = dead download
-                        lock = InterProcessLock(name_dir / f".v{d[1]}.lock", timeout=0)
-                        try:
-                            with lock:
-                                _rmtree(child)
-                        except LockTimeout:
-                            pass
-                except OSError as exc:
-                    log.warning("cache cleanup: cannot remove %s: %s", child, exc)
-        return removed
-
-    def _evict(self, name_dir: Path, version: int, now: float, max_age: float) -> bool:
-        lock = InterProcessLock(name_dir / f".v{version}.lock", timeout=0)
-        try:
-            lock.__enter__()
-        except LockTimeout:
-            return False  # being downloaded or installed right now
-        try:
-            vdir = name_dir / f"v{version}"
-            stamp = name_dir / f".v{version}.used"
-            try:
-                last_used = stamp.stat().st_mtime
-            except FileNotFoundError:
-                last_used = vdir.lstat().st_mtime
-            if now - last_used < max_age:
-                return False
-            trash = name_dir / f".trash-{uuid.uuid4().hex}"
-            os.rename(vdir, trash)
-            for leftover in name_dir.glob(f".v{version}.download-*"):
-                _rmtree(leftover)
-            (name_dir / f".v{version}.digest").unlink(missing_ok=True)
-            stamp.unlink(missing_ok=True)
-        finally:
-            lock.__exit__(None, None, None)
-        _rmtree(trash)
-        return True
+        return self._cache.cleanup(self.cache_duration, now=now)
 
     def _artifact_extra(self, artifact: Any) -> dict[str, Any]:
         extra = {
-            "wandb_artifact_id": _attr(artifact, "id"),
-            "wandb_artifact_url": _attr(artifact, "url"),
-            "wandb_artifact_size": _attr_obj(artifact, "size"),
+            "wandb_artifact_id": attr_str(artifact, "id"),
+            "wandb_artifact_url": attr_str(artifact, "url"),
+            "wandb_artifact_size": attr_obj(artifact, "size"),
         }
         return {k: v for k, v in extra.items() if v is not None}
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _SharedRun:
-    run: Any
-    users: int
-
-
-_RUNS: dict[tuple[Any, ...], _SharedRun] = {}
-_RUNS_LOCK = threading.Lock()
-
-
-class _Locked:
-    """The per-version cache lock, turning a lock timeout into a StoreError."""
-
-    def __init__(self, path: Path, timeout: float, label: str, version: int) -> None:
-        self._lock = InterProcessLock(path, timeout=timeout)
-        self._label = label
-        self._version = version
-
-    def __enter__(self) -> _Locked:
-        try:
-            self._lock.__enter__()
-        except LockTimeout as exc:
-            raise StoreError(
-                f"another process has held the cache lock {self._lock.path} for more than "
-                f"{CACHE_LOCK_TIMEOUT:.0f} s",
-                artifact=self._label,
-                version=f"v{self._version}",
-                hint="wait for the other download to finish, or remove a stale process",
-            ) from exc
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__(*exc)
-
-
-def _attr_obj(obj: Any, name: str) -> Any:
-    # wandb raises ArtifactNotLoggedError (an AttributeError) for properties of unlogged artifacts
-    try:
-        return getattr(obj, name)
-    except AttributeError:
-        return None
-
-
-def _attr(obj: Any, name: str) -> Any:
-    value = _attr_obj(obj, name)
-    return None if value is None else str(value)
-
-
-def _parse_version(label: str | None, what: str) -> int:
-    m = _VERSION_DIR_RE.fullmatch(label or "")
-    if not m:
-        raise StoreError(
-            f"W&B reported an unexpected version label {label!r}",
-            artifact=what,
-            hint="report this; the W&B server answered something the store does not understand",
-        )
-    return int(m[1])
-
-
-def _manifest_mismatch(files: Mapping[str, FileEntry], expected: Mapping[str, int | None]) -> str:
-    """Why the files on disk are not what the W&B manifest lists ('' if they are)."""
-    problems = []
-    if extra := sorted(set(files) - set(expected)):
-        problems.append(f"not in the manifest: {extra}")
-    if missing := sorted(set(expected) - set(files)):
-        problems.append(f"missing: {missing}")
-    resized = sorted(
-        p
-        for p, size in expected.items()
-        if p in files and size is not None and files[p].size != size
-    )
-    if resized:
-        problems.append(f"wrong size: {resized}")
-    return "; ".join(problems)
 
 
 def _parse_time(value: str | None) -> datetime:
@@ -1241,61 +739,3 @@ def _parse_time(value: str | None) -> datetime:
         else:
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return datetime.now(UTC)
-
-
-def _copy_hashing(src: Path, root: Path, rel: str, label: str) -> FileEntry:
-    """Copy a regular file (never through a symlink) and hash exactly the bytes copied."""
-    dest = root / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        source = open_no_follow(src)
-    except UnsafePathError as exc:
-        exc.with_location(artifact=label)
-        raise
-    except OSError as exc:
-        raise StoreError(f"cannot read {src}: {exc}", artifact=label) from exc
-    with source, open(dest, "xb") as out:
-        while chunk := source.read(_CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-    return FileEntry(path=rel, size=size, sha256=digest.hexdigest())
-
-
-def _scan(root: Path, label: str, version: str) -> dict[str, FileEntry]:
-    """List and hash the files under ``root``; refuse symlinks and non-regular files."""
-    files: dict[str, FileEntry] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        base = Path(dirpath)
-        for entry in (*dirnames, *filenames):
-            path = base / entry
-            rel = path.relative_to(root).as_posix()
-            if path.is_symlink():
-                raise UnsafePathError(
-                    f"{rel!r} is a symlink; refusing it", artifact=label, version=version
-                )
-        for filename in filenames:
-            path = base / filename
-            rel = safe_relpath(path.relative_to(root).as_posix(), what=f"file name in {label}")
-            digest = hashlib.sha256()
-            size = 0
-            try:
-                fh = open_no_follow(path)
-            except UnsafePathError as exc:
-                exc.with_location(artifact=label, version=version)
-                raise
-            with fh:
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-            files[rel] = FileEntry(path=rel, size=size, sha256=digest.hexdigest())
-    return files
-
-
-def _rmtree(path: Path) -> None:
-    if path.is_symlink() or not path.is_dir():
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path)

@@ -1,0 +1,112 @@
+"""Reading a local version folder: open its files and list it without following any symlink.
+
+``root`` is always the folder the store computed from its layout (never ``av.root``); ``where``
+names the version in error messages.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from ..core.errors import UnsafePathError
+from ..core.fsutil import resolve_inside, safe_relpath
+from .base import ArtifactNotFoundError, DiskEntry, StoreError, walk_version_folder
+
+try:  # POSIX only; without it a version file is opened blocking
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["MAX_LISTED_ENTRIES", "list_version", "open_in_version"]
+
+MAX_LISTED_ENTRIES = 100_000
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def open_in_version(root: Path, relpath: str, where: str) -> tuple[int, Path]:
+    """Open a file of the version folder ``root`` without following any symlink on the way;
+    returns a read-only descriptor of a regular file and its path."""
+    try:
+        rel = safe_relpath(relpath)
+        resolve_inside(root, rel)
+    except UnsafePathError as exc:
+        raise exc.with_location(artifact=where) from None
+    except OSError as exc:
+        raise _missing_root(root, where, exc) from exc
+    parts = rel.split("/")
+    dir_flags = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+    try:
+        dir_fd = os.open(root, dir_flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePathError(
+                f"the version folder {root} is a symlink or not a folder", artifact=where
+            ) from exc
+        raise _missing_root(root, where, exc) from exc
+    try:
+        for i, part in enumerate(parts[:-1]):
+            try:
+                next_fd = os.open(part, dir_flags, dir_fd=dir_fd)
+            except OSError as exc:
+                _raise_open_error(exc, "/".join(parts[: i + 1]), rel, where, folder=True)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        try:
+            fd = os.open(
+                parts[-1], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK, dir_fd=dir_fd
+            )
+        except OSError as exc:
+            _raise_open_error(exc, rel, rel, where, folder=False)
+    finally:
+        os.close(dir_fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UnsafePathError(f"{rel!r} is not a regular file", artifact=where)
+    if _O_NONBLOCK and fcntl is not None:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_NONBLOCK)
+    return fd, root / rel
+
+
+def _raise_open_error(exc: OSError, part: str, rel: str, where: str, *, folder: bool) -> None:
+    if exc.errno == errno.ELOOP or (folder and exc.errno == errno.ENOTDIR):
+        kind = "a symlink or not a folder" if folder else "a symlink"
+        raise UnsafePathError(
+            f"{part!r} (of {rel!r}) is {kind}; refusing to follow it", artifact=where
+        ) from exc
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        raise ArtifactNotFoundError(f"{where} has no file {rel!r}", artifact=where) from exc
+    raise StoreError(f"cannot open {rel!r}: {exc.strerror or exc}", artifact=where) from exc
+
+
+def _missing_root(root: Path, where: str, exc: OSError) -> StoreError:
+    return StoreError(
+        f"the folder {root} of this version cannot be opened: {exc.strerror or exc}",
+        artifact=where,
+        hint="the store folder was changed outside dagster-wandb-secure; re-materialize the "
+        "asset or restore the store from a backup",
+    )
+
+
+def list_version(root: Path, where: str) -> list[DiskEntry]:
+    """Every entry on disk in the version folder ``root`` (which must be a real folder),
+    sorted by path, following nothing."""
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        raise _missing_root(root, where, exc) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(
+            f"the version folder {root} is a symlink or not a folder", artifact=where
+        )
+    try:
+        return walk_version_folder(root, max_entries=MAX_LISTED_ENTRIES, where=where)
+    except OSError as exc:
+        raise StoreError(f"cannot list {root}: {exc.strerror or exc}", artifact=where) from exc

@@ -1,0 +1,343 @@
+"""The local store's SQLite index: schema, per-thread connections, and the version rows.
+
+Tables (schema version in ``PRAGMA user_version``):
+
+- ``artifacts(id, entity, project, name, type, created_at)``, unique ``(entity, project, name)``;
+  the type of a name never changes.
+- ``versions(artifact_id, number, description, metadata, created_at, created_by_run, files)``;
+  ``metadata`` is a JSON object, ``files`` a JSON object ``{relpath: [size, sha256]}`` recorded
+  while copying (a record of what was stored, not a trust statement).
+- ``aliases(artifact_id, alias, number)``, unique ``(artifact_id, alias)``: an alias names one
+  version; publishing moves ``latest`` (and any alias given) to the new version.
+- ``lineage(id, artifact_id, number, run_id, direction, at)``: ``direction`` is ``write`` (the
+  run that published the version) or ``read`` (runs that used it).
+- ``pending(id, entity, project, name, number, started_at)``: the intent of a publish that is
+  moving its folder into place; empty whenever no publish is in its final step.
+
+The index is the source of truth of the local store (WAL journal, busy timeout, one connection
+per thread and process). It knows rows, not folders: the store tells it where a version lives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .base import ArtifactNotFoundError, ArtifactVersion, FileEntry, StoreError
+
+__all__ = ["INDEX_NAME", "SCHEMA_VERSION", "LocalIndex", "artifact_label", "version_folder"]
+
+INDEX_NAME = "index.sqlite3"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+_NOT_FOUND_CAP = 20
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS artifacts (
+        id INTEGER PRIMARY KEY,
+        entity TEXT NOT NULL, project TEXT NOT NULL, name TEXT NOT NULL,
+        type TEXT NOT NULL, created_at TEXT NOT NULL,
+        UNIQUE (entity, project, name))""",
+    """CREATE TABLE IF NOT EXISTS versions (
+        artifact_id INTEGER NOT NULL REFERENCES artifacts(id),
+        number INTEGER NOT NULL CHECK (number >= 0),
+        description TEXT, metadata TEXT NOT NULL, created_at TEXT NOT NULL,
+        created_by_run TEXT, files TEXT NOT NULL,
+        PRIMARY KEY (artifact_id, number)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS aliases (
+        artifact_id INTEGER NOT NULL, alias TEXT NOT NULL, number INTEGER NOT NULL,
+        PRIMARY KEY (artifact_id, alias),
+        FOREIGN KEY (artifact_id, number) REFERENCES versions(artifact_id, number))""",
+    "CREATE INDEX IF NOT EXISTS aliases_by_version ON aliases(artifact_id, number)",
+    """CREATE TABLE IF NOT EXISTS lineage (
+        id INTEGER PRIMARY KEY,
+        artifact_id INTEGER NOT NULL, number INTEGER NOT NULL, run_id TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('write', 'read')), at TEXT NOT NULL,
+        UNIQUE (artifact_id, number, run_id, direction),
+        FOREIGN KEY (artifact_id, number) REFERENCES versions(artifact_id, number))""",
+    """CREATE TABLE IF NOT EXISTS pending (
+        id INTEGER PRIMARY KEY,
+        entity TEXT NOT NULL, project TEXT NOT NULL, name TEXT NOT NULL,
+        number INTEGER NOT NULL, started_at TEXT NOT NULL)""",
+)
+
+# One query for any listing: versions with their artifact and their aliases.
+_SELECT_VERSIONS = """
+    SELECT a.entity, a.project, a.name, a.type, v.number, v.description, v.metadata,
+           v.created_at, v.created_by_run, v.files,
+           (SELECT group_concat(al.alias, ',') FROM aliases al
+             WHERE al.artifact_id = v.artifact_id AND al.number = v.number)
+      FROM versions v JOIN artifacts a ON a.id = v.artifact_id
+"""
+
+
+def artifact_label(entity: str, project: str, name: str) -> str:
+    return f"{entity}/{project}/{name}"
+
+
+def version_folder(artifacts_dir: Path, entity: str, project: str, name: str, number: int) -> Path:
+    """Where the store keeps the files of one version: ``<artifacts>/<e>/<p>/<name>/v<N>``."""
+    return artifacts_dir / entity / project / name / f"v{number}"
+
+
+class LocalIndex:
+    """The SQLite index of one local store folder; safe to use from several threads and
+    processes (each thread of each process gets its own connection)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        store_root: Path,
+        artifacts_dir: Path,
+    ) -> None:
+        # no reference back to the store: a cycle would keep a dropped store's connection open
+        # until a garbage collection, possibly in a forked child (which must never close it)
+        self.path = path
+        self.store_root = store_root  # named in not-found messages
+        self.artifacts_dir = artifacts_dir
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection in autocommit mode; SQLite errors become StoreError.
+
+        One connection per thread and process, opened on first use and kept: opening and
+        closing one per call cost about a millisecond each, several times per asset."""
+        try:
+            conn = self._thread_connection()
+            yield conn
+        except sqlite3.Error as exc:
+            raise self.error(exc) from exc
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        # a connection inherited across fork() must never be used by the child
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def error(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(
+            f"the store index {self.path} failed: {exc}",
+            hint="check that the store folder is on a local disk and the index is not corrupted "
+            "(`sqlite3 index.sqlite3 'PRAGMA integrity_check'`)",
+        )
+
+    def initialize(
+        self,
+        locked: Callable[[], AbstractContextManager[None]],
+        recover_pending: Callable[[sqlite3.Connection], None],
+    ) -> None:
+        """Create the schema on first use, refuse a newer one, and hand a left-over ``pending``
+        row to ``recover_pending`` (called under ``locked()``, the store's publish lock)."""
+        with self.connect() as conn:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current == SCHEMA_VERSION:
+                if conn.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is None:
+                    return
+        if current == SCHEMA_VERSION:
+            with locked(), self.connect() as conn:
+                recover_pending(conn)
+            return
+        self.check_schema_version(current)
+        with locked(), self.connect() as conn:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"the store index {self.path} cannot use the WAL journal (got {mode})",
+                    hint="put the store on a local file system",
+                )
+            with self.transaction(conn):
+                current = conn.execute("PRAGMA user_version").fetchone()[0]
+                self.check_schema_version(current)
+                if current == 0:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def check_schema_version(self, current: int) -> None:
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store index {self.path} has schema version {current}; this release "
+                f"reads version {SCHEMA_VERSION}",
+                hint="upgrade dagster-wandb-secure to open this store",
+            )
+
+    def artifact_row(
+        self, conn: sqlite3.Connection, entity: str, project: str, name: str
+    ) -> tuple[int, str] | None:
+        row = conn.execute(
+            "SELECT id, type FROM artifacts WHERE entity = ? AND project = ? AND name = ?",
+            (entity, project, name),
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def to_version(self, row: Sequence[Any]) -> ArtifactVersion:
+        entity, project, name, type_, number, description, metadata, created_at, run, files, al = (
+            row
+        )
+        entries = {
+            path: FileEntry(path=path, size=int(size), sha256=str(digest))
+            for path, (size, digest) in json.loads(files).items()
+        }
+        return ArtifactVersion(
+            entity=entity,
+            project=project,
+            name=name,
+            version=int(number),
+            type=type_,
+            description=description,
+            metadata=json.loads(metadata),
+            aliases=tuple(sorted(al.split(","))) if al else (),
+            files=entries,
+            created_at=datetime.fromisoformat(created_at),
+            created_by_run=run,
+            root=version_folder(self.artifacts_dir, entity, project, name, int(number)),
+            extra={"store": "local"},
+        )
+
+    def load_version(
+        self, conn: sqlite3.Connection, artifact_id: int, number: int
+    ) -> ArtifactVersion | None:
+        row = conn.execute(
+            _SELECT_VERSIONS + " WHERE v.artifact_id = ? AND v.number = ?", (artifact_id, number)
+        ).fetchone()
+        return self.to_version(row) if row else None
+
+    def available(self, conn: sqlite3.Connection, artifact_id: int) -> str:
+        numbers = [
+            r[0]
+            for r in conn.execute(
+                "SELECT number FROM versions WHERE artifact_id = ? ORDER BY number DESC LIMIT ?",
+                (artifact_id, _NOT_FOUND_CAP + 1),
+            )
+        ]
+        total = conn.execute(
+            "SELECT count(*) FROM versions WHERE artifact_id = ?", (artifact_id,)
+        ).fetchone()[0]
+        aliases = conn.execute(
+            "SELECT alias, number FROM aliases WHERE artifact_id = ? ORDER BY alias LIMIT ?",
+            (artifact_id, _NOT_FOUND_CAP + 1),
+        ).fetchall()
+        versions = ", ".join(f"v{n}" for n in numbers[:_NOT_FOUND_CAP])
+        if total > _NOT_FOUND_CAP:
+            versions += f", ... ({total} versions in all, newest first)"
+        alias_text = ", ".join(f"{a}->v{n}" for a, n in aliases[:_NOT_FOUND_CAP])
+        if len(aliases) > _NOT_FOUND_CAP:
+            alias_text += ", ..."
+        return f"available versions: {versions or 'none'}; aliases: {alias_text or 'none'}"
+
+    def require_artifact(
+        self, conn: sqlite3.Connection, entity: str, project: str, name: str, where: str
+    ) -> tuple[int, str]:
+        art = self.artifact_row(conn, entity, project, name)
+        if art is not None:
+            return art
+        others = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM artifacts WHERE entity = ? AND project = ? ORDER BY name LIMIT ?",
+                (entity, project, _NOT_FOUND_CAP + 1),
+            )
+        ]
+        listed = ", ".join(others[:_NOT_FOUND_CAP]) + (
+            ", ..." if len(others) > _NOT_FOUND_CAP else ""
+        )
+        raise ArtifactNotFoundError(
+            f"no artifact named {artifact_label(entity, project, name)} in the local store "
+            f"{self.store_root}; "
+            f"artifacts in {entity}/{project}: {listed or 'none'}",
+            artifact=where,
+        )
+
+    def write_rows(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        art_id: int | None,
+        entity: str,
+        project: str,
+        name: str,
+        type: str,
+        number: int,
+        description: str | None,
+        metadata_json: str,
+        created_at: str,
+        run_id: str | None,
+        files_json: str,
+        aliases: list[str],
+    ) -> None:
+        """All index rows of one new version; called inside the publish transaction."""
+        if art_id is None:
+            cur = conn.execute(
+                "INSERT INTO artifacts (entity, project, name, type, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (entity, project, name, type, created_at),
+            )
+            art_id = int(cur.lastrowid or 0)
+        conn.execute(
+            "INSERT INTO versions (artifact_id, number, description, metadata, created_at, "
+            "created_by_run, files) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (art_id, number, description, metadata_json, created_at, run_id, files_json),
+        )
+        conn.executemany(
+            "INSERT INTO aliases (artifact_id, alias, number) VALUES (?, ?, ?) "
+            "ON CONFLICT (artifact_id, alias) DO UPDATE SET number = excluded.number",
+            [(art_id, alias, number) for alias in aliases],
+        )
+        if run_id is not None:
+            conn.execute(
+                "INSERT OR IGNORE INTO lineage (artifact_id, number, run_id, direction, at) "
+                "VALUES (?, ?, ?, 'write', ?)",
+                (art_id, number, run_id, created_at),
+            )
+
+    def version_key(self, conn: sqlite3.Connection, av: ArtifactVersion) -> int:
+        where = av.qualified_name
+        art_id, _ = self.require_artifact(conn, av.entity, av.project, av.name, where)
+        row = conn.execute(
+            "SELECT 1 FROM versions WHERE artifact_id = ? AND number = ?", (art_id, av.version)
+        ).fetchone()
+        if row is None:
+            raise ArtifactNotFoundError(
+                f"{where} is not in the local store {self.store_root}; "
+                + self.available(conn, art_id),
+                artifact=where,
+            )
+        return art_id
+
+    def version_rows(self, filters: Sequence[tuple[str, str]]) -> list[Sequence[Any]]:
+        """The rows of every version matching ``(column, value)`` filters (columns are
+        ``a.entity``, ``a.project``, ``a.name``), ordered by entity, project, name, number."""
+        sql = _SELECT_VERSIONS
+        if filters:
+            sql += " WHERE " + " AND ".join(f"{column} = ?" for column, _ in filters)
+        sql += " ORDER BY a.entity, a.project, a.name, v.number"
+        with self.connect() as conn:
+            return conn.execute(sql, [value for _, value in filters]).fetchall()

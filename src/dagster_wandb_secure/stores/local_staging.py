@@ -1,0 +1,212 @@
+"""Preparing a local publish: checking its inputs and copying its sources into a staging folder.
+
+Sources are streamed in 1 MiB chunks (SHA-256 computed while copying, opened without following
+symlinks) into files created read-only and fsynced. A publisher holds an ``flock`` on its staging
+folder while it works, so ``clean_staging`` only removes folders of publishes that died.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigurationError, UnsafePathError
+from ..core.fsutil import open_no_follow, safe_relpath
+from .base import FileEntry, StoreError, check_alias
+
+try:  # POSIX only; without it stale staging folders are judged by age alone
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "check_aliases",
+    "check_run_id",
+    "check_type",
+    "clean_staging",
+    "copy_one",
+    "encode_metadata",
+    "hold_staging",
+    "plan_files",
+]
+
+LATEST = "latest"
+COPY_CHUNK = 1 << 20
+MAX_FILES_PER_VERSION = 100_000
+MAX_RUN_ID_CHARS = 256
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def check_aliases(aliases: Sequence[str]) -> list[str]:
+    if isinstance(aliases, str | bytes):
+        raise ConfigurationError(
+            f"aliases must be a list of strings, not the string {aliases!r}",
+            hint=f"write aliases=[{aliases!r}]",
+        )
+    result = [LATEST]
+    for alias in aliases:
+        check_alias(alias)
+        if alias not in result:
+            result.append(alias)
+    return result
+
+
+def check_run_id(run_id: object) -> str:
+    if (
+        not isinstance(run_id, str)
+        or not run_id
+        or len(run_id) > MAX_RUN_ID_CHARS
+        or any(ord(c) < 0x20 or c == "\x7f" for c in run_id)
+    ):
+        raise ConfigurationError(
+            f"invalid run id {run_id!r}: use 1-{MAX_RUN_ID_CHARS} printable characters"
+        )
+    return run_id
+
+
+def encode_metadata(metadata: Mapping[str, Any] | None) -> str:
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, Mapping):
+        raise ConfigurationError(f"metadata must be a mapping, not {type(metadata).__name__}")
+    try:
+        return json.dumps(dict(metadata), sort_keys=True, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"metadata is not JSON-serializable: {exc}",
+            hint="metadata values must be strings, numbers, booleans, None, lists or dicts",
+        ) from exc
+
+
+def check_type(label: str, existing: str, wanted: str) -> None:
+    if existing != wanted:
+        raise StoreError(
+            f"artifact {label} has type {existing!r}; a version of type {wanted!r} cannot "
+            "be added to it (an artifact's type never changes)",
+            artifact=label,
+            hint=f"use type {existing!r} or publish under another artifact name",
+        )
+
+
+def plan_files(files: Mapping[Any, Any]) -> list[tuple[str, Path]]:
+    if not isinstance(files, Mapping):
+        raise ConfigurationError("files must map relative file names to source paths")
+    if not files:
+        raise StoreError(
+            "a version needs at least one file",
+            hint="add a file to the artifact before publishing it",
+        )
+    if len(files) > MAX_FILES_PER_VERSION:
+        raise StoreError(f"a version holds at most {MAX_FILES_PER_VERSION} files")
+    plan: dict[str, Path] = {}
+    for raw, source in files.items():
+        rel = safe_relpath(raw)
+        if rel in plan:
+            raise StoreError(f"file name {rel!r} is given twice")
+        if not isinstance(source, str | os.PathLike):
+            raise ConfigurationError(f"the source of {rel!r} must be a path, not {source!r}")
+        plan[rel] = Path(source)
+    for rel in plan:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in plan:
+                raise StoreError(f"{prefix!r} is both a file and the folder of {rel!r}")
+    return sorted(plan.items())
+
+
+def hold_staging(staging: Path) -> int | None:
+    """Lock our staging folder so a concurrent cleaner knows it is alive."""
+    if fcntl is None:
+        return None
+    fd = os.open(staging, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def copy_one(source: Path, target: Path, rel: str, label: str) -> FileEntry:
+    try:
+        st = os.lstat(source)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot read the source of {rel!r} ({source}): {exc.strerror or exc}",
+            artifact=label,
+            hint="check that the file exists and is readable",
+        ) from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(
+            f"the source of {rel!r} ({source}) is a symlink; refusing to follow it",
+            artifact=label,
+            hint="pass the real file, not a symlink to it",
+        )
+    if not stat.S_ISREG(st.st_mode):  # checked before opening: a FIFO would block the open
+        raise UnsafePathError(
+            f"the source of {rel!r} ({source}) is not a regular file", artifact=label
+        )
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open_no_follow(source) as src:
+            fd = os.open(
+                target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o444
+            )
+            with open(fd, "wb", buffering=0) as dst:
+                while chunk := src.read(COPY_CHUNK):
+                    digest.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        written = dst.write(view)
+                        view = view[written:]
+                    size += len(chunk)
+                os.fsync(dst.fileno())
+    except UnsafePathError as exc:
+        raise exc.with_location(artifact=label) from None
+    except OSError as exc:
+        raise StoreError(
+            f"copying {rel!r} from {source} into the store failed: {exc.strerror or exc}",
+            artifact=label,
+            hint="check disk space and permissions of the store folder",
+        ) from exc
+    return FileEntry(path=rel, size=size, sha256=digest.hexdigest())
+
+
+def clean_staging(staging_dir: Path, max_age: float) -> None:
+    """Remove staging folders left by crashed publishes (old enough and not locked)."""
+    cutoff = time.time() - max_age
+    try:
+        entries = list(os.scandir(staging_dir))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if st.st_mtime > cutoff:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(entry.path)
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # alive publisher -> OSError
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
