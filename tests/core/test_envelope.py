@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dagster_wandb_secure.core import canonical, envelope
+from dagster_wandb_secure.core import _envelope_read, canonical, envelope
 from dagster_wandb_secure.core.envelope import (
     MAGIC,
     PREAMBLE,
@@ -456,18 +456,18 @@ def test_attack_21_symlink_and_swap(key_store: KeyStore, marker: Path, tmp_path:
     # swap between verification and load: the bytes verified are the bytes loaded.
     evil = tmp_path / "evil"
     evil.write_bytes(payloads.reduce_os_system(marker))
-    real_read_payload = envelope._read_payload
+    real_read_payload = _envelope_read._read_payload
 
     def read_then_swap(*args: object, **kw: object) -> object:
         view = real_read_payload(*args, **kw)  # type: ignore[arg-type]
         os.replace(evil, good)  # the attacker swaps the file right after it was read
         return view
 
-    envelope._read_payload = read_then_swap  # type: ignore[assignment]
+    _envelope_read._read_payload = read_then_swap  # type: ignore[assignment]
     try:
         assert unseal_from(good, key_store=key_store, expected_context=CTX) == [1, 2, 3]
     finally:
-        envelope._read_payload = real_read_payload  # type: ignore[assignment]
+        _envelope_read._read_payload = real_read_payload  # type: ignore[assignment]
     assert not marker.exists()
 
 
