@@ -171,11 +171,13 @@ def _online(session: Session) -> bool:
     return session.store_kind == "wandb" and not session.offline
 
 
-def _statement_context(path: RegistryPath, version: int, type_: str) -> dict[str, str | None]:
+def _statement_context(path: RegistryPath, version: int) -> dict[str, str | None]:
+    """Every value is fixed by where the statement is stored (the original's type is in the
+    signed payload)."""
     return {
         "role": REGISTRY_ROLE,
         "artifact": path.qualified,
-        "type": type_,
+        "type": None,
         "project": f"{path.entity}/{path.project}",
         "partition": None,
         "registry_version": f"v{version}",
@@ -237,7 +239,7 @@ def link_verified(
             statement,
             key_store=session.key_store,
             serializer="json",
-            context=_statement_context(path, version, verified.av.type),
+            context=_statement_context(path, version),
             key_id=session.signing_key_id,
             policy=session.policy,
         )
@@ -249,9 +251,10 @@ def link_verified(
     return RegistryLink(path, version, names, source, header.kid, header.alg)
 
 
-def _read_statement(session_key_store: Any, policy: Any, path: RegistryPath, file: Path,
-                    version: int, type_: str | None = None) -> RegistryLink:
-    from ..core.envelope import deserialize, read_header_unverified, verify_bytes
+def _read_statement(
+    session_key_store: Any, policy: Any, path: RegistryPath, file: Path, version: int
+) -> RegistryLink:
+    from ..core.envelope import deserialize, verify_bytes
 
     with open_no_follow(file) as fh:
         data = fh.read(MAX_STATEMENT_BYTES + 1)
@@ -260,15 +263,10 @@ def _read_statement(session_key_store: Any, policy: Any, path: RegistryPath, fil
             "link statement is larger than any statement this library writes",
             artifact=path.qualified, version=f"v{version}",
         )
-    # the type is part of the signed context; it is read from the header only to state it
-    # (every other context value is fixed by where the statement was found)
-    if type_ is None:
-        hinted = read_header_unverified(data).get("context") or {}
-        type_ = str(hinted.get("type") or "")
     header, payload = verify_bytes(
         data,
         key_store=session_key_store,
-        expected_context=_statement_context(path, version, type_),
+        expected_context=_statement_context(path, version),
         expected_serializer="json",
         policy=policy,
     )
