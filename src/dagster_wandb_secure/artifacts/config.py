@@ -455,8 +455,6 @@ def validate_read_config(raw: Mapping[str, Any], *, where: str) -> ReadConfig:
             if not isinstance(value, Mapping):
                 _fail(f"{where}: partitions[{key!r}] must be a dictionary")
             _unknown(value, PARTITION_READ_KEYS, f"{where}: partitions[{key!r}]")
-            if not value:
-                _fail(f"{where}: partitions[{key!r}] is empty (as upstream, that is an error)")
             fields_p = _read_fields(value, f"{where}: partitions[{key!r}]")
             partitions[str(key)] = ReadConfig(**fields_p)
     return ReadConfig(name=name, partitions=partitions, **fields)
