@@ -31,6 +31,7 @@ from dagster import (
 
 from .artifacts.binding import read_bound
 from .artifacts.config import (
+    LinkChoice,
     ReadConfig,
     Settings,
     WandbArtifactsIOManagerError,
@@ -40,6 +41,7 @@ from .artifacts.config import (
     validate_settings,
     validate_write_config,
 )
+from .artifacts.log_lines import signature_line, signature_metadata
 from .artifacts.naming import (
     artifact_name,
     artifact_name_for_asset_key,
@@ -48,10 +50,12 @@ from .artifacts.naming import (
 )
 from .artifacts.private_copies import PrivateCopies
 from .artifacts.publishing import Published, publish_output
+from .artifacts.registry import registry_path_for_input
 from .artifacts.session import Session, WandbCredentials, open_session
 from .artifacts.target import Target
 from .core.errors import SecureArtifactError
 from .resources import WandbResource, credentials_of
+from .types import Config as _UpstreamConfig
 
 SETTING_KEYS = tuple(Settings.__dataclass_fields__)
 
@@ -130,8 +134,52 @@ class ArtifactIOEngine(IOManager):
             )
         except SecureArtifactError as exc:
             raise exc.with_location(artifact=target.name) from None
-        context.add_output_metadata(self._output_metadata(session, published, run_id))
+        av = published.version
+        context.log.info(
+            signature_line(
+                "signed",
+                f"{av.name}:{av.version_label}",
+                published.key_id,
+                published.algorithm,
+                getattr(published, "sequence", None),
+            )
+        )
+        meta = self._output_metadata(session, published, run_id)
+        if config.link is not None:
+            try:
+                meta["wandb_registry_link"] = self._link_output(
+                    session, target, published, config.link, private, run_id, context
+                )
+            except SecureArtifactError as exc:
+                raise exc.with_location(artifact=target.name) from None
+        context.add_output_metadata(meta)
         self._cleanup(private)
+
+    def _link_output(
+        self,
+        session: Session,
+        target: Target,
+        published: Published,
+        link: LinkChoice,
+        private: PrivateCopies,
+        run_id: str,
+        context: OutputContext,
+    ) -> str:
+        """``link`` in the write configuration: verify the version just published (as any
+        reader would), then link it."""
+        from .artifacts.registry import link_verified
+        from .artifacts.verification import verify_version
+
+        verified = verify_version(
+            session,
+            target,
+            ReadConfig(version=published.version.version_label),
+            private=private,
+            dagster_run_id=run_id,
+        )
+        made = link_verified(verified, link.target_path, link.aliases)
+        context.log.info(f"linked {verified.label} to {made.name} aliases {list(made.aliases)}")
+        return made.name
 
     def _output_metadata(self, session: Session, p: Published, run_id: str) -> dict[str, Any]:
         av = p.version
@@ -172,8 +220,15 @@ class ArtifactIOEngine(IOManager):
         except SecureArtifactError as exc:
             raise exc.with_location(artifact=_label(context) or _raw_name(context)) from None
         run_id = _input_run_id(context)
-        base, asset_key, strict = input_base_name(context, read, where)
         session = self.session(run_id)
+        registered = registry_path_for_input(
+            list(context.asset_key.path) if context.has_asset_key else None,
+            read.name,
+            session.entity,
+        )
+        if registered is not None:
+            return self._load_registered(context, session, registered, read, run_id)
+        base, asset_key, strict = input_base_name(context, read, where)
         private = self.private_copies(session, run_id)
         try:
             if context.has_asset_key and context.has_asset_partitions:
@@ -185,8 +240,8 @@ class ArtifactIOEngine(IOManager):
                     )
                     part_read = read.for_partition(str(key))
                     out[str(key)] = read_bound(
-                        lambda t, r=part_read: self._load_one(  # type: ignore[misc]
-                            session, t, r, private, run_id, True
+                        lambda t, r=part_read, k=str(key): self._load_one(  # type: ignore[misc]
+                            session, t, r, private, run_id, True, context=context, partition=k
                         ),
                         target,
                         strict=strict,
@@ -200,10 +255,42 @@ class ArtifactIOEngine(IOManager):
                 name=artifact_name(base, partition), partition=partition, asset_key=asset_key
             )
             return read_bound(
-                lambda t: self._load_one(session, t, read, private, run_id, asset_key is not None),
+                lambda t: self._load_one(
+                    session, t, read, private, run_id, asset_key is not None, context=context
+                ),
                 target,
                 strict=strict,
             )
+        finally:
+            self._cleanup(private)
+
+    def _load_registered(
+        self,
+        context: InputContext,
+        session: Session,
+        registered: Any,
+        read: ReadConfig,
+        run_id: str | None,
+    ) -> Any:
+        """An input naming a registry collection: the link statement, then the original."""
+        from .artifacts.registry import load_registered
+
+        private = self.private_copies(session, run_id)
+        try:
+            value, verified, link = load_registered(
+                session,
+                registered,
+                read,
+                private=private,
+                dagster_run_id=run_id,
+                warn=context.log.warning,
+            )
+            context.log.info(
+                f"verified link {link.name} signed by {link.key_id} ({link.algorithm}) "
+                f"-> {verified.label}"
+            )
+            _log_verified(context, verified)
+            return value
         finally:
             self._cleanup(private)
 
@@ -215,10 +302,14 @@ class ArtifactIOEngine(IOManager):
         private: PrivateCopies,
         run_id: str | None,
         bind_asset_key: bool,
+        *,
+        context: InputContext | None = None,
+        partition: str | None = None,
     ) -> Any:
-        from .artifacts.verification import load
+        from .artifacts.delivery import deliver
+        from .artifacts.verification import verify_version
 
-        return load(
+        verified = verify_version(
             session,
             target,
             read,
@@ -226,9 +317,32 @@ class ArtifactIOEngine(IOManager):
             dagster_run_id=run_id,
             bind_asset_key=bind_asset_key,
         )
+        if context is not None:
+            _log_verified(context, verified)
+        warn = context.log.warning if context is not None else _no_warning
+        return deliver(verified, read, warn=warn, partition=partition)
 
 
 # --- Dagster context helpers ------------------------------------------------------------
+
+
+def _no_warning(_: str) -> None:
+    return None
+
+
+def _log_verified(context: InputContext, verified: Any) -> None:
+    """One INFO line per verified read, and the same facts as input metadata."""
+    seq = getattr(verified, "sequence", None)
+    context.log.info(
+        signature_line("verified", verified.label, verified.key_id, verified.algorithm, seq)
+    )
+    try:
+        context.add_input_metadata(
+            signature_metadata(verified.label, verified.key_id, verified.algorithm, seq),
+            description=f"verified {verified.label}",
+        )
+    except Exception:  # noqa: BLE001, S110 - e.g. an op input Dagster keeps no metadata for
+        pass
 
 
 def _label(context: OutputContext | InputContext) -> str | None:
@@ -506,8 +620,14 @@ def _entity_project(wandb_config: Any) -> tuple[str | None, str | None]:
     return entity, project
 
 
+# upstream's names at upstream's module path
+ArtifactsIOManager = ArtifactIOEngine
+Config = _UpstreamConfig
+
 __all__ = [
     "ArtifactIOEngine",
+    "ArtifactsIOManager",
+    "Config",
     "WandbArtifactsIOManager",
     "WandbArtifactsIOManagerError",
     "wandb_artifacts_io_manager",

@@ -22,6 +22,7 @@ from .artifacts.session import WandbCredentials
 from .core.errors import ConfigurationError
 
 DEFAULT_HOST = "https://api.wandb.ai"
+WANDB_CLOUD_HOST = DEFAULT_HOST  # upstream's name for it
 
 
 def _normalize_host(host: str | None) -> str:

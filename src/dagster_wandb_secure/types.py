@@ -26,6 +26,27 @@ class PartitionConfiguration(TypedDict, total=False):
     alias: str
 
 
+class LinkConfiguration(TypedDict, total=False):
+    """Link the written version into a registry collection (``model-registry/NAME``)."""
+
+    target_path: str
+    aliases: list[str]
+
+
+class Config(TypedDict, total=False):
+    """Upstream's ``dagster_wandb.io_manager.Config`` (the legacy IO manager's resolved settings)."""
+
+    dagster_run_id: str
+    wandb_host: str
+    wandb_entity: str
+    wandb_project: str
+    wandb_run_name: str | None
+    wandb_run_id: str | None
+    wandb_run_tags: list[str] | None
+    base_dir: str
+    cache_duration_in_minutes: int | None
+
+
 class WandbArtifactConfiguration(TypedDict, total=False):
     """Read and write settings for one W&B artifact (upstream key names)."""
 
@@ -38,10 +59,17 @@ class WandbArtifactConfiguration(TypedDict, total=False):
     add_references: list[dict[str, Any]]
     serialization_module: SerializationModule
     partitions: dict[str, PartitionConfiguration]
+    link: LinkConfiguration | str
     get: str
     get_path: str
     version: str
     alias: str
 
 
-__all__ = ["PartitionConfiguration", "SerializationModule", "WandbArtifactConfiguration"]
+__all__ = [
+    "Config",
+    "LinkConfiguration",
+    "PartitionConfiguration",
+    "SerializationModule",
+    "WandbArtifactConfiguration",
+]

@@ -5,7 +5,7 @@ as a ``WandbArtifactsIOManagerError`` naming the offending key, never as a half-
 
 Write keys (under ``wandb_artifact_configuration`` in an output's/asset's metadata):
 ``name, type, description, aliases, add_dirs, add_files, add_references, serialization_module
-{name, parameters}, partitions``. Read keys (in an input's metadata): ``name, get, get_path,
+{name, parameters}, partitions, link {target_path, aliases}``. Read keys (in an input's metadata): ``name, get, get_path,
 version, alias, partitions`` (each partition entry: ``get, get_path, version, alias``).
 The seed document's older spelling ``wandb_artifact_arguments`` is accepted as a synonym.
 """
@@ -37,8 +37,10 @@ WRITE_KEYS = frozenset(
         "add_references",
         "serialization_module",
         "partitions",
+        "link",
     }
 )
+LINK_KEYS = frozenset({"target_path", "aliases"})
 READ_KEYS = frozenset({"name", "get", "get_path", "version", "alias", "partitions"})
 PARTITION_READ_KEYS = frozenset({"get", "get_path", "version", "alias"})
 SERIALIZATION_KEYS = frozenset({"name", "parameters"})
@@ -252,6 +254,14 @@ class ReferenceAddition:
 
 
 @dataclass(frozen=True)
+class LinkChoice:
+    """``link``: after publishing, link the version into a registry collection."""
+
+    target_path: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class WriteConfig:
     name: str | None = None
     type: str | None = None
@@ -261,6 +271,7 @@ class WriteConfig:
     add_dirs: tuple[LocalAddition, ...] = ()
     add_references: tuple[ReferenceAddition, ...] = ()
     serialization: SerializationChoice | None = None
+    link: LinkChoice | None = None
 
 
 def _unknown(got: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -352,6 +363,7 @@ def validate_write_config(raw: Mapping[str, Any], *, where: str) -> WriteConfig:
         for i in _entries(raw.get("add_references", []), "add_references", where)
     )
     return WriteConfig(
+        link=_link(raw.get("link"), where),
         name=name,
         type=type_,
         description=description,
@@ -360,6 +372,26 @@ def validate_write_config(raw: Mapping[str, Any], *, where: str) -> WriteConfig:
         add_dirs=dirs,
         add_references=refs,
         serialization=serialization,
+    )
+
+
+def _link(value: Any, where: str) -> LinkChoice | None:
+    """``"model-registry/NAME"`` or ``{"target_path": ..., "aliases": [...]}``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"target_path": value}
+    if not isinstance(value, Mapping):
+        _fail(f"{where}: {CONFIG_KEY}['link'] must be a registry path or a dictionary")
+    _unknown(value, LINK_KEYS, f"{where}: link")
+    target = _check_str(value.get("target_path"), "link.target_path", where)
+    aliases = value.get("aliases") or ()
+    if isinstance(aliases, str):
+        aliases = (aliases,)
+    if not isinstance(aliases, Sequence):
+        _fail(f"{where}: link 'aliases' must be a list of strings")
+    return LinkChoice(
+        target_path=target, aliases=tuple(_check_str(a, "link.aliases", where) for a in aliases)
     )
 
 
@@ -431,6 +463,7 @@ def validate_read_config(raw: Mapping[str, Any], *, where: str) -> ReadConfig:
 __all__ = [
     "CONFIG_KEY",
     "LEGACY_CONFIG_KEY",
+    "LinkChoice",
     "LocalAddition",
     "ReadConfig",
     "ReferenceAddition",

@@ -439,3 +439,29 @@ def audit_store(
         elapsed_s=time.perf_counter() - started,
         keys=keys,
     )
+
+
+# --- model registry links (kept separate from the version audit above) ---------------------
+
+
+def audit_links(store_root: Path, key_store: Any, policy: Policy | None = None) -> list[dict[str, Any]]:
+    """Every model-registry link statement under a store folder with its status: ``valid`` (the
+    statement verifies), else the status of the error that refused it, with the reason."""
+    from ..artifacts.registry import list_links
+
+    rows: list[dict[str, Any]] = []
+    for path, version, got in list_links(Path(store_root), key_store, policy or verification_policy()):
+        row: dict[str, Any] = {"registry": f"{path.qualified}:v{version}"}
+        if isinstance(got, SecureArtifactError):
+            row.update(status=str(status_of_error(got)), reason=got.reason, key_id=got.key_id)
+        else:
+            row.update(
+                status=str(Status.VALID),
+                aliases=list(got.aliases),
+                source=got.source_label,
+                manifest_sha256=got.source.get("manifest_sha256"),
+                key_id=got.key_id,
+                algorithm=got.algorithm,
+            )
+        rows.append(row)
+    return rows

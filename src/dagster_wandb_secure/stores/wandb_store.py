@@ -485,6 +485,36 @@ class WandbArtifactStore:
         self.cleanup_cache()
         return av
 
+    # -- model registry ------------------------------------------------------------------------
+
+    def link_version(self, av: ArtifactVersion, target_path: str, aliases: Sequence[str]) -> None:
+        """Online: W&B's own ``Artifact.link`` for a version the caller has verified. The W&B
+        digest must still be the one the verified files were downloaded for."""
+        if self.offline:
+            raise StoreError(
+                "W&B cannot link artifacts offline", artifact=av.qualified_name,
+                hint="the local registry records offline links",
+            )
+        qualified = f"{av.entity}/{av.project}/{av.name}:{av.version_label}"
+        artifact, _ = self._fetch(qualified)
+        name_dir = self._name_dir(av.entity, av.project, av.name)
+        digest_file = name_dir / f".v{av.version}.digest"
+        want = digest_file.read_text() if digest_file.is_file() else ""
+        got = str(attr_str(artifact, "digest") or "")
+        if not want or want != got:
+            raise StoreError(
+                "the W&B version changed since it was verified; nothing was linked",
+                artifact=qualified,
+                hint="read the artifact again, then link it",
+            )
+        try:
+            artifact.link(target_path, aliases=list(aliases))
+        except (self._WandbError, ValueError) as exc:
+            raise StoreError(
+                f"W&B did not link the artifact to {target_path}: {self._scrub(exc)}",
+                artifact=qualified,
+            ) from exc
+
     # -- resolve -----------------------------------------------------------------------------------
 
     def resolve(

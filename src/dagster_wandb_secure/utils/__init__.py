@@ -1,0 +1,1 @@
+"""Upstream's ``dagster_wandb.utils`` package path, kept so existing imports resolve."""
