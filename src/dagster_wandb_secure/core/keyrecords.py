@@ -53,6 +53,7 @@ __all__ = [
     "end_date",
     "expiry",
     "kid_fingerprint",
+    "match_fingerprint",
     "file_sig",
     "fmt_time",
     "now",
@@ -524,3 +525,30 @@ def unknown_key(store: Path, kid: str, fp: str | None, artifact: str | None) -> 
         "writer is trusted, import its public key (`dagster-wandb-secure keys import-public FILE "
         f"-k {store}`) and compare the fingerprint it prints out of band",
     )
+
+
+def match_fingerprint(
+    record: KeyRecord | None,
+    kid: str,
+    fp: str | None,
+    same: list[KeyRecord],
+    *,
+    store: Path,
+    artifact: str | None,
+) -> KeyRecord:
+    """The record that decides whether envelopes naming ``kid`` verify: ``record`` (the one
+    stored under ``kid``, if any), else the one key whose fingerprint starts with the ``fp`` the
+    key id carries; of several records of that key (``same``: every record whose fingerprint
+    starts with ``fp``) the strictest decides. ``UnknownKeyError`` when nothing matches."""
+    if record is None:
+        if fp is None or not same:
+            raise unknown_key(store, kid, fp, artifact)
+        if len({r.fingerprint for r in same}) > 1:
+            raise UnknownKeyError(
+                f"several keys in the key store at {store} have fingerprints starting with "
+                f"{fp}; refusing to guess",
+                artifact=artifact,
+                key_id=kid,
+            )
+        record = same[0]
+    return strictest([r for r in same if r.fingerprint == record.fingerprint] or [record])

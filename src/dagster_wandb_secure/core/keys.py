@@ -6,14 +6,9 @@ Its parts live next to it: the algorithm table in ``algorithms.py``, key records
 public key bundles and environment keys in ``keybundles.py``. This module re-exports the names
 importers use (``KeyStore``, ``KeyRecord``, ``KeyStatus``, ``ALGORITHMS``, ``check_kid``, ...).
 
-A key store is a folder (layout and file formats in ``keys/README.md``)::
-
-    <store>/keystore.json        every key record, replaced atomically as one file
-    <store>/keystore.lock        inter-process lock serializing every mutation
-    <store>/private/<kid>.pem    Ed25519 PKCS#8 PEM (optionally passphrase-encrypted), 0600
-    <store>/private/<kid>.hmac   base64 of a >= 32-byte HMAC-SHA256 secret, 0600
-    <store>/public/<kid>.pub.pem Ed25519 SubjectPublicKeyInfo PEM, 0644
-    <store>/ledger.sqlite3       the digest ledger (``core/ledger.py``)
+A key store is a folder: ``keystore.json`` (every record, replaced atomically), ``keystore.lock``,
+``private/<kid><suffix>`` (0600), ``public/<kid>.pub.pem`` (0644) and ``ledger.sqlite3``; layout
+and formats in ``keys/README.md`` and SECURITY.md.
 
 Security rules this module enforces:
 
@@ -27,9 +22,11 @@ Security rules this module enforces:
   under one hold of the lock and ends with one atomic replace of ``keystore.json``; key material
   is written before the record that references it. A crash leaves the store fully old or fully
   new; an orphan key file left by a crash is ignored (``cleanup_orphans`` removes it).
-- Private material readable by group or others is refused (``KeyPermissionError`` with the
-  ``chmod`` that fixes it). HMAC secrets shorter than 32 bytes are ``WeakKeyError``. A passphrase
-  only ever encrypts a PEM file; it is never used as a key.
+- Private material readable by group or others, or owned by another user, is refused
+  (``KeyPermissionError``); so is a key store inside or around an artifact store
+  (``keystore_place.py``). An HMAC secret from outside the store must be in the key format
+  (``algorithms.parse_hmac_key``); a passphrase only ever encrypts a PEM file.
+- A key past its not-after verifies nothing, whatever an envelope's ``signed_at`` says.
 
 The hot path (``signer`` / ``verify``) costs a ``stat`` of ``keystore.json`` and of the key file:
 records are re-parsed only when the file's inode, size, mtime or ctime changed, and loaded key
@@ -104,10 +101,9 @@ from .keyrecords import (
     end_date,
     expiry,
     kid_fingerprint,
+    match_fingerprint,
     safe_kid,
     signing_refusal,
-    strictest,
-    unknown_key,
 )
 from .keyrecords import dump_store as _dump_store
 from .keyrecords import file_sig as _file_sig
@@ -788,24 +784,11 @@ class KeyStore:
         """The record that decides whether ``kid``'s signatures verify (``UnknownKeyError``)."""
         record = self._lookup(kid)
         fp = record.fingerprint[:16] if record is not None else kid_fingerprint(kid)
-        if fp is None:
-            if record is None:
-                raise unknown_key(self.path, kid, None, artifact)
-            return record
-        same = [*self._current().by_fp.get(fp, ())]
-        same.extend(e.record for e in self._env.values() if e.record.fingerprint[:16] == fp)
-        if record is None:
-            if not same:
-                raise unknown_key(self.path, kid, fp, artifact)
-            if len({r.fingerprint for r in same}) > 1:
-                raise UnknownKeyError(
-                    f"several keys in the key store at {self.path} have fingerprints starting "
-                    f"with {fp}; refusing to guess",
-                    artifact=artifact,
-                    key_id=kid,
-                )
-            record = same[0]
-        return strictest([r for r in same if r.fingerprint == record.fingerprint] or [record])
+        same: list[KeyRecord] = []
+        if fp is not None:
+            same.extend(self._current().by_fp.get(fp, ()))
+            same.extend(e.record for e in self._env.values() if e.record.fingerprint[:16] == fp)
+        return match_fingerprint(record, kid, fp, same, store=self.path, artifact=artifact)
 
     # -- ledger -----------------------------------------------------------------------------------
 
