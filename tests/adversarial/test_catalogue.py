@@ -488,7 +488,7 @@ def test_attack_12_revoked_key(world: World) -> None:
     world.write("revd", "signed by k1")
     k1 = world.ks.primary().kid
     assert cli("keys", "rotate", "-k", str(world.keys)).exit_code == 0
-    out = cli("keys", "revoke", k1, "--reason", "laptop stolen", "-k", str(world.keys))
+    out = cli("keys", "revoke", k1, "--reason", "laptop stolen", "--yes", "-k", str(world.keys))
     assert out.exit_code == 0, out.output
     refused(lambda: world.read("revd"), RevokedKeyError, artifact="revd", reason="revoked")
 

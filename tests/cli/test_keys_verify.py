@@ -26,7 +26,7 @@ def test_keys_commands_end_to_end(tmp_path: Path, runner) -> None:
     code, doc = run_json(runner, "keys", "rotate", "-k", ks, "--alg", "hmac-sha256")
     assert code == 0 and doc["previous"] == staged
     assert run(runner, "keys", "retire", first, "-k", ks).exit_code == 0
-    assert run(runner, "keys", "revoke", first, "-k", ks, "--reason", "test").exit_code == 0
+    assert run(runner, "keys", "revoke", first, "-k", ks, "--reason", "test", "--yes").exit_code == 0
     # destroy: confirmation required; non-interactive without --yes is a usage error
     assert run(runner, "keys", "destroy", staged, "-k", ks).exit_code == 2
     assert run(runner, "keys", "destroy", staged, "-k", ks, "--yes").exit_code == 0
@@ -134,7 +134,7 @@ def test_attacks_12_to_14_rotation_revocation_expiry(env: Env, runner) -> None:
     statuses = {e.name: e.status for e in audit_store(env.store, ks_later).entries}
     assert statuses["new"] is Status.EXPIRED_KEY and statuses["old"] is Status.VALID
     # 12: revoked key; 14: destroyed key verifies nothing
-    assert run(runner, "keys", "revoke", old_kid, *k, "--reason", "leak").exit_code == 0
+    assert run(runner, "keys", "revoke", old_kid, *k, "--reason", "leak", "--yes").exit_code == 0
     code, doc = run_json(runner, "verify", folder_old, *k)
     assert code == 1 and doc["error"]["type"] == "RevokedKeyError"
     assert run(runner, "keys", "destroy", new_kid, *k, "--yes").exit_code == 0
