@@ -6,6 +6,7 @@ id a writer gave it. Every "nothing executed" proof uses a marker-file pickle.""
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dagster_wandb_secure.core.algorithms import format_hmac_key
+from dagster_wandb_secure.core.algorithms import (
+    HMAC_CHECKSUM_TAG,
+    HMAC_KEY_PREFIX,
+    format_hmac_key,
+)
 from dagster_wandb_secure.core.envelope import seal, unseal
 from dagster_wandb_secure.core.errors import (
     ExpiredKeyError,
@@ -177,6 +182,13 @@ def test_hmac_passphrase_is_refused_by_construction(
     monkeypatch.setenv("TYPO_KEY", mistyped)
     with pytest.raises(WeakKeyError, match="checksum"):
         ks.load_env_key("TYPO_KEY")
+    # the key format around a short secret: still refused for its length
+    short = os.urandom(16)
+    body = short + hashlib.sha256(HMAC_CHECKSUM_TAG + short).digest()[:4]
+    monkeypatch.setenv("SHORT_KEY", HMAC_KEY_PREFIX + base64.urlsafe_b64encode(body).decode()
+                       .rstrip("="))
+    with pytest.raises(WeakKeyError, match="at least 32"):
+        ks.load_env_key("SHORT_KEY")
 
 
 def test_exported_secret_loads_from_env_and_matches_by_fingerprint(

@@ -158,8 +158,8 @@ def test_attack_13_signed_after_expiry(env: Env) -> None:
         future.signer()
     env.publish("a")  # signed now, inside the key's lifetime
     report = audit_store(env.store, future)
-    # primary past not_after: envelopes signed before it still verify (signed_at <= not_after)
-    assert report.entries[0].status is Status.VALID and report.entries[0].key_id == kid
+    # primary past not_after: it verifies nothing any more, whatever signed_at says (issue 11)
+    assert report.entries[0].status is Status.EXPIRED_KEY and report.entries[0].key_id == kid
 
 
 def test_attack_10_rollback_via_audit(env: Env, runner) -> None:
