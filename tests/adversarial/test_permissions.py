@@ -73,7 +73,7 @@ def test_every_command_keeps_key_files_private(tmp_path: Path, alg: str, careles
     k3 = json.loads(step("keys", "rotate", "--json"))["kid"]
     step("keys", "retire", k2)
     k4 = json.loads(step("keys", "generate", "--alg", alg, "--json"))["kid"]
-    step("keys", "revoke", k4, "--reason", "test")
+    step("keys", "revoke", k4, "--reason", "test", "--yes")
     step("keys", "destroy", k4, "--yes")
     if alg == "ed25519":
         pub = tmp_path / "k3.pub"

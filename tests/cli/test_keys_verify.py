@@ -26,7 +26,7 @@ def test_keys_commands_end_to_end(tmp_path: Path, runner) -> None:
     code, doc = run_json(runner, "keys", "rotate", "-k", ks, "--alg", "hmac-sha256")
     assert code == 0 and doc["previous"] == staged
     assert run(runner, "keys", "retire", first, "-k", ks).exit_code == 0
-    assert run(runner, "keys", "revoke", first, "-k", ks, "--reason", "test").exit_code == 0
+    assert run(runner, "keys", "revoke", first, "-k", ks, "--reason", "test", "--yes").exit_code == 0
     # destroy: confirmation required; non-interactive without --yes is a usage error
     assert run(runner, "keys", "destroy", staged, "-k", ks).exit_code == 2
     assert run(runner, "keys", "destroy", staged, "-k", ks, "--yes").exit_code == 0
@@ -134,7 +134,7 @@ def test_attacks_12_to_14_rotation_revocation_expiry(env: Env, runner) -> None:
     statuses = {e.name: e.status for e in audit_store(env.store, ks_later).entries}
     assert statuses["new"] is Status.EXPIRED_KEY and statuses["old"] is Status.VALID
     # 12: revoked key; 14: destroyed key verifies nothing
-    assert run(runner, "keys", "revoke", old_kid, *k, "--reason", "leak").exit_code == 0
+    assert run(runner, "keys", "revoke", old_kid, *k, "--reason", "leak", "--yes").exit_code == 0
     code, doc = run_json(runner, "verify", folder_old, *k)
     assert code == 1 and doc["error"]["type"] == "RevokedKeyError"
     assert run(runner, "keys", "destroy", new_kid, *k, "--yes").exit_code == 0
@@ -158,8 +158,8 @@ def test_attack_13_signed_after_expiry(env: Env) -> None:
         future.signer()
     env.publish("a")  # signed now, inside the key's lifetime
     report = audit_store(env.store, future)
-    # primary past not_after: envelopes signed before it still verify (signed_at <= not_after)
-    assert report.entries[0].status is Status.VALID and report.entries[0].key_id == kid
+    # primary past not_after: it verifies nothing any more, whatever signed_at says (issue 11)
+    assert report.entries[0].status is Status.EXPIRED_KEY and report.entries[0].key_id == kid
 
 
 def test_attack_10_rollback_via_audit(env: Env, runner) -> None:

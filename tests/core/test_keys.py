@@ -20,11 +20,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dagster_wandb_secure.core import keys as keys_module
+from dagster_wandb_secure.core.algorithms import format_hmac_key, parse_hmac_key
 from dagster_wandb_secure.core.errors import (
     AlgorithmMismatchError,
     ExpiredKeyError,
     KeyPermissionError,
     KeyStoreError,
+    MalformedEnvelopeError,
     NoSigningKeyError,
     RevokedKeyError,
     TamperedPayloadError,
@@ -136,7 +138,8 @@ def test_generate_both_algorithms(store: KeyStore) -> None:
     public = serialization.load_pem_public_key(pub.read_bytes())
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert r_ed.fingerprint == hashlib.sha256(raw).hexdigest()
-    secret = base64.b64decode(secret_file.read_bytes())
+    assert secret_file.read_bytes().startswith(b"dws-hmac-sha256-v1:")  # the key format
+    secret = parse_hmac_key(secret_file.read_bytes(), where="test")
     assert len(secret) >= 32
     assert r_hm.fingerprint != hashlib.sha256(secret).hexdigest()
     assert r_hm.fingerprint == hashlib.sha256(keys_module.HMAC_FINGERPRINT_TAG + secret).hexdigest()
@@ -374,7 +377,7 @@ def test_expiry_rules(tmp_path: Path, alg: str) -> None:
     assert record.not_after is not None
     assert record.not_after - record.created_at == timedelta(days=30)
     signer = store.signer()
-    early = now() + timedelta(days=1)
+    early = now() + timedelta(minutes=1)  # within the clock-skew allowance
     sig = signer.sign(MSG)
     assert verify(store, kid, alg, sig, at=early).kid == kid
     # an envelope claiming to be signed after not_after is refused
@@ -385,18 +388,23 @@ def test_expiry_rules(tmp_path: Path, alg: str) -> None:
     with pytest.raises(ExpiredKeyError):
         verify(store, kid, alg, sig, at=naive_late)
 
+    # a signed_at further in the future than the clock-skew allowance is refused
+    with pytest.raises(MalformedEnvelopeError, match="future"):
+        verify(store, kid, alg, sig, at=now() + timedelta(days=1))
+
     clock.offset = timedelta(days=31)  # the primary is now past not_after
     with pytest.raises(NoSigningKeyError, match="expired"):
         store.signer()
-    # ... but still verifies what it signed in time (it is the primary, not retired)
-    assert verify(store, kid, alg, sig, at=early).kid == kid
+    # ... and verifies nothing any more, even what it signed in time (issue 11, item 2)
+    with pytest.raises(ExpiredKeyError, match="verifies nothing"):
+        verify(store, kid, alg, sig, at=early)
     with pytest.raises(KeyStoreError, match="expired"):
         store.promote(kid)
 
     new = store.rotate()
     assert store.get(new).alg == alg and store.get(kid).status is KeyStatus.VERIFY_ONLY
     # a verify-only key past not_after verifies nothing, whatever signed_at says
-    with pytest.raises(ExpiredKeyError, match="grace period"):
+    with pytest.raises(ExpiredKeyError, match="verifies nothing"):
         verify(store, kid, alg, sig, at=early)
 
 
@@ -730,7 +738,7 @@ def test_env_ed25519_writer_and_public_reader(
 
 def test_env_hmac_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = os.urandom(32)
-    monkeypatch.setenv("HMAC_KEY", base64.b64encode(secret).decode() + "\n")
+    monkeypatch.setenv("HMAC_KEY", format_hmac_key(secret) + "\n")
     store = KeyStore.open(tmp_path / "ks")
     store.generate("ed25519")  # the store has its own primary...
     kid = store.load_env_key("HMAC_KEY")
@@ -743,9 +751,10 @@ def test_env_hmac_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert verify(store, kid, "hmac-sha256", signer.sign(MSG)).kid == kid
     assert kid in [r.kid for r in store.records()]
     assert KeyStore.open(store.path).primary().kid != kid  # memory only
-    # URL-safe alphabet is accepted too
+    # bare base64 (the old form) is refused: only the key format is a key
     monkeypatch.setenv("HMAC_KEY2", base64.urlsafe_b64encode(os.urandom(48)).decode().rstrip("="))
-    assert store.load_env_key("HMAC_KEY2").startswith("env-")
+    with pytest.raises(WeakKeyError, match="keys export-secret"):
+        store.load_env_key("HMAC_KEY2")
 
 
 def test_env_key_errors_never_echo_the_value(
@@ -885,7 +894,7 @@ def test_import_bare_pem_and_refusals(tmp_path: Path, store: KeyStore) -> None:
         store.import_public(forged)
     w2 = KeyStore.open(tmp_path / "w2")
     k2 = w2.generate("ed25519")
-    clash = w2.export_public(k2).replace(k2.encode(), wkid.encode())
+    clash = w2.export_public(k2).replace(b"# kid: " + k2.encode(), b"# kid: " + wkid.encode())
     with pytest.raises(KeyStoreError, match="already bound to another key"):
         store.import_public(clash)
     for mangled in (
@@ -909,8 +918,8 @@ def test_export_public_refusals(store: KeyStore) -> None:
         store.export_public(hm)
     ed = store.generate("ed25519")
     store.revoke(ed, "gone")
-    with pytest.raises(KeyStoreError, match="revoked"):
-        store.export_public(ed)
+    # a revoked key is exported with its status, so readers learn of the revocation
+    assert b"# status: revoked" in store.export_public(ed)
 
 
 # --- caching / performance -----------------------------------------------------------------------

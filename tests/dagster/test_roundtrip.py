@@ -517,13 +517,13 @@ def test_sklearn_goes_to_skops_and_explicit_serializer_wins(
 def test_env_signing_key(
     workdir: Path, make_io_manager: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import base64
     import os
 
+    from dagster_wandb_secure.core.algorithms import format_hmac_key
     from dagster_wandb_secure.core.keys import KeyStore
 
     KeyStore.open(workdir / "keys")  # an empty key store: the env key signs and verifies
-    monkeypatch.setenv("DWS_SIGNING_KEY", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("DWS_SIGNING_KEY", format_hmac_key(os.urandom(32)))
     got: dict[str, Any] = {}
 
     @asset(io_manager_key="m")

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_ALGORITHM",
     "ED25519",
     "HMAC_FINGERPRINT_TAG",
+    "HMAC_KEY_PREFIX",
     "HMAC_SHA256",
     "MIN_HMAC_SECRET_BYTES",
     "PUBLIC_KEY_ALGORITHMS",
@@ -46,6 +47,8 @@ __all__ = [
     "SignatureAlgorithm",
     "SigningKey",
     "algorithm",
+    "format_hmac_key",
+    "parse_hmac_key",
 ]
 
 MIN_HMAC_SECRET_BYTES = 32
@@ -54,6 +57,13 @@ HMAC_SECRET_BYTES = 32
 # repeated character); 32 random bytes have ~30 distinct values, < 12 has odds below 1e-12.
 MIN_DISTINCT_SECRET_BYTES = 12
 HMAC_FINGERPRINT_TAG = b"dagster-wandb-secure/hmac-sha256-fingerprint/v1\x00"
+# The project's HMAC key format: HMAC_KEY_PREFIX + unpadded URL-safe base64 of the secret followed
+# by a checksum (the first HMAC_CHECKSUM_BYTES of SHA-256(HMAC_CHECKSUM_TAG + secret)). A value
+# from an environment variable must be in it, so a human-chosen phrase is refused by construction.
+HMAC_KEY_PREFIX = "dws-hmac-sha256-v1:"
+HMAC_CHECKSUM_TAG = b"dagster-wandb-secure/hmac-key-checksum/v1\x00"
+HMAC_CHECKSUM_BYTES = 4
+MAX_HMAC_SECRET_BYTES = 1024
 
 
 @runtime_checkable
@@ -328,6 +338,57 @@ def check_hmac_secret(secret: bytes, *, key_id: str | None, where: str) -> bytes
     return secret
 
 
+def _hmac_checksum(secret: bytes) -> bytes:
+    return hashlib.sha256(HMAC_CHECKSUM_TAG + secret).digest()[:HMAC_CHECKSUM_BYTES]
+
+
+def format_hmac_key(secret: bytes) -> str:
+    """``secret`` in the project's HMAC key format (what ``keys export-secret`` prints)."""
+    check_hmac_secret(secret, key_id=None, where="the secret to format")
+    body = base64.urlsafe_b64encode(secret + _hmac_checksum(secret)).rstrip(b"=")
+    return HMAC_KEY_PREFIX + body.decode("ascii")
+
+
+def parse_hmac_key(text: bytes | str, *, where: str, key_id: str | None = None) -> bytes:
+    """The secret in a value of the project's HMAC key format; ``WeakKeyError`` for anything
+    else (a passphrase, bare base64, a truncated or mistyped key)."""
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
+    raw = raw.strip()
+    how = (
+        "generate one with `dagster-wandb-secure keys generate -k PATH --alg hmac-sha256`, then "
+        "print it with `dagster-wandb-secure keys export-secret KID -k PATH`"
+    )
+    prefix = HMAC_KEY_PREFIX.encode("ascii")
+    if not raw.startswith(prefix):
+        raise WeakKeyError(
+            f"{where} is not a dagster-wandb-secure HMAC key (it must start with "
+            f"{HMAC_KEY_PREFIX!r}); a passphrase or a bare base64 string is never used as a key",
+            key_id=key_id,
+            hint=how,
+        )
+    body = raw[len(prefix) :]
+    try:
+        if len(body) > 2 * MAX_HMAC_SECRET_BYTES or b"=" in body or b"\n" in body:
+            raise ValueError("bad shape")
+        data = base64.b64decode(body + b"=" * (-len(body) % 4), altchars=b"-_", validate=True)
+    except (ValueError, binascii.Error):
+        raise WeakKeyError(
+            f"{where} is not a valid HMAC key (bad base64 after {HMAC_KEY_PREFIX!r})",
+            key_id=key_id,
+            hint=how,
+        ) from None
+    secret, checksum = data[:-HMAC_CHECKSUM_BYTES], data[-HMAC_CHECKSUM_BYTES:]
+    if len(data) <= HMAC_CHECKSUM_BYTES or not hmac.compare_digest(
+        checksum, _hmac_checksum(secret)
+    ):
+        raise WeakKeyError(
+            f"{where} is not a valid HMAC key (its checksum does not match: truncated or mistyped)",
+            key_id=key_id,
+            hint="copy the whole value again; " + how,
+        )
+    return check_hmac_secret(secret, key_id=key_id, where=where)
+
+
 def decode_b64_secret(text: bytes) -> bytes:
     """Strict base64 (standard or URL-safe alphabet, padding optional, whitespace ignored)."""
     compact = b"".join(text.split())
@@ -359,12 +420,17 @@ class HmacSha256(SignatureAlgorithm):
     @classmethod
     def generate(cls, passphrase: bytes | None) -> GeneratedKey:
         secret = secrets.token_bytes(HMAC_SECRET_BYTES)
-        return GeneratedKey(base64.b64encode(secret) + b"\n", None, cls.fingerprint(secret))
+        text = format_hmac_key(secret).encode("ascii") + b"\n"
+        return GeneratedKey(text, None, cls.fingerprint(secret))
 
     @classmethod
     def load_private(
         cls, data: bytes, *, password: bytes | None, passphrase_env: str | None, path: str, kid: str
     ) -> bytes:
+        if data.lstrip().startswith(HMAC_KEY_PREFIX.encode("ascii")):
+            return parse_hmac_key(data, where=str(path), key_id=kid)
+        # Key files written before the key format existed hold bare base64; they were generated
+        # by a key store (0600, checked against the record's fingerprint), never typed by a human.
         try:
             secret = decode_b64_secret(data)
         except (ValueError, binascii.Error):
@@ -407,14 +473,7 @@ class HmacSha256(SignatureAlgorithm):
 
     @classmethod
     def load_env(cls, data: bytes, var: str) -> tuple[bytes, bytes]:
-        try:
-            secret = decode_b64_secret(data)
-        except (ValueError, binascii.Error):
-            raise WeakKeyError(
-                f"the environment variable {var} holds neither a PEM key nor base64",
-                hint=f"put an {DEFAULT_ALGORITHM} PEM or `base64` of >= 32 random bytes in it",
-            ) from None
-        check_hmac_secret(secret, key_id=None, where=f"${var}")
+        secret = parse_hmac_key(data, where=f"the environment variable {var}")
         return secret, secret
 
 

@@ -8,6 +8,7 @@
   no NUL or control characters, valid UTF-8 only.
 - ``open_no_follow``: open a file for reading without following a symlink at the last component.
 - ``check_private_mode``: refuse key material readable by group or others.
+- ``check_owner``: refuse key material not owned by the current user (root: a warning).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +30,10 @@ PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
 MAX_RELPATH_BYTES = 1024
 MAX_RELPATH_PARTS = 32
+
+
+class ForeignOwnerWarning(UserWarning):
+    """Root opened key material owned by another user (allowed for root, but suspicious)."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -184,3 +190,29 @@ def check_private_mode(path: Path) -> None:
             f"{path} has mode {stat.S_IMODE(st.st_mode):o}, readable by group or others",
             hint=f"run: chmod {want} {path}",
         )
+
+
+def check_owner(path: str | Path, st: os.stat_result | None = None, *, what: str) -> None:
+    """Refuse ``path`` (a key store folder, key file or ledger) unless the current user owns it.
+
+    Another user who owns a file can rewrite it, so their key store is not this user's trust
+    anchor. Root may open anyone's (backups, containers run as root) but gets a
+    ``ForeignOwnerWarning``. ``st`` is the file's stat when the caller already has it."""
+    if st is None:
+        st = os.lstat(path)
+    euid = os.geteuid()
+    if st.st_uid == euid:
+        return
+    if euid == 0:
+        warnings.warn(
+            f"{what} {path} is owned by uid {st.st_uid}, not root; root opens it anyway",
+            ForeignOwnerWarning,
+            stacklevel=3,
+        )
+        return
+    raise KeyPermissionError(
+        f"{what} {path} is owned by uid {st.st_uid}, not by you (uid {euid}): its owner could "
+        "replace the trusted keys",
+        hint="use a key store you created (`dagster-wandb-secure keys init -k PATH`); import "
+        "the public keys you trust into it",
+    )

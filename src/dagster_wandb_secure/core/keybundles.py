@@ -1,8 +1,10 @@
 """Keys that travel outside a key store: public key bundles (export/import) and environment keys.
 
 A bundle is comment lines naming the key (``BUNDLE_TITLE``, then ``# kid:``, ``# alg:``,
-``# created_at:``, ``# not_after:``, ``# fingerprint: sha256:<hex>``) followed by the public key
-PEM; OpenSSL reads it as a plain PEM. An environment key is a variable holding a key of one of
+``# created_at:``, ``# not_after:``, ``# fingerprint: sha256:<hex>``, ``# status:``) followed by
+the public key PEM; OpenSSL reads it as a plain PEM. ``status`` (``verify-only`` or ``revoked``;
+absent in bundles of older versions, read as ``verify-only``) and ``not_after`` travel with the
+key: an import takes them, and importing a key again may only end it, never revive it. An environment key is a variable holding a key of one of
 the algorithms (``core/algorithms.py`` says which values each one claims); it lives only in the
 memory of the process. Keys without a writer-chosen id get a kid derived from their fingerprint.
 """
@@ -13,7 +15,7 @@ import hmac
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,10 +26,13 @@ from .algorithms import PUBLIC_KEY_ALGORITHMS, REGISTRY, SigningKey, algorithm
 from .errors import AlgorithmMismatchError, KeyStoreError, WeakKeyError
 from .keyfiles import MAX_KEY_FILE_BYTES
 from .keyrecords import (
+    DEAD_STATUSES,
+    DERIVED_KID_PREFIXES,
     KeyRecord,
     KeyStatus,
     check_env_name,
     check_kid,
+    derived_kid,
     fmt_time,
     parse_time,
     safe_kid,
@@ -47,8 +52,10 @@ __all__ = [
 ]
 
 BUNDLE_TITLE = "# dagster-wandb-secure public key v1"
-DERIVED_KID_PREFIXES = {"env": "env-", "pub": "pub-"}
 _BUNDLE_FIELDS = ("kid", "alg", "created_at", "not_after", "fingerprint")
+_OPTIONAL_FIELDS = ("status",)
+_BUNDLE_STATUSES = (KeyStatus.VERIFY_ONLY.value, KeyStatus.REVOKED.value)
+REVOKED_BY_BUNDLE = "revoked in the key store that exported it"
 _PUBLIC_NAMES = " or ".join(PUBLIC_KEY_ALGORITHMS)
 
 
@@ -63,6 +70,7 @@ class Bundle:
     created_at: datetime | None
     not_after: datetime | None
     fingerprint: str | None
+    status: KeyStatus = KeyStatus.VERIFY_ONLY
 
 
 def render_bundle(record: KeyRecord, public: Any) -> bytes:
@@ -74,6 +82,7 @@ def render_bundle(record: KeyRecord, public: Any) -> bytes:
         f"# created_at: {fmt_time(record.created_at)}",
         f"# not_after: {fmt_time(record.not_after) if record.not_after else 'none'}",
         f"# fingerprint: sha256:{record.fingerprint}",
+        f"# status: {_BUNDLE_STATUSES[record.status in DEAD_STATUSES]}",
     ]
     return ("\n".join(lines) + "\n").encode("ascii") + algorithm(record.alg).serialize_public(
         public
@@ -117,7 +126,7 @@ def parse_bundle(pem: bytes) -> Bundle:
             )
         for line in header[1:]:
             match = re.fullmatch(r"# ([a-z_]+): (\S{1,128})", line.strip())
-            if not match or match.group(1) not in _BUNDLE_FIELDS:
+            if not match or match.group(1) not in (*_BUNDLE_FIELDS, *_OPTIONAL_FIELDS):
                 raise KeyStoreError(f"malformed bundle line {line[:80]!r}")
             name, value = match.groups()
             if name in fields:
@@ -133,6 +142,11 @@ def parse_bundle(pem: bytes) -> Bundle:
                 key_id=safe_kid(fields["kid"]),
             )
         check_kid(fields["kid"])
+        if fields.get("status", _BUNDLE_STATUSES[0]) not in _BUNDLE_STATUSES:
+            raise KeyStoreError(
+                f"unknown bundle status {safe_kid(fields['status'])} "
+                f"(want {' or '.join(_BUNDLE_STATUSES)})"
+            )
     try:
         public = serialization.load_pem_public_key(text[begin:].encode("ascii"))
     except (ValueError, UnsupportedAlgorithm):
@@ -166,6 +180,7 @@ def parse_bundle(pem: bytes) -> Bundle:
         created_at=created_at,
         not_after=not_after,
         fingerprint=fingerprint,
+        status=KeyStatus(fields.get("status", _BUNDLE_STATUSES[0])),
     )
 
 
@@ -187,9 +202,9 @@ def bundle_kid(bundle: Bundle, fingerprint: str, kid: str | None) -> str:
             key_id=bundle.kid,
         )
     if new_kid is None:
-        new_kid = DERIVED_KID_PREFIXES["pub"] + fingerprint[:16]
+        new_kid = derived_kid("pub", fingerprint)
     check_kid(new_kid)
-    for prefix in DERIVED_KID_PREFIXES.values():
+    for prefix in filter(None, DERIVED_KID_PREFIXES.values()):
         if new_kid.startswith(prefix) and new_kid != prefix + fingerprint[:16]:
             raise KeyStoreError(
                 f"key id {new_kid} has the reserved prefix {prefix!r} but is not derived "
@@ -199,34 +214,46 @@ def bundle_kid(bundle: Bundle, fingerprint: str, kid: str | None) -> str:
     return new_kid
 
 
-def check_reimport(existing: KeyRecord, alg: str, fingerprint: str) -> None:
-    """Importing a key whose id the store already holds: fine only for the same, live key."""
-    if existing.fingerprint != fingerprint or existing.alg != alg:
+def check_reimport(existing: KeyRecord, bundle: Bundle, fingerprint: str) -> KeyRecord:
+    """Importing a key whose id the store already holds: the same key only, and the result may
+    only end it (the earlier end date wins, a revocation is taken), never revive it."""
+    if existing.fingerprint != fingerprint or existing.alg != bundle.alg:
         raise KeyStoreError(
             f"key id {existing.kid} is already bound to another key in this store",
             key_id=existing.kid,
             hint="two different keys claim the same id: find out which is genuine",
         )
-    if existing.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
+    if existing.status in DEAD_STATUSES:
+        if bundle.status in DEAD_STATUSES:
+            return existing
         raise KeyStoreError(
             f"key {existing.kid} is {existing.status.value} in this store; "
             "refusing to trust it again",
             key_id=existing.kid,
         )
+    merged = existing
+    if bundle.not_after is not None and (
+        merged.not_after is None or bundle.not_after < merged.not_after
+    ):
+        merged = replace(merged, not_after=bundle.not_after)
+    if bundle.status in DEAD_STATUSES:
+        merged = replace(merged, status=KeyStatus.REVOKED, revoked_reason=REVOKED_BY_BUNDLE)
+    return merged
 
 
 def imported_record(bundle: Bundle, kid: str, fingerprint: str, created_at: datetime) -> KeyRecord:
-    """The verify-only record of an imported public key."""
+    """The record of an imported public key: verify-only, or revoked if the bundle says so."""
+    dead = bundle.status in DEAD_STATUSES
     return KeyRecord(
         kid=kid,
         alg=bundle.alg,
-        status=KeyStatus.VERIFY_ONLY,
+        status=KeyStatus.REVOKED if dead else KeyStatus.VERIFY_ONLY,
         created_at=created_at,
         not_after=bundle.not_after,
         fingerprint=fingerprint,
         has_private=False,
         origin="imported-public",
-        revoked_reason=None,
+        revoked_reason=REVOKED_BY_BUNDLE if dead else None,
         passphrase_env=None,
     )
 
@@ -258,7 +285,7 @@ def env_key(var: str, clock: Callable[[], datetime]) -> EnvKey:
     alg, algo = next((n, c) for n, c in REGISTRY.items() if c.claims_env_value(data))
     private, verify_key = algo.load_env(data, var)
     fingerprint = algo.fingerprint(verify_key)
-    kid = DERIVED_KID_PREFIXES["env"] + fingerprint[:16]
+    kid = derived_kid("env", fingerprint)
     can_sign = private is not None
     record = KeyRecord(
         kid=kid,

@@ -18,7 +18,7 @@ from typing import Any
 
 from .algorithms import REGISTRY, algorithm
 from .errors import KeyPermissionError, KeyStoreError, WeakKeyError
-from .fsutil import PRIVATE_DIR_MODE, check_private_mode, fsync_dir, open_no_follow
+from .fsutil import PRIVATE_DIR_MODE, check_owner, check_private_mode, fsync_dir, open_no_follow
 from .keyrecords import KeyRecord, file_sig
 
 __all__ = [
@@ -88,6 +88,7 @@ class KeyFiles:
         check_private_mode(self.root)
         if self.private_dir.exists():
             check_private_mode(self.private_dir)
+            check_owner(self.private_dir, what="private key folder")
         self.dirs_checked = True
 
     # -- names ------------------------------------------------------------------------------------
@@ -139,6 +140,7 @@ class KeyFiles:
         if st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
             check_private_mode(Path(path))  # KeyPermissionError with the chmod that fixes it
             raise KeyStoreError(f"{path} is not a regular file", key_id=kid)
+        check_owner(path, st, what="private key file")
         return file_sig(st)
 
     def read_private(self, path: str, kid: str) -> bytes:
@@ -196,6 +198,7 @@ class KeyFiles:
                 key_id=record.kid,
                 hint="restore it, or import the key again with `keys import-public`",
             ) from None
+        check_owner(path, st, what="public key file")
         sig = file_sig(st)
         hit = self._publics.get(record.kid)
         if hit is not None and hit[0] == sig:

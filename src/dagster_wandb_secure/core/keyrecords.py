@@ -24,12 +24,17 @@ from .errors import (
     ExpiredKeyError,
     KeyPermissionError,
     KeyStoreError,
+    MalformedEnvelopeError,
     RevokedKeyError,
     UnknownKeyError,
 )
+from .fsutil import check_owner
 
 __all__ = [
+    "DEAD_STATUSES",
+    "DERIVED_KID_PREFIXES",
     "ENV_NAME_RE",
+    "MAX_CLOCK_SKEW",
     "KID_RE",
     "ORIGINS",
     "ORIGINS_STORED",
@@ -39,11 +44,16 @@ __all__ = [
     "KeyStatus",
     "aware",
     "check_env_name",
+    "check_grace",
     "check_kid",
     "check_promotable",
     "check_verifiable",
+    "derived_kid",
     "dump_store",
+    "end_date",
     "expiry",
+    "kid_fingerprint",
+    "match_fingerprint",
     "file_sig",
     "fmt_time",
     "now",
@@ -52,9 +62,19 @@ __all__ = [
     "read_store_file",
     "safe_kid",
     "signing_refusal",
+    "strictest",
+    "unknown_key",
 ]
 
 KID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+# One key id derivation for every key: the first 16 hex digits of its fingerprint, after a prefix
+# naming where it came from ("" generated in a key store, "env-" from an environment variable,
+# "pub-" a bare public key import). Key ids of this shape carry the fingerprint the writer used,
+# so a reader matches by fingerprint whatever the prefix (``KeyStore.verify``).
+DERIVED_KID_PREFIXES = {"generated": "", "env": "env-", "pub": "pub-"}
+_DERIVED_KID_RE = re.compile(r"(?:env-|pub-)?([0-9a-f]{16})")
+# How far in the future an envelope's signed_at may lie (clocks of writer and reader differ).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 STORE_FORMAT = "dagster-wandb-secure/keystore"
@@ -82,6 +102,9 @@ class KeyStatus(StrEnum):
     VERIFY_ONLY = "verify-only"
     REVOKED = "revoked"
     DESTROYED = "destroyed"
+
+
+DEAD_STATUSES = (KeyStatus.REVOKED, KeyStatus.DESTROYED)  # they verify nothing, ever again
 
 
 @dataclass(frozen=True)
@@ -147,6 +170,17 @@ def check_kid(kid: object, *, artifact: str | None = None) -> str:
             key_id=safe_kid(kid),
         )
     return kid
+
+
+def derived_kid(origin: str, fingerprint: str) -> str:
+    """The key id of a key with ``fingerprint`` from ``origin`` (see ``DERIVED_KID_PREFIXES``)."""
+    return DERIVED_KID_PREFIXES[origin] + fingerprint[:16]
+
+
+def kid_fingerprint(kid: str) -> str | None:
+    """The fingerprint prefix (16 hex digits) a derived key id carries, or None."""
+    match = _DERIVED_KID_RE.fullmatch(kid)
+    return match.group(1) if match else None
 
 
 def now() -> datetime:
@@ -316,6 +350,7 @@ def read_store_file(file: Path, *, pin: bool = False) -> tuple[bytes, os.stat_re
                 f"{file} has mode {stat.S_IMODE(st.st_mode):o}, writable by group or others",
                 hint=f"run: chmod 644 {file}",
             )
+        check_owner(file, st, what="key store file")
         if st.st_size > MAX_KEYSTORE_BYTES:
             raise KeyStoreError(f"{file} is larger than {MAX_KEYSTORE_BYTES} bytes")
         chunks = []
@@ -360,8 +395,14 @@ def check_verifiable(
     *,
     artifact: str | None,
 ) -> None:
-    """``RevokedKeyError`` / ``ExpiredKeyError`` unless ``record`` verifies a signature made at
-    ``signed_at`` (a naive one is read as UTC); ``clock`` is read only for a retired key."""
+    """``RevokedKeyError`` / ``ExpiredKeyError`` / ``MalformedEnvelopeError`` unless ``record``
+    may verify a signature that claims to be made at ``signed_at`` (naive is read as UTC).
+
+    The model (SECURITY.md, "Key end dates"): ``signed_at`` is written by whoever holds the key,
+    so it proves nothing about when a signature was made. Once a key's not-after has passed it
+    verifies nothing at all, whatever ``signed_at`` says, primary and verify-only alike; artifacts
+    that must outlive a key are re-signed (``resign``) before its end. A ``signed_at`` after the
+    key's end, or further in the future than ``MAX_CLOCK_SKEW``, is refused too."""
     if not isinstance(signed_at, datetime):
         raise KeyStoreError(
             f"signed_at must be a datetime, not {type(signed_at).__name__}",
@@ -374,8 +415,22 @@ def check_verifiable(
         raise RevokedKeyError(
             f"key {record.kid} is {record.status.value}{why}", artifact=artifact, key_id=record.kid
         )
+    current = clock()
+    signed = aware(signed_at)
     if record.not_after is not None:
-        signed = aware(signed_at)
+        # LEDGER-ATTESTED HOOK (not built): once the shared ledger lands, a version whose digest
+        # that ledger recorded while this key was valid may be accepted after the key's end. It
+        # must be decided by the caller from the ledger's record, never from ``signed_at``; until
+        # then an ended key verifies nothing.
+        if current > record.not_after:
+            raise ExpiredKeyError(
+                f"key {record.kid} ended at {fmt_time(record.not_after)}; it verifies nothing "
+                "any more, whatever the envelope's signed_at says",
+                artifact=artifact,
+                key_id=record.kid,
+                hint="re-sign artifacts that must outlive a key (`dagster-wandb-secure resign "
+                "--from KID`) before its end date, or re-materialize the asset",
+            )
         if signed > record.not_after:
             raise ExpiredKeyError(
                 f"signed at {fmt_time(signed)}, after key {record.kid} expired at "
@@ -383,13 +438,21 @@ def check_verifiable(
                 artifact=artifact,
                 key_id=record.kid,
             )
-        if record.status is KeyStatus.VERIFY_ONLY and clock() > record.not_after:
-            raise ExpiredKeyError(
-                f"key {record.kid} is retired and its grace period ended at "
-                f"{fmt_time(record.not_after)}; it verifies nothing any more",
-                artifact=artifact,
-                key_id=record.kid,
-            )
+    if signed > current + MAX_CLOCK_SKEW:
+        raise MalformedEnvelopeError(
+            f"signed_at {fmt_time(signed)} lies in the future (more than "
+            f"{int(MAX_CLOCK_SKEW.total_seconds())} s after this machine's clock "
+            f"{fmt_time(current)})",
+            artifact=artifact,
+            key_id=record.kid,
+            hint="a future date is forged or the writer's clock is wrong; fix the clock (NTP) "
+            "and re-materialize the asset",
+        )
+
+
+def end_date(record: KeyRecord, when: datetime) -> datetime:
+    """The not-after of ``record`` ended at ``when``: never later than the one it has."""
+    return when if record.not_after is None or when < record.not_after else record.not_after
 
 
 def expiry(now: datetime, expires_in: timedelta | None) -> datetime | None:
@@ -424,3 +487,68 @@ def check_promotable(record: KeyRecord, clock: Callable[[], datetime]) -> None:
             key_id=record.kid,
             hint="rotate to a new key: `dagster-wandb-secure keys rotate`",
         )
+
+
+def check_grace(grace: timedelta | None) -> None:
+    """``KeyStoreError`` unless ``grace`` is None or a non-negative duration."""
+    if grace is not None and (not isinstance(grace, timedelta) or grace < timedelta(0)):
+        raise KeyStoreError(f"grace must be a non-negative duration, not {grace!r}")
+
+
+def strictest(records: list[KeyRecord]) -> KeyRecord:
+    """Of several records of one key, the one that permits least: revoked, else earliest end."""
+    dead = [r for r in records if r.status in DEAD_STATUSES]
+    if dead:
+        return dead[0]
+    return min(records, key=lambda r: (r.not_after is None, r.not_after or r.created_at))
+
+
+def unknown_key(store: Path, kid: str, fp: str | None, artifact: str | None) -> UnknownKeyError:
+    """The error for an envelope naming ``kid`` that the key store at ``store`` cannot match;
+    ``fp`` is the fingerprint prefix the key id carries (None: it carries none)."""
+    if fp is None:
+        return UnknownKeyError(
+            f"the key store at {store} holds no key {kid}; the envelope carries no fingerprint "
+            f"(key id {kid} is not derived from one)",
+            artifact=artifact,
+            key_id=kid,
+            hint="ask the writer which key this is (`dagster-wandb-secure keys list`), compare "
+            "its fingerprint out of band and import its public key "
+            f"(`dagster-wandb-secure keys import-public FILE -k {store}`)",
+        )
+    return UnknownKeyError(
+        f"the key store at {store} holds no key {kid} and no key whose fingerprint starts with "
+        f"{fp} (the fingerprint this envelope wants)",
+        artifact=artifact,
+        key_id=kid,
+        hint=f"the writer's `keys list` shows its key's fingerprint (sha256:{fp}...); if that "
+        "writer is trusted, import its public key (`dagster-wandb-secure keys import-public FILE "
+        f"-k {store}`) and compare the fingerprint it prints out of band",
+    )
+
+
+def match_fingerprint(
+    record: KeyRecord | None,
+    kid: str,
+    fp: str | None,
+    same: list[KeyRecord],
+    *,
+    store: Path,
+    artifact: str | None,
+) -> KeyRecord:
+    """The record that decides whether envelopes naming ``kid`` verify: ``record`` (the one
+    stored under ``kid``, if any), else the one key whose fingerprint starts with the ``fp`` the
+    key id carries; of several records of that key (``same``: every record whose fingerprint
+    starts with ``fp``) the strictest decides. ``UnknownKeyError`` when nothing matches."""
+    if record is None:
+        if fp is None or not same:
+            raise unknown_key(store, kid, fp, artifact)
+        if len({r.fingerprint for r in same}) > 1:
+            raise UnknownKeyError(
+                f"several keys in the key store at {store} have fingerprints starting with "
+                f"{fp}; refusing to guess",
+                artifact=artifact,
+                key_id=kid,
+            )
+        record = same[0]
+    return strictest([r for r in same if r.fingerprint == record.fingerprint] or [record])

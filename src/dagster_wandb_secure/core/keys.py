@@ -6,14 +6,9 @@ Its parts live next to it: the algorithm table in ``algorithms.py``, key records
 public key bundles and environment keys in ``keybundles.py``. This module re-exports the names
 importers use (``KeyStore``, ``KeyRecord``, ``KeyStatus``, ``ALGORITHMS``, ``check_kid``, ...).
 
-A key store is a folder (layout and file formats in ``keys/README.md``)::
-
-    <store>/keystore.json        every key record, replaced atomically as one file
-    <store>/keystore.lock        inter-process lock serializing every mutation
-    <store>/private/<kid>.pem    Ed25519 PKCS#8 PEM (optionally passphrase-encrypted), 0600
-    <store>/private/<kid>.hmac   base64 of a >= 32-byte HMAC-SHA256 secret, 0600
-    <store>/public/<kid>.pub.pem Ed25519 SubjectPublicKeyInfo PEM, 0644
-    <store>/ledger.sqlite3       the digest ledger (``core/ledger.py``)
+A key store is a folder: ``keystore.json`` (every record, replaced atomically), ``keystore.lock``,
+``private/<kid><suffix>`` (0600), ``public/<kid>.pub.pem`` (0644) and ``ledger.sqlite3``; layout
+and formats in ``keys/README.md`` and SECURITY.md.
 
 Security rules this module enforces:
 
@@ -27,9 +22,11 @@ Security rules this module enforces:
   under one hold of the lock and ends with one atomic replace of ``keystore.json``; key material
   is written before the record that references it. A crash leaves the store fully old or fully
   new; an orphan key file left by a crash is ignored (``cleanup_orphans`` removes it).
-- Private material readable by group or others is refused (``KeyPermissionError`` with the
-  ``chmod`` that fixes it). HMAC secrets shorter than 32 bytes are ``WeakKeyError``. A passphrase
-  only ever encrypts a PEM file; it is never used as a key.
+- Private material readable by group or others, or owned by another user, is refused
+  (``KeyPermissionError``); so is a key store inside or around an artifact store
+  (``keystore_place.py``). An HMAC secret from outside the store must be in the key format
+  (``algorithms.parse_hmac_key``); a passphrase only ever encrypts a PEM file.
+- A key past its not-after verifies nothing, whatever an envelope's ``signed_at`` says.
 
 The hot path (``signer`` / ``verify``) costs a ``stat`` of ``keystore.json`` and of the key file:
 records are re-parsed only when the file's inode, size, mtime or ctime changed, and loaded key
@@ -40,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -60,6 +56,7 @@ from .algorithms import (
     SIGNATURE_SIZES,
     SigningKey,
     algorithm,
+    format_hmac_key,
 )
 from .algorithms import decode_b64_secret as _decode_b64_secret  # noqa: F401 - patched by tests
 from .errors import (
@@ -74,6 +71,7 @@ from .fsutil import (
     PRIVATE_FILE_MODE,
     InterProcessLock,
     atomic_write,
+    check_owner,
 )
 from .keybundles import (
     EnvKey,
@@ -87,18 +85,23 @@ from .keybundles import (
 from .keyfiles import (
     PUBLIC_FILE_MODE,
     KeyFiles,
-    check_not_writable_by_others,
     passphrase,
 )
 from .keyrecords import (
+    DEAD_STATUSES,
     KID_RE,
     KeyRecord,
     KeyStatus,
     check_env_name,
+    check_grace,
     check_kid,
     check_promotable,
     check_verifiable,
+    derived_kid,
+    end_date,
     expiry,
+    kid_fingerprint,
+    match_fingerprint,
     safe_kid,
     signing_refusal,
 )
@@ -107,6 +110,7 @@ from .keyrecords import file_sig as _file_sig
 from .keyrecords import now as _now
 from .keyrecords import parse_store as _parse_store
 from .keyrecords import read_store_file as _read_store_file
+from .keystore_place import check_key_store_place
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -142,6 +146,8 @@ class _State:
     sig: tuple[int, ...]
     records: dict[str, KeyRecord]
     primary: str | None
+    # records by the 16 hex digits of their fingerprint a derived key id carries
+    by_fp: dict[str, tuple[KeyRecord, ...]]
     # An open descriptor of the keystore.json that was parsed. While it is open the file's inode
     # cannot be freed and reused, so every atomic replace shows up as a new inode number, even
     # when size and (coarse) mtime stay the same.
@@ -188,6 +194,7 @@ class KeyStore:
         when missing and ``create`` is true, else raise ``KeyStoreError``."""
         path = Path(path).expanduser()
         if not path.exists():
+            check_key_store_place(path.absolute(), exists=False)
             if not create:
                 raise KeyStoreError(
                     f"no key store at {path}",
@@ -199,7 +206,7 @@ class KeyStore:
         if not path.is_dir():
             raise KeyStoreError(f"{path} is not a folder", hint="point the key store at a folder")
         store = cls(path, clock=clock)
-        check_not_writable_by_others(path)
+        check_key_store_place(path)
         if not store._file.exists():
             if not create:
                 raise KeyStoreError(
@@ -254,9 +261,12 @@ class KeyStore:
                 os.close(fd)
                 raise
             primary = next((r.kid for r in records.values() if r.status is KeyStatus.PRIMARY), None)
+            by_fp: dict[str, tuple[KeyRecord, ...]] = {}
+            for r in records.values():
+                by_fp[r.fingerprint[:16]] = (*by_fp.get(r.fingerprint[:16], ()), r)
             old, self._state = (
                 self._state,
-                _State(sig=_file_sig(st), records=records, primary=primary, pin_fd=fd),
+                _State(sig=_file_sig(st), records=records, primary=primary, by_fp=by_fp, pin_fd=fd),
             )
             if old is not None:
                 self._close_pin(old)
@@ -346,14 +356,12 @@ class KeyStore:
             raise UnknownKeyError(f"no key {kid} in the key store at {self.path}", key_id=kid)
         return record
 
-    def _new_kid(self, records: dict[str, KeyRecord]) -> str:
-        while True:
-            kid = secrets.token_hex(8)
-            if kid in records or kid in self._env:
-                continue
-            if any(p.exists() for p in self._files.candidate_paths(kid)):
-                continue
-            return kid
+    def _kid_taken(self, records: dict[str, KeyRecord], kid: str) -> bool:
+        return (
+            kid in records
+            or kid in self._env
+            or any(p.exists() for p in self._files.candidate_paths(kid))
+        )
 
     def _make_material(
         self,
@@ -375,9 +383,12 @@ class KeyStore:
             algo.check_passphrase_allowed()
         now = self.clock()
         not_after = expiry(now, expires_in)
-        kid = self._new_kid(records)
-        password = passphrase(passphrase_env, kid) if passphrase_env is not None else None
-        material = algo.generate(password)
+        password = passphrase(passphrase_env, None) if passphrase_env is not None else None
+        while True:  # the kid is derived from the key (a taken one means a leftover file)
+            material = algo.generate(password)
+            kid = derived_kid("generated", material.fingerprint)
+            if not self._kid_taken(records, kid):
+                break
         atomic_write(
             self._files.private_path(kid, alg), material.private_file, mode=PRIVATE_FILE_MODE
         )
@@ -417,20 +428,24 @@ class KeyStore:
 
         return self._mutate(change)
 
-    def promote(self, kid: str) -> None:
-        """Make ``kid`` the primary; the old primary becomes verify-only."""
+    def promote(self, kid: str, *, grace: timedelta | None = None) -> None:
+        """Make ``kid`` the primary; the old primary becomes verify-only. With ``grace`` the old
+        primary is also retired: it ends (verifies nothing) at now + grace."""
         check_kid(kid)
         self._env_guard(kid, "promoted")
+        check_grace(grace)
 
         def change(records: dict[str, KeyRecord]) -> tuple[list[KeyRecord], None]:
             target = self._require(records, kid)
             check_promotable(target, self.clock)
+            now = self.clock()
             out = []
             for r in records.values():
                 if r.kid == kid:
                     r = replace(r, status=KeyStatus.PRIMARY)
                 elif r.status is KeyStatus.PRIMARY:
-                    r = replace(r, status=KeyStatus.VERIFY_ONLY)
+                    ends = r.not_after if grace is None else end_date(r, now + grace)
+                    r = replace(r, status=KeyStatus.VERIFY_ONLY, not_after=ends)
                 out.append(r)
             return out, None
 
@@ -449,8 +464,7 @@ class KeyStore:
         ``alg`` defaults to the current primary's. ``grace`` (optional) gives the old primary a
         ``not_after`` of now + grace, after which it stops verifying (a verify-only key past its
         not_after verifies nothing)."""
-        if grace is not None and (not isinstance(grace, timedelta) or grace < timedelta(0)):
-            raise KeyStoreError(f"grace must be a non-negative duration, not {grace!r}")
+        check_grace(grace)
 
         def change(records: dict[str, KeyRecord]) -> tuple[list[KeyRecord], str]:
             old = next((r for r in records.values() if r.status is KeyStatus.PRIMARY), None)
@@ -470,20 +484,21 @@ class KeyStore:
             out = []
             for r in records.values():
                 if r.status is KeyStatus.PRIMARY:
-                    not_after = r.not_after
-                    if grace is not None and (not_after is None or now + grace < not_after):
-                        not_after = now + grace
-                    r = replace(r, status=KeyStatus.VERIFY_ONLY, not_after=not_after)
+                    ends = r.not_after if grace is None else end_date(r, now + grace)
+                    r = replace(r, status=KeyStatus.VERIFY_ONLY, not_after=ends)
                 out.append(r)
             out.append(record)
             return out, record.kid
 
         return self._mutate(change)
 
-    def retire(self, kid: str) -> None:
-        """Make ``kid`` verify-only. Retiring the primary is refused: promote another first."""
+    def retire(self, kid: str, *, grace: timedelta | None = None) -> datetime:
+        """End ``kid``: its not-after becomes now (default) or now + ``grace``, after which it
+        verifies nothing; an earlier end date is kept (retiring never extends a key). Returns
+        the end date. Retiring the primary is refused: promote another first."""
         check_kid(kid)
         self._env_guard(kid, "retired")
+        check_grace(grace)
 
         def change(records: dict[str, KeyRecord]) -> tuple[list[KeyRecord], None]:
             target = self._require(records, kid)
@@ -499,9 +514,15 @@ class KeyStore:
                     key_id=kid,
                     hint="generate a new key instead",
                 )
-            return list(records.values()), None
+            ended = replace(
+                target, not_after=end_date(target, self.clock() + (grace or timedelta(0)))
+            )
+            out = [ended if r.kid == kid else r for r in records.values()]
+            assert ended.not_after is not None
+            return out, ended.not_after
 
-        self._mutate(change)
+        ends: datetime = self._mutate(change)
+        return ends
 
     def revoke(self, kid: str, reason: str) -> None:
         """From now on ``kid`` verifies nothing (and signs nothing). Keeps its material."""
@@ -575,28 +596,25 @@ class KeyStore:
 
     def export_public(self, kid: str) -> bytes:
         """A self-describing public key bundle for ``kid`` (Ed25519 only): comment lines with
-        kid, alg, created_at, not_after and fingerprint, then the public key PEM. OpenSSL and
-        ``cryptography`` read it as a plain PEM; ``import_public`` keeps the kid."""
+        kid, alg, created_at, not_after, fingerprint and status, then the public key PEM.
+        OpenSSL and ``cryptography`` read it as a plain PEM; ``import_public`` keeps the kid."""
         check_kid(kid)
         record = self.get(kid)
         algo = algorithm(record.alg)
         if not algo.has_public_half():
             raise algo.no_public_half(kid)
-        if record.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
-            raise KeyStoreError(
-                f"key {kid} is {record.status.value}; exporting it would spread a key that "
-                "verifies nothing",
-                key_id=kid,
-            )
+        # A revoked or retired key is exported with its status and end date, so readers that
+        # import the bundle learn of it (an import never revives a key).
         return render_bundle(record, self._verify_key(record))
 
     def import_public(self, pem: bytes, *, kid: str | None = None) -> str:
         """Trust an Ed25519 public key (verify-only, no private half) and return its kid.
 
-        A bundle from ``export_public`` keeps the writer's kid, so the reader verifies the
-        writer's envelopes. A bare PEM gets ``kid`` if given, else ``"pub-"`` + the first 16 hex
-        digits of its fingerprint. Importing the same key again returns its kid; a kid that is
-        already bound to another key, or revoked/destroyed here, is refused."""
+        A bundle from ``export_public`` keeps the writer's kid, status and end date. A bare PEM
+        gets ``kid`` if given, else ``"pub-"`` + the first 16 hex digits of its fingerprint
+        (envelopes naming any id derived from the same key match it by fingerprint). Importing
+        the same key again returns its kid and may only end it (an earlier end date, a
+        revocation), never revive it; a kid already bound to another key is refused."""
         bundle = parse_bundle(pem)
         algo = algorithm(bundle.alg)
         public = bundle.public
@@ -609,8 +627,9 @@ class KeyStore:
         def change(records: dict[str, KeyRecord]) -> tuple[list[KeyRecord], str]:
             existing = records.get(new_kid)
             if existing is not None:
-                check_reimport(existing, bundle.alg, fingerprint)
-                return list(records.values()), new_kid
+                merged = check_reimport(existing, bundle, fingerprint)
+                out = [merged if r.kid == new_kid else r for r in records.values()]
+                return out, new_kid
             atomic_write(
                 self._files.public_path(new_kid, bundle.alg),
                 algo.serialize_public(public),
@@ -622,6 +641,20 @@ class KeyStore:
             return [*records.values(), record], new_kid
 
         return self._mutate(change)
+
+    def export_secret(self, kid: str) -> str:
+        """``kid``'s HMAC secret in the project's key format, for a secret manager that puts it
+        in an environment variable (``load_env_key``). Only live HMAC keys have one."""
+        record = self.get(kid)
+        if algorithm(record.alg).has_public_half():
+            raise KeyStoreError(
+                f"key {kid} is {record.alg}: it has no shared secret",
+                key_id=kid,
+                hint=f"share its public key instead: `keys export-public {kid} -k {self.path}`",
+            )
+        if record.status in DEAD_STATUSES or not record.has_private:
+            raise KeyStoreError(f"key {kid} is {record.status.value}; it has no secret", key_id=kid)
+        return format_hmac_key(self._files.private_material(record))
 
     # -- environment keys -------------------------------------------------------------------------
 
@@ -674,11 +707,19 @@ class KeyStore:
         if why is not None:
             raise NoSigningKeyError(f"key {record.kid} cannot sign: {why}", key_id=record.kid)
         if record.origin == "env":
-            stored = self._current().records.get(record.kid)
-            if stored is not None and stored.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED):
+            same = self._current().by_fp.get(record.fingerprint[:16], ())
+            stored = next(
+                (
+                    r
+                    for r in same
+                    if r.fingerprint == record.fingerprint and r.status in DEAD_STATUSES
+                ),
+                None,
+            )
+            if stored is not None:
                 raise NoSigningKeyError(
                     f"key {record.kid} from the environment is {stored.status.value} in the key "
-                    f"store at {self.path}",
+                    f"store at {self.path} (as {stored.kid})",
                     key_id=record.kid,
                     hint="put a new key in the environment variable",
                 )
@@ -712,13 +753,11 @@ class KeyStore:
         Order: key id shape and lookup (``UnknownKeyError``), the header's algorithm against the
         key's (``AlgorithmMismatchError``), status (``RevokedKeyError``), expiry
         (``ExpiredKeyError``), signature length and value (``TamperedPayloadError``). A naive
-        ``signed_at`` is read as UTC."""
+        ``signed_at`` is read as UTC. A key id derived from a fingerprint (``kid_fingerprint``)
+        that the store does not hold matches the store's key with that fingerprint; when the
+        store holds one key under several ids, the strictest record decides."""
         check_kid(kid, artifact=artifact)
-        record = self._lookup(kid)
-        if record is None:
-            raise UnknownKeyError(
-                f"the key store at {self.path} holds no key {kid}", artifact=artifact, key_id=kid
-            )
+        record = self._verifier(kid, artifact)
         if not isinstance(alg, str) or alg not in ALGORITHMS or alg != record.alg:
             raise AlgorithmMismatchError(
                 f"the envelope names algorithm {safe_kid(alg)} but key {kid} is bound to "
@@ -741,6 +780,16 @@ class KeyStore:
             raise TamperedPayloadError(algo.mismatch_message(), artifact=artifact, key_id=kid)
         return record
 
+    def _verifier(self, kid: str, artifact: str | None) -> KeyRecord:
+        """The record that decides whether ``kid``'s signatures verify (``UnknownKeyError``)."""
+        record = self._lookup(kid)
+        fp = record.fingerprint[:16] if record is not None else kid_fingerprint(kid)
+        same: list[KeyRecord] = []
+        if fp is not None:
+            same.extend(self._current().by_fp.get(fp, ()))
+            same.extend(e.record for e in self._env.values() if e.record.fingerprint[:16] == fp)
+        return match_fingerprint(record, kid, fp, same, store=self.path, artifact=artifact)
+
     # -- ledger -----------------------------------------------------------------------------------
 
     @property
@@ -752,6 +801,9 @@ class KeyStore:
 
             with self._mutex:
                 if self._ledger is None:
-                    self._ledger = Ledger(self.path / LEDGER_FILE)
+                    path = self.path / LEDGER_FILE
+                    if path.exists():
+                        check_owner(path, what="ledger")
+                    self._ledger = Ledger(path)
                 ledger = self._ledger
         return ledger
