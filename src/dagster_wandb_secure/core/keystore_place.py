@@ -5,7 +5,8 @@ writable by group or others, must be owned by the current user (root may open an
 ``ForeignOwnerWarning``), and must be neither inside an artifact store folder nor contain one:
 everything in an artifact store is attacker-controlled (SECURITY.md), and a registry writer who
 can write there could plant or replace keys. An artifact store folder is recognised by its index
-file (``stores.local.INDEX_NAME``).
+file (``STORE_STORE_INDEX_NAME``, defined here because the core may not import the stores; the
+local store's index takes its name from it).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..stores.local import INDEX_NAME
 from .errors import KeyStoreError
 from .fsutil import check_owner
 from .keyfiles import check_not_writable_by_others
+
+# The file at the root of every local artifact store (and W&B offline mirror).
+STORE_INDEX_NAME = "index.sqlite3"
 
 __all__ = ["MAX_SCAN_DEPTH", "MAX_SCAN_ENTRIES", "check_key_store_place", "find_artifact_store"]
 
@@ -29,7 +32,7 @@ MAX_SCAN_ENTRIES = 2000
 def find_artifact_store(path: Path) -> Path | None:
     """The artifact store folder ``path`` lies in or contains (bounded scan), or None."""
     for folder in (path, *path.parents):
-        if (folder / INDEX_NAME).exists():
+        if (folder / STORE_INDEX_NAME).exists():
             return folder
     seen = 0
     frontier = [path]
@@ -46,7 +49,7 @@ def find_artifact_store(path: Path) -> Path | None:
                     return None
                 if entry.is_dir(follow_symlinks=False):
                     child = Path(entry.path)
-                    if (child / INDEX_NAME).exists():
+                    if (child / STORE_INDEX_NAME).exists():
                         return child
                     below.append(child)
         frontier = below

@@ -31,11 +31,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..core.keystore_place import STORE_INDEX_NAME
 from .base import ArtifactNotFoundError, ArtifactVersion, FileEntry, StoreError
 
 __all__ = ["INDEX_NAME", "SCHEMA_VERSION", "LocalIndex", "artifact_label", "version_folder"]
 
-INDEX_NAME = "index.sqlite3"
+INDEX_NAME = STORE_INDEX_NAME
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 _NOT_FOUND_CAP = 20
