@@ -54,3 +54,18 @@ def test_upstream_module_paths_import() -> None:
         " hasattr(r, 'wandb_resource'), hasattr(io, 'wandb_artifacts_io_manager'))\n"
     )
     assert out.split() == ["True"] * 4
+
+
+def test_core_imports_no_outer_layer() -> None:
+    """Dependencies point one way: every core module imports without the stores, the artifact
+    engine, the maintenance operations or the Dagster face."""
+    out = _fresh(
+        "import json, pkgutil, importlib, sys\n"
+        "import dagster_wandb_secure.core as core\n"
+        "for m in pkgutil.walk_packages(core.__path__, 'dagster_wandb_secure.core.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "outer = ('stores', 'artifacts', 'maintenance', 'cli', 'io_manager', 'resources')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('dagster_wandb_secure.')"
+        " and m.split('.')[1] in outer)))\n"
+    )
+    assert json.loads(out) == []
