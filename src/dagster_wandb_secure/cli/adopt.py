@@ -25,6 +25,7 @@ from ._stores import (
     NameOption,
     ProjectOption,
     StoreDirOption,
+    StoreChoice,
     StoreKindOption,
     listing_filter,
     open_cli_store,
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def adopt_cmd(
     key_store: Path = KeyStoreOption,
-    store: str = StoreKindOption,
+    store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
     project: str | None = ProjectOption,

@@ -21,6 +21,7 @@ from ._stores import (
     NameOption,
     ProjectOption,
     StoreDirOption,
+    StoreChoice,
     StoreKindOption,
     listing_filter,
     open_cli_store,
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
 def resign_cmd(
     from_kid: str = FromOption,
     key_store: Path = KeyStoreOption,
-    store: str = StoreKindOption,
+    store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
     project: str | None = ProjectOption,
