@@ -185,7 +185,7 @@ def verdict_line(report: AuditReport) -> str:
     if total == 0:
         return "no versions found"
     if bad == 0:
-        return f"all {total} version{'s' if total != 1 else ''} are valid"
+        return f"all {total} versions are valid" if total != 1 else "the 1 version is valid"
     verb = "needs" if bad == 1 else "need"
     return f"{bad} of {total} version{'s' if total != 1 else ''} {verb} attention"
 
