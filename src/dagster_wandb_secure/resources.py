@@ -19,8 +19,8 @@ from pydantic import Field as Setting
 
 from dagster import ConfigurableResource, Field, InitResourceContext, StringSource, resource
 
-from .artifacts.session import WandbCredentials
 from .artifacts.config import unknown_keys_message
+from .artifacts.session import WandbCredentials
 from .core.errors import ConfigurationError
 
 DEFAULT_HOST = "https://api.wandb.ai"

@@ -200,3 +200,23 @@ def test_cli_version_choices_and_help_on_every_option() -> None:
             continue  # the key-lifecycle commands are covered with their own changes
         for param in command.params:
             assert getattr(param, "help", None), f"{name} {param.name} has no help text"
+
+
+def test_make_demo_installs_the_runtime_only_and_shows_pip_progress(tmp_path: Path) -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    repo = Path(__file__).resolve().parents[2]
+    venv = f"VENV={tmp_path / 'venv'}"
+
+    def plan(target: str) -> list[str]:
+        out = subprocess.run(
+            [make, "-n", "-B", "-C", str(repo), target, venv],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+        return [line for line in out.splitlines() if "pip install" in line and "-e" in line]
+
+    [demo] = plan("demo")
+    assert "[test" not in demo and "--quiet" not in demo, demo
+    [test] = plan("test")
+    assert "[test" in test and "--quiet" not in test, test

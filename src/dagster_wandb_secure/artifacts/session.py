@@ -146,12 +146,15 @@ def preflight(settings: Settings) -> Path:
     """Check, before any compute, what a write will need: the key store exists and is safe,
     and the configured signing key (or the store's primary, when it has one) can sign.
 
-    A key store with no primary and no configured key passes (a job may only read); its first
-    write then fails with ``NoSigningKeyError``. Returns the key store's path."""
+    A key store with no primary and no configured key passes (a job may only read), and so
+    does a configured public key (a verify-only reader); a write then fails with
+    ``NoSigningKeyError``. Returns the key store's path."""
     path = settings.resolved_key_store()
     key_store, key_id = open_key_store(settings)
     try:
-        if key_id is not None or _has_primary(key_store):
+        if key_id is not None and not key_store.get(key_id).has_private:
+            pass  # a public key configured on purpose: a verify-only reader
+        elif key_id is not None or _has_primary(key_store):
             key_store.signer(key_id)
     except NoSigningKeyError as exc:
         raise NoSigningKeyError(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from enum import StrEnum
 from contextlib import ExitStack
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,8 @@ from ._stores import (
     EntityOption,
     NameOption,
     ProjectOption,
-    StoreDirOption,
     StoreChoice,
+    StoreDirOption,
     StoreKindOption,
     listing_filter,
     open_cli_store,
