@@ -173,21 +173,25 @@ def _seconds(stamp: str | None) -> str:
 
 
 def needs_attention(report: AuditReport) -> list[AuditEntry]:
-    """Versions that are not ``valid`` or ``adopted`` (``signature-ok`` included: its payloads
-    were not re-hashed)."""
-    return [e for e in report.entries if e.status not in (Status.VALID, Status.ADOPTED)]
+    """Versions with a failing status (anything but ``valid``, ``adopted``, ``signature-ok``)."""
+    return [e for e in report.entries if e.status in DEFAULT_FAIL_ON]
 
 
 def verdict_line(report: AuditReport) -> str:
-    """``3 of 40 versions need attention`` (or ``all 40 versions are valid``)."""
+    """``3 of 40 versions need attention`` (or ``all 40 versions are valid``); a fast audit
+    adds how many versions were only ``signature-ok`` (payloads not re-hashed)."""
     total = len(report.entries)
-    bad = len(needs_attention(report))
     if total == 0:
         return "no versions found"
-    if bad == 0:
+    bad = len(needs_attention(report))
+    unhashed = sum(1 for e in report.entries if e.status is Status.SIGNATURE_OK)
+    if bad == 0 and unhashed == 0:
         return f"all {total} versions are valid" if total != 1 else "the 1 version is valid"
-    verb = "needs" if bad == 1 else "need"
-    return f"{bad} of {total} version{'s' if total != 1 else ''} {verb} attention"
+    noun = "version" if total == 1 else "versions"
+    line = f"{bad} of {total} {noun} {'needs' if bad == 1 else 'need'} attention"
+    if unhashed:
+        line += f"; {unhashed} signature-ok only (payloads not re-hashed: run without --fast)"
+    return line
 
 
 def _print_table(report: AuditReport) -> None:
@@ -214,7 +218,9 @@ def _print_table(report: AuditReport) -> None:
         by_key.add_row(kid, ", ".join(f"{s}: {n}" for s, n in counts.items()))
     con.print(by_key)
     table = Table(title="versions")
-    table.add_column("#", justify="right")
+    has_reasons = any(e.reason for e in report.entries)
+    if has_reasons:
+        table.add_column("#", justify="right")
     table.add_column("name:vN", no_wrap=True)
     if not one_place:
         table.add_column("entity/project", no_wrap=True)
@@ -230,7 +236,8 @@ def _print_table(report: AuditReport) -> None:
         if e.reason:
             reasons.append(f"[{len(reasons) + 1}] {e.name}:{e.version}: {e.reason}")
             mark = f"[{len(reasons)}]"
-        row = [mark, f"{e.name}:{e.version}"]
+        row = [mark] if has_reasons else []
+        row.append(f"{e.name}:{e.version}")
         if not one_place:
             row.append(f"{e.entity}/{e.project}")
         row += [
