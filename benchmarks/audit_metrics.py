@@ -5,7 +5,7 @@ The store is built through the library's own APIs, the way the IO manager lays a
 ``LocalArtifactStore.publish`` publishes both atomically, and the ledger rows are attached to
 the version. Versions are spread over up to 1,000 artifact names. The store grows in steps
 (``cfg.store_sizes``); at each step ``audit_store(deep=False)`` (what ``dagster-wandb-secure
-audit`` runs) is timed in-process, and every version must come out ``valid``.
+audit --fast`` runs) is timed in-process, and every version must come out ``signature-ok``.
 """
 
 from __future__ import annotations
