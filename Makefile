@@ -1,18 +1,27 @@
 # Two commands matter: `make demo` and `make test`. Both create .venv when it is missing.
+# `make demo` installs the runtime only (the demo needs nothing else); `make test` adds the test
+# extras (pytest, hypothesis, onnx, dagster-webserver, ruff, ...). pip shows its progress.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow lint bench bench-quick clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,onnx]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[test,onnx]'
+	touch $(RUNTIME_STAMP) $(STAMP)
+
+demo: $(RUNTIME_STAMP)
 	$(PY) -m dagster_wandb_secure.demo
 
 test: $(STAMP)

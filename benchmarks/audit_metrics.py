@@ -5,7 +5,7 @@ The store is built through the library's own APIs, the way the IO manager lays a
 ``LocalArtifactStore.publish`` publishes both atomically, and the ledger rows are attached to
 the version. Versions are spread over up to 1,000 artifact names. The store grows in steps
 (``cfg.store_sizes``); at each step ``audit_store(deep=False)`` (what ``dagster-wandb-secure
-audit`` runs) is timed in-process, and every version must come out ``valid``.
+audit --fast`` runs) is timed in-process, and every version must come out ``signature-ok``.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def run(cfg: Config, log: Any = None) -> tuple[list[MetricResult], dict[str, Any
             times: list[float] = []
             statuses: Counter[str] = Counter()
             for _ in range(runs):
-                seconds, statuses = _audit(builder)
+                seconds, statuses = _audit(builder, deep=False)
                 times.append(seconds)
             deep_s = _audit(builder, deep=True)[0] if n <= 1000 else None
         except Exception as exc:
@@ -119,7 +119,8 @@ def run(cfg: Config, log: Any = None) -> tuple[list[MetricResult], dict[str, Any
                 metric = MetricResult(name=NAME, value=None, error=rows[-1]["error"])
             continue
         audit_s = median(times)
-        invalid = {k: v for k, v in statuses.items() if k != "valid"}
+        # a fast audit calls an intact version signature-ok (payloads not re-hashed)
+        invalid = {k: v for k, v in statuses.items() if k not in ("valid", "signature-ok")}
         rows.append(
             {
                 "versions": n,

@@ -6,6 +6,7 @@ artifact signed by any other key (or not signed, or changed) is refused before i
 Team A's artifact is declared as a ``SourceAsset`` (made outside this code location)::
 
     export TEAM_A_PUBLIC_KEY="$(cat team_a.pub.pem)"     # team B (reader): public key only
+    dagster-wandb-secure keys init --no-key -k .examples/team_b_keys   # its ledger, no key
     dagster dev -f examples/two_teams_reader.py
 
 Instead of the environment variable, team B can keep the key in its key store (the key id must be

@@ -9,6 +9,7 @@ Make the key pair once (any machine), give the private half to team A's secret s
     openssl genpkey -algorithm ed25519 -out team_a.pem
     openssl pkey -in team_a.pem -pubout -out team_a.pub.pem
     export TEAM_A_SIGNING_KEY="$(cat team_a.pem)"        # team A (writer) only
+    dagster-wandb-secure keys init --no-key -k .examples/team_a_keys   # its ledger, no key
     dagster dev -f examples/two_teams_writer.py
 
 Both key ids are derived from the key (``env-<fingerprint>``), so the writer's private PEM and the

@@ -14,7 +14,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, model_validator
+from pydantic import Field as Setting
 
 from dagster import Any as DagsterAny
 from dagster import (
@@ -26,6 +27,7 @@ from dagster import (
     MetadataValue,
     Noneable,
     OutputContext,
+    get_dagster_logger,
     io_manager,
 )
 
@@ -51,10 +53,10 @@ from .artifacts.naming import (
 from .artifacts.private_copies import PrivateCopies
 from .artifacts.publishing import Published, publish_output
 from .artifacts.registry import registry_path_for_input
-from .artifacts.session import Session, WandbCredentials, open_session
+from .artifacts.session import Session, WandbCredentials, open_session, preflight
 from .artifacts.target import Target
 from .core.errors import SecureArtifactError
-from .resources import WandbResource, credentials_of
+from .resources import WandbResource, credentials_of, refuse_unknown_settings
 from .types import Config as _UpstreamConfig
 
 SETTING_KEYS = tuple(Settings.__dataclass_fields__)
@@ -70,13 +72,11 @@ class ArtifactIOEngine(IOManager):
         credentials: WandbCredentials,
         entity: str | None,
         project: str | None,
-        instance_storage_dir: str | None = None,
     ) -> None:
         self.settings = settings
         self.credentials = credentials
         self.entity = entity
         self.project = project
-        self.instance_storage_dir = instance_storage_dir
         self._session: Session | None = None
         self._lock = threading.Lock()
 
@@ -90,10 +90,16 @@ class ArtifactIOEngine(IOManager):
                     credentials=self.credentials,
                     entity=self.entity,
                     project=self.project,
-                    instance_storage_dir=self.instance_storage_dir,
                     dagster_run_id=dagster_run_id,
                 )
+                get_dagster_logger("dagster_wandb_secure").info(
+                    f"dagster-wandb-secure: {self._session.location}"
+                )
             return self._session
+
+    def preflight(self) -> None:
+        """Fail before compute when a write could not be signed (``session.preflight``)."""
+        preflight(self.settings)
 
     def private_copies(self, session: Session, run_id: str | None) -> PrivateCopies:
         return PrivateCopies.for_process(
@@ -187,7 +193,7 @@ class ArtifactIOEngine(IOManager):
         wandb_run_id = str(extra.get("run_id") or self.settings.run_id or run_id)
         run_name = str(extra.get("run_name") or self.settings.run_name or default_run_name(run_id))
         url = extra.get("url") or av.root.absolute().as_uri()
-        run_url = extra.get("run_url") or ""
+        run_url = extra.get("run_url")
         meta: dict[str, Any] = {
             "dagster_run_id": run_id,
             "wandb_artifact_id": str(extra.get("id") or av.qualified_name),
@@ -200,7 +206,6 @@ class ArtifactIOEngine(IOManager):
             "wandb_run_id": wandb_run_id,
             "wandb_run_name": run_name,
             "wandb_run_path": f"{av.entity}/{av.project}/{wandb_run_id}",
-            "wandb_run_url": MetadataValue.url(str(run_url)) if run_url else "",
             "wandb_store": session.store_kind,
             "signature_status": "signed",
             "signing_key_id": p.key_id,
@@ -208,6 +213,8 @@ class ArtifactIOEngine(IOManager):
             "payload_sha256": p.payload_sha256,
             "serializer": p.serializer or "wandb-files",
         }
+        if run_url:  # unknown (local store, offline run): no row rather than an empty one
+            meta["wandb_run_url"] = MetadataValue.url(str(run_url))
         return meta
 
     # --- reading --------------------------------------------------------------------------
@@ -491,32 +498,74 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
     ``allowed_serializers``, ``allowed_algorithms``, ``max_payload_bytes``. ``wandb_resource``,
     ``entity`` and ``project`` replace the legacy ``wandb_resource``/``wandb_config`` resources."""
 
-    run_name: str | None = None
-    run_id: str | None = None
-    run_tags: list[str] | None = None
-    base_dir: str | None = None
-    cache_duration_in_minutes: int | None = None
-    signing_key: Any | None = None
-    key_store: str | None = None
-    store: str | None = None
-    local_store_dir: str | None = None
-    default_serialization: str | None = None
-    allowed_serializers: list[str] | None = None
-    allowed_algorithms: list[str] | None = None
-    max_payload_bytes: int | None = None
-    wandb_resource: WandbResource | None = None
-    entity: str | None = None
-    project: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    run_name: str | None = Setting(
+        None, description="W&B run name (default: dagster-run-<first 8 characters of the run id>)"
+    )
+    run_id: str | None = Setting(
+        None, description="W&B run id to resume (default: the Dagster run id)"
+    )
+    run_tags: list[str] | None = Setting(None, description="extra tags for the W&B run")
+    base_dir: str | None = Setting(
+        None,
+        description="folder for the local store, W&B run files and private copies (default: "
+        "$DAGSTER_HOME, else the working directory)",
+    )
+    cache_duration_in_minutes: int | None = Setting(
+        None, description="keep verified private copies this long (default 30 days)"
+    )
+    signing_key: Any | None = Setting(
+        None,
+        description="key id in the key store, 'env:VAR' or {'env': 'VAR'} holding key material "
+        "(default: the key store's primary key)",
+    )
+    key_store: str | None = Setting(
+        None,
+        description="key store folder (default ./keys); create it with "
+        "`dagster-wandb-secure keys init -k PATH`",
+    )
+    store: str | None = Setting(
+        None,
+        description="auto (W&B when an API key is configured, else local), local or wandb",
+    )
+    local_store_dir: str | None = Setting(
+        None,
+        description="local store folder (default <base_dir>/wandb-secure/store); with W&B "
+        "offline: the mirror folder",
+    )
+    default_serialization: str | None = Setting(
+        None, description="serializer for outputs that name none (default auto)"
+    )
+    allowed_serializers: list[str] | None = Setting(
+        None, description="serializers a read may use (default: the safe ones)"
+    )
+    allowed_algorithms: list[str] | None = Setting(
+        None, description="signature algorithms a read accepts (default: all supported)"
+    )
+    max_payload_bytes: int | None = Setting(
+        None, description="refuse payloads larger than this many bytes"
+    )
+    wandb_resource: WandbResource | None = Setting(
+        None, description="W&B credentials (no API key: the local store)"
+    )
+    entity: str | None = Setting(None, description="W&B entity (team or user)")
+    project: str | None = Setting(None, description="W&B project")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_settings(cls, data: Any) -> Any:
+        return refuse_unknown_settings(cls, data)
 
     _engine: ArtifactIOEngine | None = PrivateAttr(default=None)
-    _storage_dir: str | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
         return validate_settings({k: getattr(self, k) for k in SETTING_KEYS})
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._storage_dir = _storage_dir(context)
+        """Validate the settings and check the key store before the step computes anything."""
         self._engine = self._build()
+        self._engine.preflight()
 
     def _build(self) -> ArtifactIOEngine:
         return ArtifactIOEngine(
@@ -524,7 +573,6 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
             credentials=credentials_of(self.wandb_resource),
             entity=self.entity,
             project=self.project,
-            instance_storage_dir=self._storage_dir,
         )
 
     def engine(self) -> ArtifactIOEngine:
@@ -537,16 +585,6 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext) -> Any:
         return self.engine().load_input(context)
-
-
-def _storage_dir(context: InitResourceContext) -> str | None:
-    instance = getattr(context, "instance", None)
-    if instance is None:
-        return None
-    try:
-        return str(instance.storage_directory())
-    except Exception:  # noqa: BLE001 - an instance without local storage
-        return None
 
 
 # --- the legacy (upstream) form ---------------------------------------------------------
@@ -587,13 +625,14 @@ def wandb_artifacts_io_manager(context: InitResourceContext) -> ArtifactIOEngine
     settings = validate_settings(_legacy_synonyms(dict(context.resource_config or {})))
     wandb_config = context.resources.wandb_config
     entity, project = _entity_project(wandb_config)
-    return ArtifactIOEngine(
+    engine = ArtifactIOEngine(
         settings,
         credentials=credentials_of(context.resources.wandb_resource),
         entity=entity,
         project=project,
-        instance_storage_dir=_storage_dir(context),
     )
+    engine.preflight()
+    return engine
 
 
 def _legacy_synonyms(raw: dict[str, Any]) -> dict[str, Any]:

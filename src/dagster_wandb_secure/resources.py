@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pydantic import PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, model_validator
+from pydantic import Field as Setting
 
 from dagster import ConfigurableResource, Field, InitResourceContext, StringSource, resource
 
+from .artifacts.config import unknown_keys_message
 from .artifacts.session import WandbCredentials
 from .core.errors import ConfigurationError
 
@@ -30,14 +32,35 @@ def _normalize_host(host: str | None) -> str:
     return host.rstrip("/") or DEFAULT_HOST
 
 
+def refuse_unknown_settings(cls: type[Any], data: Any) -> Any:
+    """A pydantic ``model_validator(mode="before")`` body: an unknown setting is an error
+    naming the closest valid one (``key_stor`` -> ``key_store``), never silently ignored."""
+    if isinstance(data, Mapping):
+        allowed = list(cls.model_fields)
+        message = unknown_keys_message(cls.__name__, list(data), allowed)
+        if message:
+            raise ValueError(message)
+    return data
+
+
 class WandbResource(ConfigurableResource):
     """W&B credentials and a lazily built API client.
 
     ``api_key``: the W&B API key (use ``EnvVar("WANDB_API_KEY")``). ``host``: the W&B server
     (default the public cloud)."""
 
-    api_key: str
-    host: str = DEFAULT_HOST
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str = Setting(
+        description="W&B API key; use EnvVar('WANDB_API_KEY'). Empty: the IO manager's "
+        "store='auto' uses the local store"
+    )
+    host: str = Setting(DEFAULT_HOST, description="W&B server API host (default: the public cloud)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_settings(cls, data: Any) -> Any:
+        return refuse_unknown_settings(cls, data)
 
     _api: Any = PrivateAttr(default=None)
 
@@ -149,5 +172,6 @@ __all__ = [
     "WandbResource",
     "WandbResourceHandle",
     "credentials_of",
+    "refuse_unknown_settings",
     "wandb_resource",
 ]

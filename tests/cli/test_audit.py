@@ -13,7 +13,7 @@ ENTRY_KEYS = {
 }
 TOP_KEYS = {
     "schema", "generated_at", "key_store", "store", "mode", "elapsed_s", "summary", "keys",
-    "versions", "fail_on", "failed", "ok",
+    "versions", "fail_on", "failed", "ok", "verdict", "payloads_rehashed", "needs_attention",
 }
 
 
@@ -23,7 +23,9 @@ def _by_name(versions: list[dict]) -> dict[tuple[str, str], dict]:
 
 def test_every_status_in_one_store(env: Env, runner) -> None:
     expected = build_every_status(env)
-    code, doc = run_json(runner, "audit", "-k", str(env.keys), "--store-dir", str(env.store_dir))
+    code, doc = run_json(
+        runner, "audit", "-k", str(env.keys), "--store-dir", str(env.store_dir), "--fail-on", "none"
+    )
     assert code == 0, doc
     got = _by_name(doc["versions"])
     assert got[("rolled-back", "v0")]["status"] == "rolled-back"
@@ -56,7 +58,8 @@ def test_json_schema_is_stable(env: Env, runner) -> None:
     assert set(doc) == TOP_KEYS
     assert set(doc["summary"]) == {"total", "by_status", "by_key"}
     assert set(doc["versions"][0]) == ENTRY_KEYS
-    assert doc["mode"] == "fast" and doc["ok"] is True and doc["failed"] == 0
+    assert doc["mode"] == "deep" and doc["ok"] is True and doc["failed"] == 0
+    assert doc["payloads_rehashed"] is True and doc["needs_attention"] == []
 
 
 def test_fast_mode_skips_hashing_deep_mode_catches_a_flipped_payload_byte(env: Env) -> None:
@@ -64,7 +67,7 @@ def test_fast_mode_skips_hashing_deep_mode_catches_a_flipped_payload_byte(env: E
     flip_last_byte(env.path_of(av, "output.pickle"))
     fast = audit_store(env.store, env.ks, deep=False)
     deep = audit_store(env.store, env.ks, deep=True)
-    assert fast.entries[0].status is Status.VALID  # same size, signatures intact
+    assert fast.entries[0].status is Status.SIGNATURE_OK  # same size: never called valid
     assert deep.entries[0].status is Status.TAMPERED
 
 
@@ -72,7 +75,8 @@ def test_fail_on_exit_codes(env: Env, runner) -> None:
     env.publish("a")
     env.publish_legacy("old", b"\x80\x04K\x01.")
     base = ["audit", "-k", str(env.keys), "--store-dir", str(env.store_dir)]
-    assert run(runner, *base).exit_code == 0
+    assert run(runner, *base).exit_code == 1  # default: anything but valid/adopted fails
+    assert run(runner, *base, "--fail-on", "none").exit_code == 0
     assert run(runner, *base, "--fail-on", "tampered").exit_code == 0
     result = run(runner, *base, "--fail-on", "unsigned")
     assert result.exit_code == 1
@@ -93,7 +97,7 @@ def test_html_report_is_self_contained(env: Env, runner, tmp_path: Path) -> None
     build_every_status(env)
     out = tmp_path / "report.html"
     result = run(runner, "audit", "-k", str(env.keys), "--store-dir", str(env.store_dir),
-                 "--format", "html", "-o", str(out))
+                 "--format", "html", "-o", str(out), "--fail-on", "none")
     assert result.exit_code == 0, result.output
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>")
@@ -125,7 +129,8 @@ def test_markdown_and_table(env: Env, runner, tmp_path: Path) -> None:
     md = run(runner, *base, "--format", "markdown")
     assert md.exit_code == 0 and "| valid | 1 |" in md.stdout
     table = run(runner, *base)
-    assert table.exit_code == 0 and "valid" in table.stdout and "team/proj/a:v0" in table.stdout
+    assert table.exit_code == 0 and "valid" in table.stdout and "a:v0" in table.stdout
+    assert "entity: team   project: proj" in table.stdout
 
 
 def test_progress_bar_on_a_terminal_reports_the_same(env: Env, runner, monkeypatch) -> None:
@@ -151,7 +156,7 @@ def test_progress_bar_on_a_terminal_reports_the_same(env: Env, runner, monkeypat
     monkeypatch.setattr(cli_audit, "_progress_bar", spy_bar)
     base = ["audit", "-k", str(env.keys), "--store-dir", str(env.store_dir)]
     result = run(runner, *base)
-    assert result.exit_code == 0 and "team/proj/b:v0" in result.stdout
+    assert result.exit_code == 0 and "b:v0" in result.stdout
     assert ticks and ticks[-1] == (2, 2)
     ticks.clear()
     assert run(runner, *base, "--no-progress").exit_code == 0

@@ -41,8 +41,7 @@ UPSTREAM_METADATA_KEYS = {
     "wandb_run_id",
     "wandb_run_name",
     "wandb_run_path",
-    "wandb_run_url",
-}
+}  # wandb_run_url only when known (W&B online): never an empty row
 SECURE_METADATA_KEYS = {
     "signature_status",
     "signing_key_id",
@@ -105,6 +104,7 @@ def test_python_object_roundtrip_both_algorithms(
     assert meta["serializer"] == "pickle"
     assert meta["wandb_artifact_version"] == "v0"
     assert meta["wandb_artifact_type"] == "dataset"
+    assert "wandb_run_url" not in meta  # local store: unknown, so omitted
 
     store = LocalArtifactStore(store_dir)
     av = store.resolve("team", "proj", "numbers", alias="latest")

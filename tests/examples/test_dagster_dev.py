@@ -81,6 +81,19 @@ query($path: [String!]!) {
 }
 """
 
+CHECKS = """
+query($path: [String!]!) {
+  assetNodes(assetKeys: [{path: $path}]) {
+    assetChecksOrError {
+      __typename
+      ... on AssetChecks {
+        checks { name executionForLatestMaterialization { status } }
+      }
+    }
+  }
+}
+"""
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -217,6 +230,17 @@ def test_dagster_dev_shows_signature_metadata(tmp_path: Path) -> None:
         assert len(entries["payload_sha256"]["text"]) == 64
         assert entries["serializer"]["text"] == "pickle"
         assert entries["wandb_artifact_version"]["text"] == "v0"
+        assert "wandb_run_url" not in entries  # unknown on the local store: no empty row
+
+        # the example's signature checks are in the Checks tab, and ran with the job
+        for path in (["my_first_list"], ["my_list_doubled"]):
+            [node] = graphql(port, CHECKS, {"path": path})["assetNodes"]
+            checks = node["assetChecksOrError"]
+            assert checks["__typename"] == "AssetChecks", checks
+            by_name = {c["name"]: c for c in checks["checks"]}
+            assert "wandb_signature_verified" in by_name, (path, checks)
+            execution = by_name["wandb_signature_verified"]["executionForLatestMaterialization"]
+            assert execution is not None and execution["status"] == "SUCCEEDED", (path, execution)
     finally:
         stop(proc)
     assert proc.poll() is not None

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -86,8 +87,15 @@ def test_missing_key_is_a_clear_error(examples_home: Path, load_example: Loader)
         run_config=QUIET, raise_on_error=False
     )
     assert not result.success
-    text = failure_text(result)
-    assert "NoSigningKeyError" in text and "my_first_list" in text
+    # no key store: the step fails at resource set-up, before its compute, naming the command
+    # that creates it
+    text = "\n".join(
+        str(getattr(e.event_specific_data, "error", "") or "") + (e.message or "")
+        for e in result.all_events
+        if e.is_failure or e.event_type_value == "RESOURCE_INIT_FAILURE"
+    )
+    assert "KeyStoreError" in text and "keys init -k" in text, text
+    assert not (examples_home / "keys").exists()  # and nothing was created
 
 
 def test_artifacts(signing_key: str, load_example: Loader, examples_home: Path) -> None:
@@ -210,6 +218,8 @@ def test_two_teams(
     private_pem, public_pem = _pem_pair()
     monkeypatch.setenv("TEAM_A_SIGNING_KEY", private_pem)
     monkeypatch.setenv("TEAM_A_PUBLIC_KEY", public_pem)
+    for team in ("team_a_keys", "team_b_keys"):  # `keys init --no-key`: a ledger, no key
+        KeyStore.open(examples_home / team)
     writer = load_example("two_teams_writer")
     reader = load_example("two_teams_reader")
 

@@ -619,7 +619,9 @@ def test_online_publish_logs_waits_and_returns_the_cached_version(
     assert init["resume"] == "allow" and init["mode"] == "online"
     assert init["tags"] == ["nightly", DAGSTER_WANDB_TAG]
     assert init["dir"] == str(tmp_path / "base")
-    assert init["settings"] == {"api_key": API_KEY, "base_url": "https://wandb.example.invalid"}
+    assert init["settings"] == {
+        "api_key": API_KEY, "base_url": "https://wandb.example.invalid", "init_timeout": 30.0
+    }
     assert ("log_artifact", "art", ("best",)) in server.calls
     assert server.count("wait") == 2
     # the returned version lives in the cache, described from the bytes actually uploaded
@@ -696,7 +698,8 @@ def test_online_record_use_starts_the_run_and_declares_the_input(
     store.record_use(av, "dagster-3")
     store.record_use(av, "dagster-3")
     assert len(server.init_calls) == 1 and server.runs[0].used == [f"{ENTITY}/{PROJECT}/data:v0"]
-    assert "settings" not in server.init_calls[0]  # no key, no host: wandb's own lookup
+    # no key, no host: wandb's own lookup; only the start-up timeout (default 30 s) is set
+    assert server.init_calls[0]["settings"] == {"init_timeout": 30.0}
     store.close()
     assert server.runs[0].finished
 

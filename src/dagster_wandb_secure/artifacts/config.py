@@ -12,6 +12,7 @@ The seed document's older spelling ``wandb_artifact_arguments`` is accepted as a
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -124,21 +125,21 @@ class Settings:
     allowed_algorithms: tuple[str, ...] | None = None
     max_payload_bytes: int | None = None
 
-    def resolved_base_dir(self, instance_storage_dir: str | None = None) -> Path:
-        """``base_dir``, else ``$DAGSTER_HOME``, else the instance storage folder, else cwd."""
+    def resolved_base_dir(self) -> Path:
+        """``base_dir``, else ``$DAGSTER_HOME``, else the working directory - never Dagster's
+        temporary instance folder, which is deleted when the process exits."""
         if self.base_dir:
-            return Path(self.base_dir).expanduser()
+            return Path(self.base_dir).expanduser().absolute()
         home = os.environ.get("DAGSTER_HOME")
         if home:
-            return Path(home).expanduser()
-        if instance_storage_dir:
-            return Path(instance_storage_dir)
+            return Path(home).expanduser().absolute()
         return Path.cwd()
 
-    def resolved_local_store_dir(self, instance_storage_dir: str | None = None) -> Path:
+    def resolved_local_store_dir(self) -> Path:
+        """``local_store_dir``, else ``<base dir>/wandb-secure/store`` (as the CLI's default)."""
         if self.local_store_dir:
-            return Path(self.local_store_dir).expanduser()
-        return default_local_dir(self.resolved_base_dir(instance_storage_dir))
+            return Path(self.local_store_dir).expanduser().absolute()
+        return default_local_dir(self.resolved_base_dir())
 
     def resolved_key_store(self) -> Path:
         return Path(self.key_store).expanduser()
@@ -164,12 +165,28 @@ def _opt_str_list(raw: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+def unknown_keys_message(what: str, given: Sequence[str], allowed: Sequence[str]) -> str | None:
+    """``None`` when every key in ``given`` is allowed, else one sentence naming each unknown
+    key and the closest valid one (``key_stor`` -> ``did you mean 'key_store'?``)."""
+    unknown = [str(k) for k in given if k not in allowed]
+    if not unknown:
+        return None
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+        parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (
+        f"unknown {what} setting(s) {', '.join(parts)}; valid settings: "
+        + ", ".join(sorted(allowed))
+    )
+
+
 def validate_settings(raw: Mapping[str, Any]) -> Settings:
     """Check the IO manager configuration; unknown keys are refused by name."""
-    known = {f for f in Settings.__dataclass_fields__}
-    unknown = sorted(k for k, v in raw.items() if k not in known and v is not None)
-    if unknown:
-        _fail(f"unknown IO manager configuration key(s) {unknown}; allowed: {sorted(known)}")
+    known = sorted(Settings.__dataclass_fields__)
+    message = unknown_keys_message("IO manager", [k for k in raw if k not in known], known)
+    if message:
+        _fail(message)
     run_id = _opt_str(raw, "run_id")
     if run_id is not None and (RUN_ID_FORBIDDEN.search(run_id) or len(run_id) > 128):
         _fail(f"run_id {run_id!r} may not contain any of / \\ # ? % : (and at most 128 characters)")
@@ -474,6 +491,7 @@ __all__ = [
     "WriteConfig",
     "artifact_configuration",
     "parse_signing_key",
+    "unknown_keys_message",
     "validate_read_config",
     "validate_settings",
     "validate_write_config",

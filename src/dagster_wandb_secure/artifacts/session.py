@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.errors import KeyStoreError, NoSigningKeyError
 from .config import Settings, WandbArtifactsIOManagerError
 
 if TYPE_CHECKING:
@@ -57,6 +58,26 @@ class Session:
         return f"{self.entity}/{self.project}"
 
     @property
+    def location(self) -> str:
+        """Where this session reads and writes, in one line (logged once per IO manager)."""
+        keys = f"key store {self.key_store.path}"
+        if self.store_kind == "local":
+            return f"local store at {getattr(self.store, 'root', '?')}; {keys}"
+        if self.offline:
+            return (
+                f"W&B store {self.qualified_project} (offline, files under {self.base_dir}); "
+                f"{keys}"
+            )
+        from ..stores.wandb_run import CONNECT_TIMEOUT_ENV, connect_timeout
+
+        host = self.credentials.host or os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+        return (
+            f"W&B store {self.qualified_project}: connecting to W&B at {host} on first use "
+            f"(start-up timeout {connect_timeout():.0f} s, ${CONNECT_TIMEOUT_ENV}); "
+            f"{keys}"
+        )
+
+    @property
     def offline(self) -> bool:
         return self.store_kind == "local" or os.environ.get("WANDB_MODE") in {"offline", "dryrun"}
 
@@ -87,12 +108,26 @@ def build_policy(settings: Settings) -> Policy:
         raise WandbArtifactsIOManagerError(f"invalid policy setting: {exc}") from exc
 
 
-def open_key_store(settings: Settings) -> tuple[KeyStore, str | None]:
-    """Open the key store and resolve which key signs (``None`` = primary at signing time)."""
-    from ..core.keys import KeyStore
+def open_existing_key_store(path: Path) -> KeyStore:
+    """Open the key store at ``path`` without creating anything: a missing folder (or one with
+    no key store file) is a ``KeyStoreError`` naming the path and the command that creates it."""
+    from ..core.keys import KEYSTORE_FILE, KeyStore
 
+    path = Path(path).expanduser()
+    if not path.exists() or (path.is_dir() and not (path / KEYSTORE_FILE).exists()):
+        raise KeyStoreError(
+            f"no key store at {path.absolute()}",
+            hint=f"create one with `dagster-wandb-secure keys init -k {path}` (it also makes "
+            "the first signing key), or point key_store / --key-store at the existing one",
+        )
+    return KeyStore.open(path, create=False)
+
+
+def open_key_store(settings: Settings) -> tuple[KeyStore, str | None]:
+    """Open the key store (never creating it) and resolve which key signs (``None`` = the
+    primary at signing time)."""
     path = settings.resolved_key_store()
-    key_store = KeyStore.open(path)
+    key_store = open_existing_key_store(path)
     ref = settings.signing_key
     if ref.env_var:
         if not os.environ.get(ref.env_var):
@@ -105,6 +140,40 @@ def open_key_store(settings: Settings) -> tuple[KeyStore, str | None]:
         key_store.get(ref.key_id)  # UnknownKeyError names the key id
         return key_store, ref.key_id
     return key_store, None
+
+
+def preflight(settings: Settings) -> Path:
+    """Check, before any compute, what a write will need: the key store exists and is safe,
+    and the configured signing key (or the store's primary, when it has one) can sign.
+
+    A key store with no primary and no configured key passes (a job may only read), and so
+    does a configured public key (a verify-only reader); a write then fails with
+    ``NoSigningKeyError``. Returns the key store's path."""
+    path = settings.resolved_key_store()
+    key_store, key_id = open_key_store(settings)
+    try:
+        if key_id is not None and not key_store.get(key_id).has_private:
+            pass  # a public key configured on purpose: a verify-only reader
+        elif key_id is not None or _has_primary(key_store):
+            key_store.signer(key_id)
+    except NoSigningKeyError as exc:
+        raise NoSigningKeyError(
+            exc.reason,
+            key_id=exc.key_id,
+            hint=f"make a new signing key with `dagster-wandb-secure keys rotate -k {path}`, "
+            f"or see `dagster-wandb-secure keys list -k {path}`",
+        ) from None
+    finally:
+        key_store.close()
+    return key_store.path
+
+
+def _has_primary(key_store: KeyStore) -> bool:
+    try:
+        key_store.primary()
+    except NoSigningKeyError:
+        return False
+    return True
 
 
 def open_store(
@@ -143,13 +212,12 @@ def open_session(
     credentials: WandbCredentials,
     entity: str | None,
     project: str | None,
-    instance_storage_dir: str | None,
     dagster_run_id: str | None,
 ) -> Session:
     """Open the key store, the policy and the store for one IO manager."""
     kind = select_store_kind(settings, credentials)
-    base_dir = settings.resolved_base_dir(instance_storage_dir)
-    local_root = settings.resolved_local_store_dir(instance_storage_dir)
+    base_dir = settings.resolved_base_dir()
+    local_root = settings.resolved_local_store_dir()
     policy = build_policy(settings)
     key_store, key_id = open_key_store(settings)
     run_id = settings.run_id or dagster_run_id
@@ -188,8 +256,10 @@ __all__ = [
     "Session",
     "WandbCredentials",
     "build_policy",
+    "open_existing_key_store",
     "open_key_store",
     "open_session",
+    "preflight",
     "open_store",
     "select_store_kind",
 ]

@@ -51,7 +51,7 @@ KeyStoreOption = typer.Option(
     Path("keys"),
     "--key-store",
     "-k",
-    help="Key store folder.",
+    help="Key store folder (create one with `keys init -k PATH`).",
     envvar="DAGSTER_WANDB_SECURE_KEY_STORE",
     show_default=True,
 )
@@ -187,6 +187,12 @@ def parse_duration(text: str | None) -> timedelta | None:
 
 
 def open_key_store(path: Path, *, create: bool = False) -> Any:
+    """Open the key store; unless ``create``, nothing is created and a missing one is a
+    ``KeyStoreError`` (exit 3) naming the path and `keys init -k PATH`."""
     from ..core.keys import KeyStore
 
+    if not create:
+        from ..artifacts.session import open_existing_key_store
+
+        return open_existing_key_store(path)
     return KeyStore.open(path, create=create)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,14 @@ import typer
 
 from ..stores import STORE_BACKENDS
 
+# an Enum, so --help shows the fixed choices ([local|wandb]) and typer refuses others
+StoreChoice = StrEnum("StoreChoice", {kind: kind for kind in STORE_BACKENDS})  # type: ignore[misc]
+
 StoreKindOption = typer.Option(
-    "local", "--store", help="Artifact store: local (a folder) or wandb (W&B, needs an API key)."
+    StoreChoice("local"),
+    "--store",
+    help="Artifact store: local (a folder) or wandb (W&B, needs an API key).",
+    case_sensitive=False,
 )
 StoreDirOption = typer.Option(
     None,
@@ -42,6 +49,7 @@ def open_cli_store(
     from ..core.errors import ConfigurationError
     from ..stores import open_store
 
+    kind = str(getattr(kind, "value", kind))
     if kind not in STORE_BACKENDS:
         raise typer.BadParameter(
             f"{kind!r} is not {' or '.join(STORE_BACKENDS)}", param_hint="--store"
@@ -60,10 +68,15 @@ def open_cli_store(
             api_key=os.environ.get("WANDB_API_KEY"),
         )
         return store, f"wandb {entity}/{project}"
-    if store_dir is not None and not store_dir.is_dir():
+    from ..stores import default_local_dir
+
+    root = store_dir if store_dir is not None else default_local_dir()
+    if not root.is_dir():
         raise ConfigurationError(
-            f"no local store at {store_dir}",
-            hint="point --store-dir at the folder the IO manager writes to (its local_dir)",
+            f"no local store at {root.absolute()} (nothing was created)",
+            hint="point --store-dir (or $DAGSTER_WANDB_SECURE_STORE_DIR) at the folder the IO "
+            "manager writes to: $DAGSTER_HOME/wandb-secure/store, else ./wandb-secure/store "
+            "where Dagster ran; the IO manager's first write creates it",
         )
-    store = open_store("local", local_dir=store_dir)
+    store = open_store("local", local_dir=root)
     return store, f"local {store.root}"  # type: ignore[attr-defined]

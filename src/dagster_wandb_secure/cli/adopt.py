@@ -24,6 +24,7 @@ from ._stores import (
     EntityOption,
     NameOption,
     ProjectOption,
+    StoreChoice,
     StoreDirOption,
     StoreKindOption,
     listing_filter,
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def adopt_cmd(
     key_store: Path = KeyStoreOption,
-    store: str = StoreKindOption,
+    store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
     project: str | None = ProjectOption,

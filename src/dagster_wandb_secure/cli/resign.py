@@ -20,6 +20,7 @@ from ._stores import (
     EntityOption,
     NameOption,
     ProjectOption,
+    StoreChoice,
     StoreDirOption,
     StoreKindOption,
     listing_filter,
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
 def resign_cmd(
     from_kid: str = FromOption,
     key_store: Path = KeyStoreOption,
-    store: str = StoreKindOption,
+    store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
     project: str | None = ProjectOption,

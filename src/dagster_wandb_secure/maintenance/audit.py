@@ -5,9 +5,10 @@ every payload envelope) against the key store, looks the signature up in the dig
 checks that no alias points to an older version than the ledger (or, for ``latest``, the store)
 has seen. Each version gets exactly one ``Status``.
 
-Fast mode (the default) checks signatures, contexts, file lists and sizes without hashing
-payloads (``verify_manifest(deep=False)``); ``deep=True`` re-hashes every byte. Nothing is ever
-deserialized. The key store is opened once (its records and parsed keys are cached), and the
+The default (``deep=True``) re-hashes every payload byte, on a thread pool (one thread per
+core); only then is a version ``valid``. Fast mode (``deep=False``) checks signatures, contexts,
+file lists and sizes without hashing payloads, and calls a version that passes ``signature-ok``,
+never ``valid``. Nothing is ever deserialized. The key store is opened once (its records and parsed keys are cached), and the
 ledger is read once for the whole audit, not once per version.
 """
 
@@ -18,6 +19,7 @@ import stat
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -49,13 +51,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_SCHEMA",
+    "DEFAULT_FAIL_ON",
     "FAILING_STATUSES",
     "AuditEntry",
     "AuditReport",
     "Status",
     "audit_store",
+    "check_versions",
     "collect_folder",
     "status_of_error",
+    "verdict",
     "verification_policy",
     "verify_version_manifest",
 ]
@@ -69,6 +74,7 @@ class Status(StrEnum):
 
     VALID = "valid"
     ADOPTED = "adopted"
+    SIGNATURE_OK = "signature-ok"
     TAMPERED = "tampered"
     UNSIGNED = "unsigned"
     UNKNOWN_KEY = "unknown-key"
@@ -81,12 +87,16 @@ class Status(StrEnum):
 
 
 STATUS_ORDER: tuple[Status, ...] = tuple(Status)
-GOOD_STATUSES = frozenset({Status.VALID, Status.ADOPTED})
+GOOD_STATUSES = frozenset({Status.VALID, Status.ADOPTED, Status.SIGNATURE_OK})
 FAILING_STATUSES = frozenset(set(Status) - GOOD_STATUSES)
+# what a default `audit` fails on: anything but valid/adopted (signature-ok only in --fast)
+DEFAULT_FAIL_ON = FAILING_STATUSES
 
 STATUS_DESCRIPTIONS: dict[Status, str] = {
     Status.VALID: "signed at write time by a trusted key, recorded in the ledger",
     Status.ADOPTED: "legacy unsigned artifact re-published signed by `adopt` after a static scan",
+    Status.SIGNATURE_OK: "--fast: signature, file list and sizes check out; payload bytes were "
+    "NOT re-hashed (run without --fast to call it valid)",
     Status.TAMPERED: "bytes, file list, names or signature differ from what was signed",
     Status.UNSIGNED: "no signed manifest (upstream dagster-wandb or written by hand)",
     Status.UNKNOWN_KEY: "signed by a key this key store does not hold",
@@ -273,12 +283,19 @@ class _LedgerIndex:
                 if n > self.newest.get(row.artifact, -1):
                     self.newest[row.artifact] = n
 
-    def match(self, digest: str, kid: str, artifact: str) -> LedgerRow | None:
-        best = None
-        for row in self.by_digest.get(digest, ()):
-            if row.key_id == kid and row.artifact == artifact:
-                best = row  # newest wins (rows are oldest first)
-        return best
+    def match(
+        self, digest: str, kid: str, artifact: str, version: str | None = None
+    ) -> LedgerRow | None:
+        """The ledger row of this signature: the one recorded for ``version`` itself, else one
+        not yet attached to a version, else the newest for the artifact (so an origin label
+        such as ``resigned`` comes from the version's own record, not from a same-digest
+        neighbour)."""
+        rows = [r for r in self.by_digest.get(digest, ()) if r.key_id == kid and r.artifact == artifact]
+        for wanted in (version, None):
+            own = [r for r in rows if r.artifact_version == wanted]
+            if own:
+                return own[-1]  # newest wins (rows are oldest first)
+        return rows[-1] if rows else None
 
 
 def _base_entry(av: ArtifactVersion) -> AuditEntry:
@@ -362,7 +379,7 @@ def check_version(
         entry.digest = payload.envelope_payload_sha256
     else:
         entry.digest = header.payload_sha256
-    row = ledger.match(header.payload_sha256, header.kid, av.name)
+    row = ledger.match(header.payload_sha256, header.kid, av.name, av.version_label)
     if row is None:
         entry.status = Status.MISSING_FROM_LEDGER
         entry.reason = (
@@ -371,8 +388,47 @@ def check_version(
         )
         return entry
     entry.origin = row.origin
-    entry.status = Status.ADOPTED if row.origin == "adopted" else Status.VALID
+    entry.status = verdict(row.origin, deep=deep)
     return entry
+
+
+def verdict(origin: str, *, deep: bool) -> Status:
+    """The status of a verified version recorded in the ledger: ``valid``/``adopted`` only
+    when every payload byte was re-hashed; a fast audit says ``signature-ok``."""
+    if not deep:
+        return Status.SIGNATURE_OK
+    return Status.ADOPTED if origin == "adopted" else Status.VALID
+
+
+def check_versions(
+    store: ArtifactStore,
+    versions: list[ArtifactVersion],
+    *,
+    key_store: KeyStore,
+    ledger: _LedgerIndex,
+    policy: Policy,
+    deep: bool,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> list[AuditEntry]:
+    """``check_version`` for every version, on a thread pool (hashlib releases the GIL while
+    hashing, so a deep audit uses every core); entries come back in ``versions`` order."""
+    total = len(versions)
+    workers = max(1, min(workers or os.cpu_count() or 1, total or 1))
+    step = max(1, total // 200)
+
+    def one(av: ArtifactVersion) -> AuditEntry:
+        return check_version(
+            store, av, key_store=key_store, ledger=ledger, policy=policy, deep=deep
+        )
+
+    entries: list[AuditEntry] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit") as pool:
+        for i, entry in enumerate(pool.map(one, versions)):
+            entries.append(entry)
+            if progress is not None and (i % step == 0 or i + 1 == total):
+                progress(i + 1, total)
+    return entries
 
 
 def _mark_rollbacks(
@@ -405,28 +461,32 @@ def audit_store(
     store: ArtifactStore,
     key_store: KeyStore,
     *,
-    deep: bool = False,
+    deep: bool = True,
     entity: str | None = None,
     project: str | None = None,
     name: str | None = None,
     policy: Policy | None = None,
     progress: Callable[[int, int], None] | None = None,
     store_label: str | None = None,
+    workers: int | None = None,
 ) -> AuditReport:
-    """Audit every version of ``store`` (optionally filtered); see the module docstring."""
+    """Audit every version of ``store`` (optionally filtered); see the module docstring.
+
+    ``workers``: threads checking versions at once (default: one per core)."""
     started = time.perf_counter()
     policy = policy or verification_policy()
     versions = list(store.list_versions(entity=entity, project=project, name=name))
     ledger = _LedgerIndex(key_store.ledger.rows())
-    entries: list[AuditEntry] = []
-    total = len(versions)
-    step = max(1, total // 200)
-    for i, av in enumerate(versions):
-        entries.append(
-            check_version(store, av, key_store=key_store, ledger=ledger, policy=policy, deep=deep)
-        )
-        if progress is not None and (i % step == 0 or i + 1 == total):
-            progress(i + 1, total)
+    entries = check_versions(
+        store,
+        versions,
+        key_store=key_store,
+        ledger=ledger,
+        policy=policy,
+        deep=deep,
+        progress=progress,
+        workers=workers,
+    )
     _mark_rollbacks(entries, versions, key_store)
     keys = [r.to_json() for r in key_store.records()]
     for k in keys:

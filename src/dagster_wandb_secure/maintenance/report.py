@@ -17,6 +17,7 @@ __all__ = ["STATUS_COLORS", "render_html"]
 STATUS_COLORS: dict[str, str] = {
     "valid": "#1a7f37",
     "adopted": "#0969da",
+    "signature-ok": "#4d8a5b",
     "tampered": "#cf222e",
     "unsigned": "#bc4c00",
     "unknown-key": "#8250df",
@@ -240,7 +241,7 @@ def render_html(report: AuditReport, *, title: str = "Signature audit") -> str:
     summary_json = json.dumps(
         {"total": total, "by_status": by_status, "by_key": by_key}, sort_keys=True
     ).replace("</", "<\\/")
-    mode = "deep (every payload re-hashed)" if report.deep else "fast (signatures and sizes)"
+    mode = "deep (every payload re-hashed)" if report.deep else "fast (signatures and sizes only; payloads were NOT re-hashed)"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -17,6 +17,7 @@ only through run/API settings, never offline.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import urllib.parse
@@ -48,6 +49,27 @@ Mode = Literal["online", "offline"]
 DAGSTER_WANDB_TAG = "dagster_wandb"
 INIT_LOCK_NAME = "wandb-init.lock"
 RUN_START_TIMEOUT = 300.0  # seconds to wait for other processes starting their W&B run
+CONNECT_TIMEOUT_ENV = "DAGSTER_WANDB_SECURE_WANDB_TIMEOUT"
+DEFAULT_CONNECT_TIMEOUT = 30.0  # seconds wandb.init may take to reach the server (wandb: 90)
+_log = logging.getLogger("dagster_wandb_secure.wandb")
+
+
+def connect_timeout() -> float:
+    """Seconds an online ``wandb.init`` may take: ``$DAGSTER_WANDB_SECURE_WANDB_TIMEOUT``, else
+    30. A bad value is a ``ConfigurationError`` (never a silent default)."""
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_CONNECT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ConfigurationError(
+            f"{CONNECT_TIMEOUT_ENV}={raw!r} is not a number of seconds between 0 and 3600",
+            hint=f"unset it (default {DEFAULT_CONNECT_TIMEOUT:.0f} s) or set e.g. 60",
+        )
+    return value
 MAX_RUN_ID_LEN = 128
 MAX_RUN_NAME_LEN = 128
 MAX_TAG_LEN = 64
@@ -210,6 +232,11 @@ class WandbRun:
         self._api_client: Any = None
 
     @property
+    def server(self) -> str:
+        """The W&B server this run talks to (for messages)."""
+        return self.host or os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+
+    @property
     def current(self) -> Any:
         """The active W&B run, or ``None`` before ``ensure``."""
         return self._run
@@ -302,6 +329,9 @@ class WandbRun:
         }
         settings: dict[str, Any] = {}
         if self.mode != "offline":
+            timeout = connect_timeout()
+            settings["init_timeout"] = timeout
+            _log.info("connecting to W&B at %s (start-up timeout %.0f s)", self.server, timeout)
             if self._api_key is not None:
                 settings["api_key"] = self._api_key.get()
             if self.host is not None:
@@ -333,7 +363,9 @@ class WandbRun:
             ) from exc
         except self._WandbError as exc:
             raise StoreError(
-                f"could not start the W&B run {where} ({self.mode}): {self.scrub(exc)}",
+                f"could not start the W&B run {where} ({self.mode}"
+                + (f", W&B at {self.server}" if self.mode != "offline" else "")
+                + f"): {self.scrub(exc)}",
                 hint="check the host, network access and the entity/project; or run with "
                 "WANDB_MODE=offline and `wandb sync` later",
             ) from exc
