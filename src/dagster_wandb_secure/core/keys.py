@@ -110,6 +110,7 @@ from .keyrecords import read_store_file as _read_store_file
 
 if TYPE_CHECKING:
     from .ledger import Ledger
+    from .ledger_api import LedgerBackend
 
 __all__ = [
     "ALGORITHMS",
@@ -755,3 +756,8 @@ class KeyStore:
                     self._ledger = Ledger(self.path / LEDGER_FILE)
                 ledger = self._ledger
         return ledger
+
+    def attach_ledger(self, ledger: LedgerBackend) -> None:
+        """Use ``ledger`` (e.g. a shared PostgreSQL one, ``ledger_api.open_ledger``) from now on."""
+        with self._mutex:
+            self._ledger = ledger  # type: ignore[assignment]
