@@ -26,6 +26,7 @@ from dagster import (
     MetadataValue,
     Noneable,
     OutputContext,
+    StringSource,
     io_manager,
 )
 
@@ -48,7 +49,7 @@ from .artifacts.naming import (
 )
 from .artifacts.private_copies import PrivateCopies
 from .artifacts.publishing import Published, publish_output
-from .artifacts.session import Session, WandbCredentials, open_session
+from .artifacts.session import Session, WandbCredentials, open_ledger_for, open_session
 from .artifacts.target import Target
 from .core.errors import SecureArtifactError
 from .resources import WandbResource, credentials_of
@@ -74,7 +75,15 @@ class ArtifactIOEngine(IOManager):
         self.project = project
         self.instance_storage_dir = instance_storage_dir
         self._session: Session | None = None
+        self._ledger: Any = None
         self._lock = threading.Lock()
+
+    def connect_ledger(self) -> None:
+        """Reach a configured shared ledger now (resource setup), so an unreachable one fails
+        the step before the asset's compute runs."""
+        with self._lock:
+            if self._ledger is None:
+                self._ledger = open_ledger_for(self.settings)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -88,6 +97,7 @@ class ArtifactIOEngine(IOManager):
                     project=self.project,
                     instance_storage_dir=self.instance_storage_dir,
                     dagster_run_id=dagster_run_id,
+                    ledger=self._ledger,
                 )
             return self._session
 
@@ -374,7 +384,9 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
     ``cache_duration_in_minutes``. Security keys: ``signing_key`` (a key id, ``"env:VAR"`` or
     ``{"env": "VAR"}``), ``key_store`` (default ``keys``), ``store`` (``auto``/``local``/
     ``wandb``), ``local_store_dir``, ``default_serialization`` (``auto``),
-    ``allowed_serializers``, ``allowed_algorithms``, ``max_payload_bytes``. ``wandb_resource``,
+    ``allowed_serializers``, ``allowed_algorithms``, ``max_payload_bytes``, ``ledger`` (unset:
+    ``ledger.sqlite3`` in the key store; a ``postgresql://`` URL, e.g. from an ``EnvVar``: the
+    shared ledger, reached at setup), ``require_ledger_record``. ``wandb_resource``,
     ``entity`` and ``project`` replace the legacy ``wandb_resource``/``wandb_config`` resources."""
 
     run_name: str | None = None
@@ -390,6 +402,8 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
     allowed_serializers: list[str] | None = None
     allowed_algorithms: list[str] | None = None
     max_payload_bytes: int | None = None
+    ledger: str | None = None
+    require_ledger_record: bool | None = None
     wandb_resource: WandbResource | None = None
     entity: str | None = None
     project: str | None = None
@@ -403,6 +417,7 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._storage_dir = _storage_dir(context)
         self._engine = self._build()
+        self._engine.connect_ledger()
 
     def _build(self) -> ArtifactIOEngine:
         return ArtifactIOEngine(
@@ -461,6 +476,17 @@ _LEGACY_SCHEMA = {
     "allowed_serializers": Field(Noneable([str]), is_required=False),
     "allowed_algorithms": Field(Noneable([str]), is_required=False),
     "max_payload_bytes": Field(Noneable(int), is_required=False),
+    "ledger": Field(
+        Noneable(StringSource),
+        is_required=False,
+        description="postgresql:// URL of the shared ledger (unset: ledger.sqlite3 in the key "
+        "store); use {'env': 'VAR'} to keep the password out of the config",
+    ),
+    "require_ledger_record": Field(
+        Noneable(bool),
+        is_required=False,
+        description="accept only versions the writer recorded in the ledger",
+    ),
 }
 
 
@@ -473,13 +499,15 @@ def wandb_artifacts_io_manager(context: InitResourceContext) -> ArtifactIOEngine
     settings = validate_settings(_legacy_synonyms(dict(context.resource_config or {})))
     wandb_config = context.resources.wandb_config
     entity, project = _entity_project(wandb_config)
-    return ArtifactIOEngine(
+    engine = ArtifactIOEngine(
         settings,
         credentials=credentials_of(context.resources.wandb_resource),
         entity=entity,
         project=project,
         instance_storage_dir=_storage_dir(context),
     )
+    engine.connect_ledger()
+    return engine
 
 
 def _legacy_synonyms(raw: dict[str, Any]) -> dict[str, Any]:

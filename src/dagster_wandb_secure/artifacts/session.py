@@ -19,6 +19,7 @@ from .config import Settings, WandbArtifactsIOManagerError
 
 if TYPE_CHECKING:
     from ..core.keys import KeyStore
+    from ..core.ledger_api import LedgerBackend
     from ..core.policy import Policy
     from ..stores.base import ArtifactStore
 
@@ -87,12 +88,33 @@ def build_policy(settings: Settings) -> Policy:
         raise WandbArtifactsIOManagerError(f"invalid policy setting: {exc}") from exc
 
 
-def open_key_store(settings: Settings) -> tuple[KeyStore, str | None]:
-    """Open the key store and resolve which key signs (``None`` = primary at signing time)."""
+def open_ledger_for(settings: Settings) -> LedgerBackend | None:
+    """The configured shared ledger, connected now (``None``: the key store's own SQLite file).
+
+    Called when the IO manager is set up, so an unreachable PostgreSQL fails the step before the
+    asset's compute runs, with a ``LedgerUnavailableError`` naming the host (never the password)."""
+    if not settings.ledger:
+        return None
+    from ..core.ledger_api import open_ledger, ping
+
+    ledger = open_ledger(settings.ledger, settings.resolved_key_store())
+    ping(ledger)
+    return ledger
+
+
+def open_key_store(
+    settings: Settings, *, ledger: LedgerBackend | None = None
+) -> tuple[KeyStore, str | None]:
+    """Open the key store (with the configured ledger attached) and resolve which key signs
+    (``None`` = primary at signing time)."""
     from ..core.keys import KeyStore
 
     path = settings.resolved_key_store()
     key_store = KeyStore.open(path)
+    if ledger is None and settings.ledger:
+        ledger = open_ledger_for(settings)
+    if ledger is not None:
+        key_store.attach_ledger(ledger)
     ref = settings.signing_key
     if ref.env_var:
         if not os.environ.get(ref.env_var):
@@ -145,13 +167,14 @@ def open_session(
     project: str | None,
     instance_storage_dir: str | None,
     dagster_run_id: str | None,
+    ledger: LedgerBackend | None = None,
 ) -> Session:
     """Open the key store, the policy and the store for one IO manager."""
     kind = select_store_kind(settings, credentials)
     base_dir = settings.resolved_base_dir(instance_storage_dir)
     local_root = settings.resolved_local_store_dir(instance_storage_dir)
     policy = build_policy(settings)
-    key_store, key_id = open_key_store(settings)
+    key_store, key_id = open_key_store(settings, ledger=ledger)
     run_id = settings.run_id or dagster_run_id
     run_name = settings.run_name or (
         f"dagster-run-{dagster_run_id[:8]}" if dagster_run_id else None
@@ -189,6 +212,7 @@ __all__ = [
     "WandbCredentials",
     "build_policy",
     "open_key_store",
+    "open_ledger_for",
     "open_session",
     "open_store",
     "select_store_kind",

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from . import adopt, audit, keys, resign, verify
+from . import adopt, audit, keys, ledger, resign, verify
 from ._common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
@@ -29,6 +29,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(keys.app, name="keys")
+app.add_typer(ledger.app, name="ledger")
 verify.register(app)
 audit.register(app)
 adopt.register(app)

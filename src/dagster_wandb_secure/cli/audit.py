@@ -15,6 +15,7 @@ from ..maintenance.audit import STATUS_ORDER, AuditReport, Status, audit_store
 from ._common import (
     EXIT_FAILED,
     KeyStoreOption,
+    LedgerOption,
     emit_json,
     err_console,
     handle_errors,
@@ -205,6 +206,7 @@ def _progress_bar(stack: ExitStack) -> Callable[[int, int], None]:
 @handle_errors
 def audit_cmd(
     key_store: Path = KeyStoreOption,
+    ledger: str | None = LedgerOption,
     store: str = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
@@ -229,7 +231,7 @@ def audit_cmd(
         usage_error(f"--format {format_!r} is not one of {', '.join(FORMATS)}", as_json=json_out)
     as_json = format_ == "json"
     wanted = _fail_on(fail_on, as_json)
-    ks = open_key_store(key_store)
+    ks = open_key_store(key_store, ledger=ledger)
     art_store, label = open_cli_store(store, store_dir, entity, project)
     filt_entity, filt_project = listing_filter(store, entity, project)
 

@@ -25,6 +25,7 @@ __all__ = [
     "LedgerRecordMissingError",
     "LedgerSchemaError",
     "LedgerUnavailableError",
+    "check_spec",
     "is_postgres_url",
     "export_marks",
     "ledger_status",
@@ -143,18 +144,32 @@ def open_ledger(spec: str | Path | None, key_store_path: Path | str) -> LedgerBa
 
     if spec is None or spec == "":
         return Ledger(Path(key_store_path) / LEDGER_FILE)
+    kind = check_spec(str(spec))
     text = str(spec)
-    if is_postgres_url(text):
+    if kind == "postgresql":
         from .ledger_postgres import PostgresLedger
 
         return PostgresLedger(text)
     if text.startswith(SQLITE_PREFIX):
         return Ledger(Path(text[len(SQLITE_PREFIX) :]).expanduser())
-    if "://" not in text and text.endswith(".sqlite3"):
-        return Ledger(Path(text).expanduser())
+    return Ledger(Path(text).expanduser())
+
+
+def check_spec(spec: str) -> str:
+    """``"postgresql"`` or ``"sqlite"`` for a ledger setting; ``LedgerError`` (never echoing a
+    password) for anything else."""
+    text = str(spec)
+    if is_postgres_url(text):
+        from .ledger_postgres import PostgresLedger
+
+        PostgresLedger(text)  # validates the query parameters; connects to nothing
+        return "postgresql"
+    if text.startswith(SQLITE_PREFIX) or ("://" not in text and text.endswith(".sqlite3")):
+        return "sqlite"
     scheme = urlsplit(text).scheme
+    shown = f"{scheme}://..." if scheme else (text[:80] if "@" not in text else "<redacted>")
     raise LedgerError(
-        f"the ledger setting {(scheme + '://...') if scheme else redact(text)[:80]!r} is neither "
+        f"the ledger setting {shown!r} is neither "
         "a postgresql:// URL nor an SQLite ledger file",
         hint="leave it unset for the key store's ledger.sqlite3, or give "
         "postgresql://USER:PASSWORD@HOST:PORT/DB",
