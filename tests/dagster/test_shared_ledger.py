@@ -86,3 +86,38 @@ def test_signed_offline_but_never_recorded_is_refused(tmp_path: Path, pg_url: st
     assert not strict["ok"] and "LedgerRecordMissingError" in strict["error"], strict
     lax = machine("read", keys=keys, ledger=pg_url, **base)
     assert lax == {"ok": True, "value": {"value": 666}}  # why require_ledger_record exists
+
+
+def test_unreachable_ledger_fails_the_step_before_compute(
+    tmp_path: Path, make_io_manager: Any, key_store: Any, marker: Path
+) -> None:
+    from dagster import DagsterResourceFunctionError, asset, materialize
+
+    from dagster_wandb_secure.core.ledger_api import LedgerUnavailableError
+
+    @asset(io_manager_key="m")
+    def model() -> int:
+        marker.write_text("computed")
+        return 1
+
+    url = f"postgresql://writer:pw-never-shown@/db?host={tmp_path}/gone&connect_timeout=1"
+    iom = make_io_manager(ledger=url)
+    try:
+        result = materialize([model], resources={"m": iom}, raise_on_error=False)
+        assert not result.success
+        messages = []
+        for event in result.all_events:
+            err = getattr(event.event_specific_data, "error", None)
+            while err is not None:
+                messages.append(f"{err.cls_name}: {err.message}")
+                err = err.cause or err.context
+        text = "\n".join(messages)
+    except DagsterResourceFunctionError as exc:  # resource setup failures may be raised
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, LedgerUnavailableError):
+            cause = cause.__cause__ or cause.__context__
+        assert cause is not None
+        text = str(cause)
+    assert not marker.exists()  # the asset's compute never ran
+    assert "LedgerUnavailableError" in text and f"{tmp_path}/gone" in text
+    assert "pw-never-shown" not in text
