@@ -92,7 +92,6 @@ def test_unreachable_ledger_fails_the_step_before_compute(
     tmp_path: Path, make_io_manager: Any, key_store: Any, marker: Path
 ) -> None:
     from dagster import DagsterResourceFunctionError, asset, materialize
-
     from dagster_wandb_secure.core.ledger_api import LedgerUnavailableError
 
     @asset(io_manager_key="m")
