@@ -16,7 +16,11 @@ from dagster_wandb_secure.core.ledger_api import (
     LedgerUnavailableError,
     open_ledger,
 )
-from dagster_wandb_secure.core.ledger_postgres import SCHEMA_VERSION, PostgresLedger
+from dagster_wandb_secure.core.ledger_postgres import (
+    RECHECK_AFTER_S,
+    SCHEMA_VERSION,
+    PostgresLedger,
+)
 from kit.postgres import PgServer, running_server
 
 
@@ -50,6 +54,7 @@ def test_restart_between_runs_loses_nothing(own_server: PgServer, url: str) -> N
     ledger.attach_version(ids[-1], artifact_version="v7", aliases=["prod"])
     own_server.stop_immediate()
     own_server.restart()
+    time.sleep(RECHECK_AFTER_S)  # pooled connections idle this long are checked before use
     # the same object (its pooled connections died with the server) and a fresh one
     for reader in (ledger, PostgresLedger(url)):
         assert reader.count() == 50 and reader.newest_version("model", alias="prod") == 7

@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +42,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 5
 DEFAULT_STATEMENT_TIMEOUT_MS = 15_000
 MIGRATION_TIMEOUT_MS = 120_000
 DEFAULT_POOL_MAX = 4
+RECHECK_AFTER_S = 1.0  # a pooled connection idle longer than this is checked before use
 _OUR_PARAMS = ("schema", "statement_timeout", "pool_max")
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
@@ -211,6 +213,7 @@ class PostgresLedger:
         self._mutex = threading.RLock()
         self._local = threading.local()
         self._sql: dict[str, Any] | None = None
+        self._last_ok: dict[int, float] = {}
 
     @staticmethod
     def _describe(parts: Any, params: Mapping[str, str]) -> str:
@@ -251,6 +254,7 @@ class PostgresLedger:
                 self._pool, self._pid = None, None
                 self._mutex = threading.RLock()
                 self._local = threading.local()
+                self._last_ok = {}
             if self._pool is None:
                 self._pool = self._open_pool()
                 self._pid = os.getpid()
@@ -284,13 +288,23 @@ class PostgresLedger:
             open=False,
             timeout=self.connect_timeout + 1,
             reconnect_timeout=max(self.connect_timeout * 2, 10),
-            check=ConnectionPool.check_connection,
+            check=self._check_connection,
             kwargs=kwargs,
             name=f"dagster-wandb-secure-ledger-{id(self):x}",
         )
         with self._errors("connect to"):
             pool.open(wait=False)
         return pool
+
+    def _check_connection(self, conn: Any) -> None:
+        """Before a pooled connection is handed out: a round trip proves it alive (a server
+        restart kills every pooled connection), unless it just worked (a round trip costs as
+        much as the statement it would guard)."""
+        from psycopg_pool import ConnectionPool
+
+        if time.monotonic() - self._last_ok.get(id(conn), 0.0) < RECHECK_AFTER_S:
+            return
+        ConnectionPool.check_connection(conn)
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -364,7 +378,7 @@ class PostgresLedger:
             )
 
     @contextmanager
-    def _conn(self, doing: str) -> Iterator[Any]:
+    def _conn(self, doing: str, *, single: bool = False) -> Iterator[Any]:
         """A connection inside a transaction: this thread's ``batch()`` one, or a pooled one."""
         joined = getattr(self._local, "conn", None)
         if joined is not None:
@@ -372,12 +386,17 @@ class PostgresLedger:
                 yield joined
             return
         pool = self._get_pool()
-        with self._errors(doing), pool.connection() as conn, conn.transaction():
-            yield conn
+        with self._errors(doing), pool.connection() as conn:
+            if single:  # one statement: atomic by itself in autocommit, one round trip
+                yield conn
+            else:
+                with conn.transaction():
+                    yield conn
+            self._last_ok[id(conn)] = time.monotonic()
 
     def _read(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         q = self._statements()
-        with self._conn("read") as conn:
+        with self._conn("read", single=True) as conn:
             rows: list[tuple[Any, ...]] = conn.execute(q[name], tuple(params)).fetchall()
             return rows
 
@@ -459,7 +478,7 @@ class PostgresLedger:
         if not rows:
             return []
         q = self._statements()
-        with self._conn("write to") as conn, conn.cursor() as cur:
+        with self._conn("write to", single=len(rows) == 1) as conn, conn.cursor() as cur:
             if len(rows) == 1:
                 cur.execute(q["insert"], rows[0])
                 return [int(cur.fetchone()[0])]
@@ -515,7 +534,7 @@ class PostgresLedger:
             raise KeyStoreError(
                 f"version must be a non-negative int, not {version!r}", artifact=artifact
             )
-        with self._conn("write to") as conn:
+        with self._conn("write to", single=True) as conn:
             self._raise_mark(conn, artifact, alias, version, "reader")
 
     # -- reading ----------------------------------------------------------------------------------
