@@ -101,7 +101,10 @@ _SQL: dict[str, str] = {
         "INSERT INTO {s}.signatures (key_id, alg, digest, length, artifact, artifact_type, "
         "partition, asset_key, context_json, serializer, signed_at, run_id, artifact_version, "
         "version_num, origin, recorded_at) VALUES "
-        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+        # recorded_at is the database's clock, not the writer's: a writer cannot backdate it
+        "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) "
+        "RETURNING id"
     ),
     "row_artifact": "SELECT artifact FROM {s}.signatures WHERE id = %s FOR UPDATE",
     "set_version": (
@@ -474,7 +477,8 @@ class PostgresLedger:
 
     def record_many(self, entries: Iterable[Mapping[str, Any]]) -> list[int]:
         """Record many payloads in ONE transaction; all or nothing."""
-        rows = [Ledger._row_values(**dict(entry)) for entry in entries]
+        # the validated values, minus the writer-side recorded_at (the database sets it)
+        rows = [Ledger._row_values(**dict(entry))[:-1] for entry in entries]
         if not rows:
             return []
         q = self._statements()
