@@ -120,3 +120,56 @@ def test_unreachable_ledger_fails_the_step_before_compute(
     assert not marker.exists()  # the asset's compute never ran
     assert "LedgerUnavailableError" in text and f"{tmp_path}/gone" in text
     assert "pw-never-shown" not in text
+
+
+def test_asset_check_uses_its_own_ledger_option(
+    key_store: Any, make_io_manager: Any, pg_url: str, monkeypatch: Any
+) -> None:
+    """The writer recorded into its SQLite ledger only; a check pointed at the (empty) shared
+    ledger, for an IO manager that requires the ledger's record, fails; the default passes."""
+    from dagster import AssetSelection, EnvVar, asset, materialize
+
+    from dagster_wandb_secure import build_signature_asset_checks
+
+    @asset(io_manager_key="m")
+    def model() -> int:
+        return 1
+
+    assert materialize([model], resources={"m": make_io_manager()}).success
+    strict = make_io_manager(require_ledger_record=True)
+
+    def run(checks: list[Any]) -> Any:
+        result = materialize(
+            [model, *checks], resources={"m": strict}, selection=AssetSelection.all_asset_checks()
+        )
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    assert run(build_signature_asset_checks([model], io_manager_key="m")).passed
+    monkeypatch.setenv("DWS_TEST_LEDGER", pg_url)
+    shared = build_signature_asset_checks(
+        [model], io_manager_key="m", ledger=EnvVar("DWS_TEST_LEDGER")
+    )
+    evaluation = run(shared)
+    assert not evaluation.passed
+    assert evaluation.metadata["error"].value == "LedgerRecordMissingError"
+
+
+def test_ledger_settings_are_validated_and_never_shown() -> None:
+    import pytest
+
+    from dagster_wandb_secure.artifacts.config import (
+        WandbArtifactsIOManagerError,
+        validate_settings,
+    )
+    from dagster_wandb_secure.io_manager import _LEGACY_SCHEMA
+
+    settings = validate_settings({"ledger": "postgresql://w:pw-secret@db:5432/dagster"})
+    assert settings.ledger and "pw-secret" not in repr(settings)
+    for bad in ("mysql://w:pw-secret@db/x", "postgresql://w:pw-secret@db/x?pool_max=0", 5):
+        with pytest.raises(WandbArtifactsIOManagerError) as info:
+            validate_settings({"ledger": bad})
+        assert "pw-secret" not in str(info.value)
+    with pytest.raises(WandbArtifactsIOManagerError):
+        validate_settings({"require_ledger_record": "yes"})
+    assert {"ledger", "require_ledger_record"} <= set(_LEGACY_SCHEMA)
