@@ -128,7 +128,6 @@ def test_asset_check_uses_its_own_ledger_option(
     """The writer recorded into its SQLite ledger only; a check pointed at the (empty) shared
     ledger, for an IO manager that requires the ledger's record, fails; the default passes."""
     from dagster import AssetSelection, EnvVar, asset, materialize
-
     from dagster_wandb_secure import build_signature_asset_checks
 
     @asset(io_manager_key="m")
