@@ -13,7 +13,7 @@ from typing import Any
 
 from .common import METRICS, TARGETS, Config, MetricResult, failed, isolate_environment, machine
 
-GROUPS = ("large", "small", "hash", "rss", "io", "audit", "scaling")
+GROUPS = ("large", "small", "hash", "rss", "io", "audit", "scaling", "ledger")
 
 
 def run_all(cfg: Config, log: Any) -> tuple[list[MetricResult], dict[str, Any]]:
@@ -60,6 +60,14 @@ def run_all(cfg: Config, log: Any) -> tuple[list[MetricResult], dict[str, Any]]:
             scaling.update(sc)
         except Exception as exc:
             results.append(failed("audit_fast_10k_s", exc))
+    if cfg.wants("ledger"):
+        log("ledger: the PostgreSQL ledger's share of a publish, 4 writers")
+        try:
+            from . import ledger_metrics
+
+            results += ledger_metrics.run(cfg)
+        except Exception as exc:
+            results.append(failed("ledger_publish_ms_postgres", exc))
     return results, scaling
 
 

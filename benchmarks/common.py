@@ -47,6 +47,7 @@ TARGETS: dict[str, Target] = {
     "peak_rss_overhead_mib": Target("<=", 64, "MiB"),
     "hash_fraction_of_limit": Target(">=", 0.90, ""),
     "audit_fast_10k_s": Target("<=", 10, "s"),
+    "ledger_publish_ms_postgres": Target("<=", 2, "ms"),
 }
 METRICS = tuple(TARGETS)
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# the real PostgreSQL fixtures (pg_server, pg_url), started only by tests that ask for them
+pytest_plugins = ["kit.postgres"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

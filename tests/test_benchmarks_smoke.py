@@ -20,6 +20,7 @@ METRICS = (
     "peak_rss_overhead_mib",
     "hash_fraction_of_limit",
     "audit_fast_10k_s",
+    "ledger_publish_ms_postgres",
 )
 
 

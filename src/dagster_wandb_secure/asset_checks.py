@@ -126,6 +126,7 @@ def verify_latest(
     partitions_def: PartitionsDefinition | None = None,
     strict: bool = True,
     instance: Any = None,
+    ledger: str | None = None,
 ) -> AssetCheckResult:
     """Deep-verify the latest version of ``key`` (and of each of its stored partitions).
 
@@ -137,6 +138,8 @@ def verify_latest(
 
     engine = _engine(resource)
     session = engine.session(run_id)
+    if ledger:
+        session = _with_ledger(session, ledger)
     private = engine.private_copies(session, run_id)
     base = artifact_name_for_asset_key(list(key.path))
     asset_key = asset_key_path_string(list(key.path))
@@ -193,6 +196,22 @@ def verify_latest(
     )
 
 
+def _with_ledger(session: Any, ledger: str) -> Any:
+    """The session with its key store reading ``ledger`` (a URL, or a dagster ``EnvVar``)."""
+    import dataclasses
+
+    from .core.keys import KeyStore
+    from .core.ledger_api import open_ledger, ping
+
+    getter = getattr(ledger, "get_value", None)  # dagster.EnvVar: resolved when the check runs
+    spec = str(getter()) if callable(getter) else str(ledger)
+    key_store = KeyStore.open(session.key_store.path, create=False)
+    opened = open_ledger(spec, key_store.path)
+    ping(opened)
+    key_store.attach_ledger(opened)
+    return dataclasses.replace(session, key_store=key_store)
+
+
 def _exists(session: Any, name: str) -> bool:
     from .stores.base import ArtifactNotFoundError
 
@@ -209,19 +228,22 @@ def build_signature_asset_checks(
     io_manager_key: str = "io_manager",
     name: str = DEFAULT_CHECK_NAME,
     blocking: bool = False,
+    ledger: str | None = None,
 ) -> list[AssetChecksDefinition]:
     """One asset check per asset key that re-verifies its latest stored signed version.
 
     ``io_manager_key`` names the ``WandbArtifactsIOManager`` / ``wandb_artifacts_io_manager``
-    resource holding the key store and store configuration (the asset's own IO manager)."""
+    resource holding the key store and store configuration (the asset's own IO manager).
+    ``ledger`` (a ``postgresql://`` URL or a ``dagster.EnvVar`` naming one) checks against that
+    ledger instead of the IO manager's."""
     checks: list[AssetChecksDefinition] = []
     for item in _asset_keys(assets):
-        checks.append(_make_check(item, io_manager_key, name, blocking))
+        checks.append(_make_check(item, io_manager_key, name, blocking, ledger))
     return checks
 
 
 def _make_check(
-    item: _Checked, io_manager_key: str, name: str, blocking: bool
+    item: _Checked, io_manager_key: str, name: str, blocking: bool, ledger: str | None = None
 ) -> AssetChecksDefinition:
     @asset_check(
         asset=item.key,
@@ -240,6 +262,7 @@ def _make_check(
             partitions_def=item.partitions_def,
             strict=item.strict,
             instance=context.instance,
+            ledger=ledger,
         )
 
     return _check

@@ -27,6 +27,7 @@ from dagster import (
     MetadataValue,
     Noneable,
     OutputContext,
+    StringSource,
     get_dagster_logger,
     io_manager,
 )
@@ -53,7 +54,13 @@ from .artifacts.naming import (
 from .artifacts.private_copies import PrivateCopies
 from .artifacts.publishing import Published, publish_output
 from .artifacts.registry import registry_path_for_input
-from .artifacts.session import Session, WandbCredentials, open_session, preflight
+from .artifacts.session import (
+    Session,
+    WandbCredentials,
+    open_ledger_for,
+    open_session,
+    preflight,
+)
 from .artifacts.target import Target
 from .core.errors import SecureArtifactError
 from .resources import WandbResource, credentials_of, refuse_unknown_settings
@@ -78,7 +85,15 @@ class ArtifactIOEngine(IOManager):
         self.entity = entity
         self.project = project
         self._session: Session | None = None
+        self._ledger: Any = None
         self._lock = threading.Lock()
+
+    def connect_ledger(self) -> None:
+        """Reach a configured shared ledger now (resource setup), so an unreachable one fails
+        the step before the asset's compute runs."""
+        with self._lock:
+            if self._ledger is None:
+                self._ledger = open_ledger_for(self.settings)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -91,6 +106,7 @@ class ArtifactIOEngine(IOManager):
                     entity=self.entity,
                     project=self.project,
                     dagster_run_id=dagster_run_id,
+                    ledger=self._ledger,
                 )
                 get_dagster_logger("dagster_wandb_secure").info(
                     f"dagster-wandb-secure: {self._session.location}"
@@ -495,7 +511,9 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
     ``cache_duration_in_minutes``. Security keys: ``signing_key`` (a key id, ``"env:VAR"`` or
     ``{"env": "VAR"}``), ``key_store`` (default ``keys``), ``store`` (``auto``/``local``/
     ``wandb``), ``local_store_dir``, ``default_serialization`` (``auto``),
-    ``allowed_serializers``, ``allowed_algorithms``, ``max_payload_bytes``. ``wandb_resource``,
+    ``allowed_serializers``, ``allowed_algorithms``, ``max_payload_bytes``, ``ledger`` (unset:
+    ``ledger.sqlite3`` in the key store; a ``postgresql://`` URL, e.g. from an ``EnvVar``: the
+    shared ledger, reached at setup), ``require_ledger_record``. ``wandb_resource``,
     ``entity`` and ``project`` replace the legacy ``wandb_resource``/``wandb_config`` resources."""
 
     model_config = ConfigDict(extra="forbid")
@@ -546,6 +564,16 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
     max_payload_bytes: int | None = Setting(
         None, description="refuse payloads larger than this many bytes"
     )
+    ledger: str | None = Setting(
+        None,
+        description="shared ledger: a postgresql:// URL (use an EnvVar; the password is never "
+        "logged); unset: the SQLite ledger in the key store",
+    )
+    require_ledger_record: bool | None = Setting(
+        None,
+        description="accept a version only if the ledger holds the writer's record of its "
+        "manifest, made while the signing key was valid",
+    )
     wandb_resource: WandbResource | None = Setting(
         None, description="W&B credentials (no API key: the local store)"
     )
@@ -565,6 +593,7 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Validate the settings and check the key store before the step computes anything."""
         self._engine = self._build()
+        self._engine.connect_ledger()
         self._engine.preflight()
 
     def _build(self) -> ArtifactIOEngine:
@@ -613,6 +642,17 @@ _LEGACY_SCHEMA = {
     "allowed_serializers": Field(Noneable([str]), is_required=False),
     "allowed_algorithms": Field(Noneable([str]), is_required=False),
     "max_payload_bytes": Field(Noneable(int), is_required=False),
+    "ledger": Field(
+        Noneable(StringSource),
+        is_required=False,
+        description="postgresql:// URL of the shared ledger (unset: ledger.sqlite3 in the key "
+        "store); use {'env': 'VAR'} to keep the password out of the config",
+    ),
+    "require_ledger_record": Field(
+        Noneable(bool),
+        is_required=False,
+        description="accept only versions the writer recorded in the ledger",
+    ),
 }
 
 
@@ -631,6 +671,7 @@ def wandb_artifacts_io_manager(context: InitResourceContext) -> ArtifactIOEngine
         entity=entity,
         project=project,
     )
+    engine.connect_ledger()
     engine.preflight()
     return engine
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigurationError
+from ..core.errors import ConfigurationError, SecureArtifactError
 from ..core.fsutil import safe_relpath
 from ..stores import STORE_KINDS, default_local_dir
 
@@ -124,6 +124,10 @@ class Settings:
     allowed_serializers: tuple[str, ...] | None = None
     allowed_algorithms: tuple[str, ...] | None = None
     max_payload_bytes: int | None = None
+    # None: ledger.sqlite3 in the key store; a postgresql:// URL: the shared ledger. Not in
+    # repr: a URL may carry a password.
+    ledger: str | None = field(default=None, repr=False)
+    require_ledger_record: bool = False
 
     def resolved_base_dir(self) -> Path:
         """``base_dir``, else ``$DAGSTER_HOME``, else the working directory - never Dagster's
@@ -210,6 +214,21 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
     if not isinstance(key_store, str):
         _fail(f"key_store must be a path string, not {key_store!r}")
     tags = _opt_str_list(raw, "run_tags") or ()
+    ledger = raw.get("ledger") or None
+    if ledger is not None:
+        from ..core.ledger_api import check_spec
+
+        if not isinstance(ledger, str):
+            _fail(f"ledger must be a postgresql:// URL string, not {type(ledger).__name__}")
+        try:
+            check_spec(ledger)
+        except ConfigurationError:
+            raise
+        except SecureArtifactError as exc:
+            _fail(f"ledger: {exc.reason}", hint=exc.hint)
+    require_record = raw.get("require_ledger_record")
+    if require_record is not None and not isinstance(require_record, bool):
+        _fail(f"require_ledger_record must be true or false, not {require_record!r}")
     return Settings(
         run_name=_opt_str(raw, "run_name"),
         run_id=run_id,
@@ -224,6 +243,8 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
         allowed_serializers=_opt_str_list(raw, "allowed_serializers"),
         allowed_algorithms=_opt_str_list(raw, "allowed_algorithms"),
         max_payload_bytes=max_payload,
+        ledger=ledger,
+        require_ledger_record=bool(require_record),
     )
 
 

@@ -20,6 +20,7 @@ from .config import Settings, WandbArtifactsIOManagerError
 
 if TYPE_CHECKING:
     from ..core.keys import KeyStore
+    from ..core.ledger_api import LedgerBackend
     from ..core.policy import Policy
     from ..stores.base import ArtifactStore
 
@@ -108,6 +109,20 @@ def build_policy(settings: Settings) -> Policy:
         raise WandbArtifactsIOManagerError(f"invalid policy setting: {exc}") from exc
 
 
+def open_ledger_for(settings: Settings) -> LedgerBackend | None:
+    """The configured shared ledger, connected now (``None``: the key store's own SQLite file).
+
+    Called when the IO manager is set up, so an unreachable PostgreSQL fails the step before the
+    asset's compute runs, with a ``LedgerUnavailableError`` naming the host (never the password)."""
+    if not settings.ledger:
+        return None
+    from ..core.ledger_api import open_ledger, ping
+
+    ledger = open_ledger(settings.ledger, settings.resolved_key_store())
+    ping(ledger)
+    return ledger
+
+
 def open_existing_key_store(path: Path) -> KeyStore:
     """Open the key store at ``path`` without creating anything: a missing folder (or one with
     no key store file) is a ``KeyStoreError`` naming the path and the command that creates it."""
@@ -123,11 +138,22 @@ def open_existing_key_store(path: Path) -> KeyStore:
     return KeyStore.open(path, create=False)
 
 
-def open_key_store(settings: Settings) -> tuple[KeyStore, str | None]:
-    """Open the key store (never creating it) and resolve which key signs (``None`` = the
-    primary at signing time)."""
-    path = settings.resolved_key_store()
-    key_store = open_existing_key_store(path)
+def open_key_store(
+    settings: Settings, *, ledger: LedgerBackend | None = None
+) -> tuple[KeyStore, str | None]:
+    """Open the key store (never creating it; the configured ledger attached) and resolve which
+    key signs (``None`` = the primary at signing time)."""
+    key_store, key_id = _open_signing(settings)
+    if ledger is None and settings.ledger:
+        ledger = open_ledger_for(settings)
+    if ledger is not None:
+        key_store.attach_ledger(ledger)
+    return key_store, key_id
+
+
+def _open_signing(settings: Settings) -> tuple[KeyStore, str | None]:
+    """The key store (never created, no ledger attached) and the configured signing key id."""
+    key_store = open_existing_key_store(settings.resolved_key_store())
     ref = settings.signing_key
     if ref.env_var:
         if not os.environ.get(ref.env_var):
@@ -150,7 +176,7 @@ def preflight(settings: Settings) -> Path:
     does a configured public key (a verify-only reader); a write then fails with
     ``NoSigningKeyError``. Returns the key store's path."""
     path = settings.resolved_key_store()
-    key_store, key_id = open_key_store(settings)
+    key_store, key_id = _open_signing(settings)
     try:
         if key_id is not None and not key_store.get(key_id).has_private:
             pass  # a public key configured on purpose: a verify-only reader
@@ -213,13 +239,14 @@ def open_session(
     entity: str | None,
     project: str | None,
     dagster_run_id: str | None,
+    ledger: LedgerBackend | None = None,
 ) -> Session:
     """Open the key store, the policy and the store for one IO manager."""
     kind = select_store_kind(settings, credentials)
     base_dir = settings.resolved_base_dir()
     local_root = settings.resolved_local_store_dir()
     policy = build_policy(settings)
-    key_store, key_id = open_key_store(settings)
+    key_store, key_id = open_key_store(settings, ledger=ledger)
     run_id = settings.run_id or dagster_run_id
     run_name = settings.run_name or (
         f"dagster-run-{dagster_run_id[:8]}" if dagster_run_id else None
@@ -258,6 +285,7 @@ __all__ = [
     "build_policy",
     "open_existing_key_store",
     "open_key_store",
+    "open_ledger_for",
     "open_session",
     "preflight",
     "open_store",

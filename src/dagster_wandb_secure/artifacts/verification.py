@@ -31,6 +31,7 @@ from ..core.errors import (
     UnsignedPayloadError,
 )
 from ..core.fsutil import safe_relpath
+from ..core.ledger_api import LedgerRecordMissingError
 from ..core.serializers import PICKLE_FAMILY_NAMES
 from ..stores.base import ArtifactStore, ArtifactVersion
 from .config import ReadConfig, WandbArtifactsIOManagerError
@@ -123,6 +124,36 @@ def check_replay(
         key_id=kid,
         hint=f"read an explicit version ({earlier}) if that content is wanted; otherwise "
         "investigate who can publish to the artifact store and re-materialize the asset",
+    )
+
+
+def check_ledger_record(
+    session: Session, av: ArtifactVersion, manifest_digest: str, kid: str
+) -> None:
+    """``require_ledger_record``: accept a version only if the ledger holds the writer's record
+    of its signed manifest (this artifact, this key, recorded while the key was valid), so a
+    stolen signing key alone cannot make a reader accept anything (SECURITY.md)."""
+    from datetime import datetime
+
+    record = session.key_store.get(kid)
+    for row in session.key_store.ledger.find_digest(manifest_digest):
+        if row.artifact != av.name or row.key_id != kid:
+            continue
+        if row.artifact_version not in (None, av.version_label):
+            continue
+        try:
+            recorded = datetime.fromisoformat(row.recorded_at.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if record.not_after is None or recorded <= record.not_after:
+            return
+    raise LedgerRecordMissingError(
+        f"the ledger holds no writer's record of this version's signed manifest "
+        f"(sha256 {manifest_digest[:16]}...) for {av.name} by this key while it was valid, "
+        "and require_ledger_record is set",
+        artifact=av.name,
+        version=av.version_label,
+        key_id=kid,
     )
 
 
@@ -315,6 +346,8 @@ def verify_version(
                     key_id=exc.key_id,
                 ) from None
             raise
+        if session.settings.require_ledger_record:
+            check_ledger_record(session, av, verified.header.payload_sha256, verified.header.kid)
         if alias is not None:
             check_replay(session, av, alias, verified.header.payload_sha256, verified.header.kid)
             session.key_store.ledger.note_seen(av.name, alias, av.version)

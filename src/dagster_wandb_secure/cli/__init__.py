@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from . import adopt, audit, keys, resign, verify
+from . import adopt, audit, keys, ledger, resign, verify
 from ._common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
@@ -52,6 +52,7 @@ def _root(
 
 
 app.add_typer(keys.app, name="keys")
+app.add_typer(ledger.app, name="ledger")
 verify.register(app)
 audit.register(app)
 adopt.register(app)

@@ -55,6 +55,13 @@ KeyStoreOption = typer.Option(
     envvar="DAGSTER_WANDB_SECURE_KEY_STORE",
     show_default=True,
 )
+LedgerOption = typer.Option(
+    None,
+    "--ledger",
+    help="Shared ledger URL (postgresql://...); default: ledger.sqlite3 in the key store.",
+    envvar="DAGSTER_WANDB_SECURE_LEDGER",
+    show_default=False,
+)
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON (see docs/cli.md).")
 
 
@@ -186,13 +193,22 @@ def parse_duration(text: str | None) -> timedelta | None:
     )
 
 
-def open_key_store(path: Path, *, create: bool = False) -> Any:
+def open_key_store(path: Path, *, create: bool = False, ledger: str | None = None) -> Any:
     """Open the key store; unless ``create``, nothing is created and a missing one is a
-    ``KeyStoreError`` (exit 3) naming the path and `keys init -k PATH`."""
+    ``KeyStoreError`` (exit 3) naming the path and `keys init -k PATH`. With ``ledger``
+    (``--ledger``), that ledger is attached."""
     from ..core.keys import KeyStore
 
-    if not create:
+    if create:
+        key_store = KeyStore.open(path, create=True)
+    else:
         from ..artifacts.session import open_existing_key_store
 
-        return open_existing_key_store(path)
-    return KeyStore.open(path, create=create)
+        key_store = open_existing_key_store(path)
+    if ledger:
+        from ..core.ledger_api import open_ledger, ping
+
+        opened = open_ledger(ledger, key_store.path)
+        ping(opened)
+        key_store.attach_ledger(opened)
+    return key_store

@@ -12,6 +12,7 @@ from ..core.errors import SecureArtifactError
 from ._common import (
     EXIT_FAILED,
     KeyStoreOption,
+    LedgerOption,
     emit_json,
     err_console,
     error_doc,
@@ -60,6 +61,7 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def adopt_cmd(
     key_store: Path = KeyStoreOption,
+    ledger: str | None = LedgerOption,
     store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
@@ -79,7 +81,7 @@ def adopt_cmd(
     versions after confirmation. Flagged ones need the loudly named override flag."""
     from ..maintenance.adopt import adopt_version, find_candidates
 
-    ks = open_key_store(key_store)
+    ks = open_key_store(key_store, ledger=ledger)
     art_store, label = open_cli_store(store, store_dir, entity, project)
     filt_entity, filt_project = listing_filter(store, entity, project)
     cands = find_candidates(

@@ -24,6 +24,7 @@ from ..maintenance.audit import (
 from ._common import (
     EXIT_FAILED,
     KeyStoreOption,
+    LedgerOption,
     emit_json,
     err_console,
     handle_errors,
@@ -297,6 +298,7 @@ def _progress_bar(stack: ExitStack) -> Callable[[int, int], None]:
 @handle_errors
 def audit_cmd(
     key_store: Path = KeyStoreOption,
+    ledger: str | None = LedgerOption,
     store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
@@ -334,7 +336,7 @@ def audit_cmd(
         usage_error("--fast and --deep exclude each other", as_json=as_json)
     deep = not fast
     wanted = _fail_on(fail_on, as_json)
-    ks = open_key_store(key_store)
+    ks = open_key_store(key_store, ledger=ledger)
     art_store, label = open_cli_store(store, store_dir, entity, project)
     filt_entity, filt_project = listing_filter(store, entity, project)
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from ._common import (
     EXIT_FAILED,
     KeyStoreOption,
+    LedgerOption,
     emit_json,
     handle_errors,
     open_key_store,
@@ -38,6 +39,7 @@ def register(app: typer.Typer) -> None:
 def resign_cmd(
     from_kid: str = FromOption,
     key_store: Path = KeyStoreOption,
+    ledger: str | None = LedgerOption,
     store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
@@ -52,7 +54,7 @@ def resign_cmd(
     Exit 1 if any version was refused."""
     from ..maintenance.resign import resign_from
 
-    ks = open_key_store(key_store)
+    ks = open_key_store(key_store, ledger=ledger)
     art_store, label = open_cli_store(store, store_dir, entity, project)
     filt_entity, filt_project = listing_filter(store, entity, project)
     results = resign_from(

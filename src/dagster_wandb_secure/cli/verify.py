@@ -16,6 +16,7 @@ from ._common import (
     EXIT_FAILED,
     JsonOption,
     KeyStoreOption,
+    LedgerOption,
     emit_json,
     error_doc,
     handle_errors,
@@ -116,6 +117,7 @@ def verify_cmd(
     partition: str | None = typer.Option(None, "--partition", help="Expected partition key."),
     fast: bool = typer.Option(False, "--fast", help="Check signatures and sizes, skip hashing."),
     key_store: Path = KeyStoreOption,
+    ledger: str | None = LedgerOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Verify one envelope file, or an artifact folder against its signed manifest, and print
@@ -123,7 +125,7 @@ def verify_cmd(
     from ..core.envelope import format_time, verify_path
     from ..core.manifest import verify_manifest
 
-    ks = open_key_store(key_store)
+    ks = open_key_store(key_store, ledger=ledger)
     expected: dict[str, str | None] = {}
     if artifact is not None:
         expected["artifact"] = artifact

@@ -114,6 +114,7 @@ from .keystore_place import check_key_store_place
 
 if TYPE_CHECKING:
     from .ledger import Ledger
+    from .ledger_api import LedgerBackend
 
 __all__ = [
     "ALGORITHMS",
@@ -807,3 +808,8 @@ class KeyStore:
                     self._ledger = Ledger(path)
                 ledger = self._ledger
         return ledger
+
+    def attach_ledger(self, ledger: LedgerBackend) -> None:
+        """Use ``ledger`` (e.g. a shared PostgreSQL one, ``ledger_api.open_ledger``) from now on."""
+        with self._mutex:
+            self._ledger = ledger  # type: ignore[assignment]

@@ -1,0 +1,99 @@
+"""The PostgreSQL ledger's share of one publish, with 4 writers publishing at once.
+
+A real cluster (``pgserver``, unix socket, default durability: every commit is flushed) in a
+scratch folder. Each of 4 forked writer processes performs, per publish, exactly the ledger
+calls the IO manager makes: ``record_signature`` for the payload envelope and for the manifest
+(at sealing time), then ``attach_version`` for both rows (after the store published). The value
+is the median over writers of (writer's wall time / its publishes), in milliseconds; the
+baseline is the same loop against the key store's SQLite ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import Config, MetricResult, median
+
+NAME = "ledger_publish_ms_postgres"
+WRITERS = 4
+
+
+def _entry(worker: int, i: int, role: str) -> dict[str, Any]:
+    return {
+        "key_id": "0123456789abcdef",
+        "alg": "ed25519",
+        "digest": hashlib.sha256(f"{worker}-{i}-{role}".encode()).hexdigest(),
+        "length": 1024,
+        "context": {"artifact": f"asset-{worker}", "type": "dataset", "role": role},
+        "serializer": "pickle",
+        "signed_at": "2024-05-01T12:00:00.000000Z",
+    }
+
+
+def _writer(spec: str | None, folder: str, worker: int, count: int, start: Any, out: Any) -> None:
+    from dagster_wandb_secure.core.ledger_api import open_ledger, ping
+
+    ledger = open_ledger(spec, Path(folder))
+    ping(ledger)
+    start.wait()
+    t0 = time.perf_counter()
+    for i in range(count):
+        payload = ledger.record_signature(**_entry(worker, i, "payload"))
+        manifest = ledger.record_signature(**_entry(worker, i, "manifest"))
+        for row in (payload, manifest):
+            ledger.attach_version(row, artifact_version=f"v{i}", aliases=("prod",))
+    out.put((time.perf_counter() - t0) / count)
+    ledger.close()
+
+
+def _per_publish(spec: str | None, folder: Path, count: int) -> float:
+    ctx = multiprocessing.get_context("fork")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_writer, args=(spec, str(folder), w, count, start, out))
+        for w in range(WRITERS)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)  # every writer connected and waiting
+    start.set()
+    times = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(60)
+    return median(times)
+
+
+def run(cfg: Config) -> list[MetricResult]:
+    import pgserver
+
+    count = 25 if cfg.quick else 250
+    scratch = Path(tempfile.mkdtemp(prefix="dws-bench-pg-"))
+    scratch.chmod(0o755)  # as root, pgserver runs PostgreSQL as another user
+    server = pgserver.get_server(scratch / "data", cleanup_mode="stop")
+    try:
+        server.psql("CREATE DATABASE bench;")
+        (scratch / "sqlite").mkdir()
+        sqlite_s = _per_publish(None, scratch / "sqlite", count)
+        postgres_s = _per_publish(server.get_uri("bench"), scratch, count)
+    finally:
+        server.cleanup()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [
+        MetricResult(
+            name=NAME,
+            value=postgres_s * 1e3,
+            baseline=sqlite_s,
+            candidate=postgres_s,
+            baseline_label=f"SQLite ledger, {WRITERS} writers x {count} publishes",
+            candidate_label=f"PostgreSQL ledger (unix socket), {WRITERS} writers x {count} "
+            "publishes: 2 record_signature + 2 attach_version each",
+            runs=1,
+            note="per publish, median over writers; durable commits (fsync per transaction)",
+        )
+    ]

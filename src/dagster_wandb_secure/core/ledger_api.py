@@ -1,0 +1,227 @@
+"""The ledger interface every backend implements, its typed errors, and ``open_ledger``.
+
+Two backends implement ``LedgerBackend`` with the same semantics: the embedded SQLite file in
+the key store (``core/ledger.py``, the default) and a shared PostgreSQL database
+(``core/ledger_postgres.py``, for deployments where every step runs in a fresh pod). Callers
+reach the ledger through ``KeyStore.ledger`` whatever the backend; ``open_ledger(spec, path)``
+turns a configuration value (None, a ``postgresql://`` URL or an SQLite file) into a backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from .errors import KeyStoreError, SignatureVerificationError
+from .ledger import LedgerRow
+
+__all__ = [
+    "ENV_VAR",
+    "LedgerBackend",
+    "LedgerError",
+    "LedgerRecordMissingError",
+    "LedgerSchemaError",
+    "LedgerUnavailableError",
+    "check_spec",
+    "is_postgres_url",
+    "export_marks",
+    "ledger_status",
+    "open_ledger",
+    "ping",
+    "redact",
+]
+
+ENV_VAR = "DAGSTER_WANDB_SECURE_LEDGER"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+SQLITE_PREFIX = "sqlite:"
+
+
+class LedgerError(KeyStoreError):
+    """The ledger cannot be used (a shared backend refused or failed an operation)."""
+
+    default_hint = "check the ledger setting and the database's state; see docs/deployment.md"
+
+
+class LedgerUnavailableError(LedgerError):
+    """The ledger's database cannot be reached (or did not answer within the timeout)."""
+
+    default_hint = (
+        "check that PostgreSQL is running and reachable from this machine (host, port, "
+        "network policy, credentials); nothing was recorded, retry once it is back"
+    )
+
+
+class LedgerSchemaError(LedgerError):
+    """The database holds a ledger schema this library cannot use (e.g. newer than the code)."""
+
+    default_hint = "upgrade dagster-wandb-secure on this machine to the version that migrated it"
+
+
+class LedgerRecordMissingError(SignatureVerificationError):
+    """``require_ledger_record``: the ledger holds no writer's record of this signed version."""
+
+    always_locate = True
+    default_hint = (
+        "a valid signature alone is not accepted here: the writer must also have recorded it in "
+        "the shared ledger; investigate who signed it (a stolen key?) or re-materialize the asset"
+    )
+
+
+@runtime_checkable
+class LedgerBackend(Protocol):
+    """What every ledger offers (the public methods of today's SQLite ``Ledger``).
+
+    Semantics shared by every backend (tests/core/test_ledger_contract.py checks them):
+    rows are never deleted and ids only grow; every input is validated (``KeyStoreError``);
+    alias marks only move forward; ``batch()`` makes the writes of this thread one transaction,
+    all or nothing; errors are typed (``KeyStoreError`` and subclasses), never a driver error."""
+
+    def record_signature(
+        self,
+        *,
+        key_id: str,
+        alg: str,
+        digest: str,
+        length: int,
+        context: Mapping[str, str | None],
+        serializer: str,
+        signed_at: str,
+        run_id: str | None = None,
+        artifact_version: str | None = None,
+        origin: str = "signed",
+    ) -> int: ...
+
+    def record_many(self, entries: Iterable[Mapping[str, Any]]) -> list[int]: ...
+
+    def attach_version(
+        self, row_id: int, *, artifact_version: str, aliases: Sequence[str] = ()
+    ) -> None: ...
+
+    def note_seen(self, artifact: str, alias: str, version: int) -> None: ...
+
+    def newest_version(self, artifact: str, *, alias: str = "latest") -> int | None: ...
+
+    def aliases(self, artifact: str) -> dict[str, int]: ...
+
+    def find_digest(self, digest: str) -> list[LedgerRow]: ...
+
+    def rows(self, *, artifact: str | None = None) -> list[LedgerRow]: ...
+
+    def count(self) -> int: ...
+
+    def batch(self) -> AbstractContextManager[Any]: ...
+
+    def close(self) -> None: ...
+
+
+def is_postgres_url(spec: str | None) -> bool:
+    return bool(spec) and urlsplit(str(spec)).scheme in POSTGRES_SCHEMES
+
+
+def redact(spec: str) -> str:
+    """A ledger spec safe to print: a URL's password (in the netloc or a ``password=`` query
+    parameter) is replaced by ``***``."""
+    from .ledger_postgres import redact_url
+
+    return redact_url(spec) if is_postgres_url(spec) else spec
+
+
+def open_ledger(spec: str | Path | None, key_store_path: Path | str) -> LedgerBackend:
+    """The ledger a configuration names.
+
+    - ``None`` or ``""``: the SQLite file ``ledger.sqlite3`` in the key store (the default);
+    - ``postgresql://user:password@host:port/db?schema=...`` (or ``postgres://``): PostgreSQL
+      (needs the ``postgres`` extra); extra query parameters ``schema``, ``connect_timeout``
+      (seconds), ``statement_timeout`` (milliseconds) and ``pool_max``;
+    - ``sqlite:PATH`` or a path ending in ``.sqlite3``: that SQLite file (``ledger migrate``).
+
+    Nothing is connected here: a backend connects on first use (``ping()`` checks now)."""
+    from .keys import LEDGER_FILE
+    from .ledger import Ledger
+
+    if spec is None or spec == "":
+        return Ledger(Path(key_store_path) / LEDGER_FILE)
+    kind = check_spec(str(spec))
+    text = str(spec)
+    if kind == "postgresql":
+        from .ledger_postgres import PostgresLedger
+
+        return PostgresLedger(text)
+    if text.startswith(SQLITE_PREFIX):
+        return Ledger(Path(text[len(SQLITE_PREFIX) :]).expanduser())
+    return Ledger(Path(text).expanduser())
+
+
+def check_spec(spec: str) -> str:
+    """``"postgresql"`` or ``"sqlite"`` for a ledger setting; ``LedgerError`` (never echoing a
+    password) for anything else."""
+    text = str(spec)
+    if is_postgres_url(text):
+        from .ledger_postgres import PostgresLedger
+
+        PostgresLedger(text)  # validates the query parameters; connects to nothing
+        return "postgresql"
+    if text.startswith(SQLITE_PREFIX) or ("://" not in text and text.endswith(".sqlite3")):
+        return "sqlite"
+    scheme = urlsplit(text).scheme
+    shown = f"{scheme}://..." if scheme else (text[:80] if "@" not in text else "<redacted>")
+    raise LedgerError(
+        f"the ledger setting {shown!r} is neither "
+        "a postgresql:// URL nor an SQLite ledger file",
+        hint="leave it unset for the key store's ledger.sqlite3, or give "
+        "postgresql://USER:PASSWORD@HOST:PORT/DB",
+    )
+
+
+def ping(ledger: LedgerBackend) -> None:
+    """Connect now (and apply migrations) so an unreachable ledger fails before any work."""
+    check = getattr(ledger, "ping", None)
+    if callable(check):
+        check()
+    else:
+        ledger.count()
+
+
+def ledger_status(ledger: LedgerBackend) -> dict[str, Any]:
+    """Backend, schema version and counts (``dagster-wandb-secure ledger status``)."""
+    status = getattr(ledger, "status", None)
+    if callable(status):
+        result: dict[str, Any] = status()
+        return result
+    from . import ledger as sqlite_ledger
+
+    rows = ledger.rows()
+    marks = export_marks(ledger)
+    return {
+        "backend": "sqlite",
+        "location": str(getattr(ledger, "path", "")),
+        "schema": None,
+        "schema_version": sqlite_ledger.SCHEMA_VERSION,
+        "code_schema_version": sqlite_ledger.SCHEMA_VERSION,
+        "signatures": len(rows),
+        "artifacts": len({r.artifact for r in rows if r.artifact is not None}),
+        "marks": len(marks),
+    }
+
+
+def export_marks(ledger: LedgerBackend) -> list[tuple[str, str, int, str]]:
+    """Every alias mark as (artifact, alias, version, source), ordered.
+
+    TODO(issue 12): the SQLite ``Ledger`` has no public method listing every mark (``aliases``
+    wants an artifact name, and a reader's ledger holds marks of artifacts it never signed), so
+    this reads its table through its own connection; replace with ``Ledger.marks()`` when the
+    signed-history ledger adds it."""
+    marks = getattr(ledger, "marks", None)
+    if callable(marks):
+        found: list[tuple[str, str, int, str]] = marks()
+        return found
+    read = ledger._read  # type: ignore[attr-defined]
+    return [
+        (str(a), str(b), int(v), str(s))
+        for a, b, v, s in read(
+            "SELECT artifact, alias, version, source FROM aliases ORDER BY artifact, alias"
+        )
+    ]

@@ -1,0 +1,596 @@
+"""The digest ledger on PostgreSQL: one ledger shared by every writer and reader of a deployment.
+
+Same interface and semantics as the SQLite ``Ledger`` (``core/ledger_api.LedgerBackend``); the
+difference is where it lives: in its own PostgreSQL schema (default ``dagster_wandb_secure``,
+so it can share the database of ``dagster-postgres``), reached through a small
+``psycopg_pool`` pool. psycopg is imported lazily (the ``postgres`` extra).
+
+Schema: versioned migrations (``_MIGRATIONS``) applied on first use inside one transaction
+holding a transaction-level advisory lock (two processes migrating at once: one waits, then
+finds the work done); the applied versions are recorded in ``schema_migrations``; a database
+migrated by newer code is refused (``LedgerSchemaError``). A role that may only read and
+write the tables (no CREATE) works once the schema is current.
+
+Faults: connect and statement timeouts are bounded (``connect_timeout`` seconds,
+``statement_timeout`` milliseconds, both configurable as URL query parameters or keyword
+arguments); every driver failure becomes a typed error (``LedgerUnavailableError`` when the
+server cannot be reached) naming the host and database, never the password. Every write is one
+transaction, so a connection lost mid-write records nothing. Pool connections are checked
+before use, so a server restart between two operations costs a reconnect, not an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .errors import KeyStoreError
+from .ledger import LATEST, Ledger, LedgerRow, _short, _text, parse_version
+from .ledger_api import LedgerError, LedgerSchemaError, LedgerUnavailableError
+
+__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresLedger", "redact_url"]
+
+DEFAULT_SCHEMA = "dagster_wandb_secure"
+DEFAULT_CONNECT_TIMEOUT_S = 5
+DEFAULT_STATEMENT_TIMEOUT_MS = 15_000
+MIGRATION_TIMEOUT_MS = 120_000
+DEFAULT_POOL_MAX = 4
+RECHECK_AFTER_S = 1.0  # a pooled connection idle longer than this is checked before use
+_OUR_PARAMS = ("schema", "statement_timeout", "pool_max")
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+
+# --- every statement of this backend ----------------------------------------------------------
+# ``{s}`` is the schema, substituted as a quoted identifier (psycopg.sql), never as text.
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE {s}.signatures (
+            id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            key_id           TEXT   NOT NULL,
+            alg              TEXT   NOT NULL,
+            digest           TEXT   NOT NULL,
+            length           BIGINT NOT NULL CHECK (length >= 0),
+            artifact         TEXT,
+            artifact_type    TEXT,
+            partition        TEXT,
+            asset_key        TEXT,
+            context_json     TEXT   NOT NULL,
+            serializer       TEXT   NOT NULL,
+            signed_at        TEXT   NOT NULL,
+            run_id           TEXT,
+            artifact_version TEXT,
+            version_num      BIGINT,
+            origin           TEXT   NOT NULL CHECK (origin IN ('signed', 'adopted', 'resigned')),
+            recorded_at      TEXT   NOT NULL
+        )""",
+        "CREATE INDEX signatures_by_digest ON {s}.signatures (digest)",
+        "CREATE INDEX signatures_by_artifact ON {s}.signatures (artifact, version_num)",
+        """CREATE TABLE {s}.aliases (
+            artifact   TEXT   NOT NULL,
+            alias      TEXT   NOT NULL,
+            version    BIGINT NOT NULL CHECK (version >= 0),
+            source     TEXT   NOT NULL CHECK (source IN ('writer', 'reader')),
+            updated_at TEXT   NOT NULL,
+            PRIMARY KEY (artifact, alias)
+        )""",
+    ),
+}
+SCHEMA_VERSION = max(_MIGRATIONS)
+
+_SQL: dict[str, str] = {
+    "regclass": "SELECT to_regclass(%s)",
+    "has_schema": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
+    "create_schema": "CREATE SCHEMA {s}",
+    "create_migrations": (
+        "CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
+        " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    ),
+    "schema_version": "SELECT MAX(version) FROM {s}.schema_migrations",
+    "record_migration": "INSERT INTO {s}.schema_migrations (version) VALUES (%s)",
+    "lock": "SELECT pg_advisory_xact_lock(%s)",
+    "migration_timeout": f"SET LOCAL statement_timeout = {MIGRATION_TIMEOUT_MS}",
+    "insert": (
+        "INSERT INTO {s}.signatures (key_id, alg, digest, length, artifact, artifact_type, "
+        "partition, asset_key, context_json, serializer, signed_at, run_id, artifact_version, "
+        "version_num, origin, recorded_at) VALUES "
+        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+        # recorded_at is the database's clock, not the writer's: a writer cannot backdate it
+        "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) "
+        "RETURNING id"
+    ),
+    "row_artifact": "SELECT artifact FROM {s}.signatures WHERE id = %s FOR UPDATE",
+    "set_version": (
+        "UPDATE {s}.signatures SET artifact_version = %s, version_num = %s WHERE id = %s"
+    ),
+    "raise_mark": (
+        "INSERT INTO {s}.aliases AS a (artifact, alias, version, source, updated_at) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (artifact, alias) DO UPDATE SET "
+        "version = excluded.version, source = excluded.source, "
+        "updated_at = excluded.updated_at WHERE excluded.version > a.version"
+    ),
+    "newest_latest": (
+        "SELECT GREATEST((SELECT MAX(version) FROM {s}.aliases WHERE artifact = %s), "
+        "(SELECT MAX(version_num) FROM {s}.signatures WHERE artifact = %s))"
+    ),
+    "newest_alias": "SELECT version FROM {s}.aliases WHERE artifact = %s AND alias = %s",
+    "aliases": "SELECT alias, version FROM {s}.aliases WHERE artifact = %s ORDER BY alias",
+    "marks": (
+        "SELECT artifact, alias, version, source FROM {s}.aliases ORDER BY artifact, alias"
+    ),
+    "select_all": (
+        "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
+        "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
+        "FROM {s}.signatures ORDER BY id"
+    ),
+    "select_by_digest": (
+        "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
+        "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
+        "FROM {s}.signatures WHERE digest = %s ORDER BY id"
+    ),
+    "select_by_artifact": (
+        "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
+        "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
+        "FROM {s}.signatures WHERE artifact = %s ORDER BY id"
+    ),
+    "count": "SELECT COUNT(*) FROM {s}.signatures",
+    "counts": (
+        "SELECT (SELECT COUNT(*) FROM {s}.signatures), "
+        "(SELECT COUNT(DISTINCT artifact) FROM {s}.signatures), (SELECT COUNT(*) FROM {s}.aliases)"
+    ),
+    "ping": "SELECT 1",
+}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (netloc or ``password=`` parameter) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = [
+        (k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/"), ""))
+
+
+def _int_param(value: Any, what: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = low - 1
+    if isinstance(value, bool) or not low <= number <= high:
+        raise LedgerError(f"ledger {what} must be an integer in {low}..{high}, not {value!r}")
+    return number
+
+
+class PostgresLedger:
+    """The PostgreSQL digest ledger. Thread-safe; any number of processes and machines."""
+
+    backend = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        connect_timeout: int | None = None,
+        statement_timeout_ms: int | None = None,
+        pool_max: int | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        ours = {k: params.pop(k) for k in _OUR_PARAMS if k in params}
+        self.schema = schema or ours.get("schema") or DEFAULT_SCHEMA
+        if not _SCHEMA_RE.fullmatch(self.schema):
+            raise LedgerError(
+                f"ledger schema {_short(self.schema)} must be a lowercase SQL name "
+                "(letters, digits, '_', at most 63)"
+            )
+        self.connect_timeout = _int_param(
+            connect_timeout or params.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S),
+            "connect_timeout (seconds)", 1, 3600,
+        )
+        self.statement_timeout_ms = _int_param(
+            statement_timeout_ms or ours.get("statement_timeout", DEFAULT_STATEMENT_TIMEOUT_MS),
+            "statement_timeout (milliseconds)", 1, 3_600_000,
+        )
+        self.pool_max = _int_param(pool_max or ours.get("pool_max", DEFAULT_POOL_MAX),
+                                   "pool_max", 1, 64)
+        self._conninfo = urlunsplit(
+            (parts.scheme, parts.netloc, parts.path, urlencode(params, safe="/"), "")
+        )
+        self.where = self._describe(parts, params)
+        self._pool: Any = None
+        self._pid: int | None = None
+        self._mutex = threading.RLock()
+        self._local = threading.local()
+        self._sql: dict[str, Any] | None = None
+        self._last_ok: dict[int, float] = {}
+
+    @staticmethod
+    def _describe(parts: Any, params: Mapping[str, str]) -> str:
+        host = params.get("host") or parts.hostname or "localhost"
+        port = params.get("port") or (str(parts.port) if parts.port else "5432")
+        user = params.get("user") or parts.username
+        database = params.get("dbname") or parts.path.lstrip("/") or user or "postgres"
+        where = f"{host}:{port}/{database}" if not host.startswith("/") else f"{host}/{database}"
+        return f"postgresql://{user + '@' if user else ''}{where}"
+
+    def __repr__(self) -> str:
+        return f"PostgresLedger({self.where!r}, schema={self.schema!r})"
+
+    # -- connection -------------------------------------------------------------------------------
+
+    def _statements(self) -> dict[str, Any]:
+        if self._sql is None:
+            from psycopg import sql
+
+            schema = sql.Identifier(self.schema)
+            self._sql = {
+                name: sql.SQL(text.replace("{s}", "{schema}")).format(schema=schema)  # type: ignore[arg-type]
+                for name, text in _SQL.items()
+            }
+            self._sql["migrations"] = {
+                version: [
+                    sql.SQL(text.replace("{s}", "{schema}")).format(schema=schema)
+                    for text in texts
+                ]
+                for version, texts in _MIGRATIONS.items()
+            }
+        return self._sql
+
+    def _get_pool(self) -> Any:
+        with self._mutex:
+            if self._pid is not None and self._pid != os.getpid():
+                # inherited across fork: abandon the parent's pool (its threads are not here)
+                self._pool, self._pid = None, None
+                self._mutex = threading.RLock()
+                self._local = threading.local()
+                self._last_ok = {}
+            if self._pool is None:
+                self._pool = self._open_pool()
+                self._pid = os.getpid()
+            return self._pool
+
+    def _open_pool(self) -> Any:
+        try:
+            from psycopg_pool import ConnectionPool
+        except ImportError:
+            raise LedgerError(
+                "the PostgreSQL ledger needs psycopg 3 and psycopg_pool",
+                hint="pip install 'dagster-wandb-secure[postgres]'",
+            ) from None
+        kwargs = {
+            "autocommit": True,
+            "connect_timeout": self.connect_timeout,
+            "options": f"-c statement_timeout={self.statement_timeout_ms}",
+            "application_name": "dagster-wandb-secure",
+        }
+        with self._errors("connect to"):
+            # First contact on a plain connection: a clear driver message when the server is
+            # not there (a pool would only say it timed out), and the migrations.
+            import psycopg
+
+            with psycopg.connect(self._conninfo, **kwargs) as conn:
+                self._migrate(conn)
+        pool = ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self.pool_max,
+            open=False,
+            timeout=self.connect_timeout + 1,
+            reconnect_timeout=max(self.connect_timeout * 2, 10),
+            check=self._check_connection,
+            kwargs=kwargs,
+            name=f"dagster-wandb-secure-ledger-{id(self):x}",
+        )
+        with self._errors("connect to"):
+            pool.open(wait=False)
+        return pool
+
+    def _check_connection(self, conn: Any) -> None:
+        """Before a pooled connection is handed out: a round trip proves it alive (a server
+        restart kills every pooled connection), unless it just worked (a round trip costs as
+        much as the statement it would guard)."""
+        from psycopg_pool import ConnectionPool
+
+        if time.monotonic() - self._last_ok.get(id(conn), 0.0) < RECHECK_AFTER_S:
+            return
+        ConnectionPool.check_connection(conn)
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Every driver failure as a typed error naming the server, never the password."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            yield
+        except KeyStoreError:
+            raise
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise LedgerUnavailableError(
+                f"cannot {doing} the PostgreSQL ledger at {self.where} (schema {self.schema}): "
+                f"{self._first_line(exc)}"
+            ) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise LedgerError(
+                f"the PostgreSQL ledger at {self.where} refused to {doing} it: "
+                f"{self._first_line(exc)}",
+                hint="grant this role the privileges of its part (see docs/deployment.md, "
+                "'GRANTs per role')",
+            ) from None
+        except psycopg.Error as exc:
+            raise LedgerError(
+                f"the PostgreSQL ledger at {self.where} failed to {doing} it: "
+                f"{type(exc).__name__}: {self._first_line(exc)}"
+            ) from None
+
+    def _first_line(self, exc: BaseException) -> str:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        parts = urlsplit(self._conninfo)
+        for secret in (parts.password, dict(parse_qsl(parts.query)).get("password")):
+            if secret:
+                text = text.replace(secret, "***")
+        return text or type(exc).__name__
+
+    def _migrate(self, conn: Any) -> None:
+        """Bring the schema to ``SCHEMA_VERSION`` (once per process and pool)."""
+        q = self._statements()
+        table = f'"{self.schema}".schema_migrations'
+        if conn.execute(q["regclass"], (table,)).fetchone()[0] is not None:
+            current = conn.execute(q["schema_version"]).fetchone()[0]
+            self._check_version(current)
+            if current == SCHEMA_VERSION:
+                return
+        lock_key = int.from_bytes(
+            hashlib.sha256(f"dagster-wandb-secure ledger {self.schema}".encode()).digest()[:8],
+            "big",
+            signed=True,
+        )
+        with conn.transaction():
+            conn.execute(q["migration_timeout"])
+            conn.execute(q["lock"], (lock_key,))  # the other migrator waits here
+            if conn.execute(q["has_schema"], (self.schema,)).fetchone() is None:
+                conn.execute(q["create_schema"])
+            conn.execute(q["create_migrations"])
+            current = conn.execute(q["schema_version"]).fetchone()[0]
+            self._check_version(current)
+            for version in sorted(v for v in _MIGRATIONS if v > (current or 0)):
+                for statement in q["migrations"][version]:
+                    conn.execute(statement)
+                conn.execute(q["record_migration"], (version,))
+
+    def _check_version(self, current: int | None) -> None:
+        if current is not None and current > SCHEMA_VERSION:
+            raise LedgerSchemaError(
+                f"the PostgreSQL ledger at {self.where} (schema {self.schema}) has schema version "
+                f"{current}; this library knows versions up to {SCHEMA_VERSION} and will not "
+                "use a newer one"
+            )
+
+    @contextmanager
+    def _conn(self, doing: str, *, single: bool = False) -> Iterator[Any]:
+        """A connection inside a transaction: this thread's ``batch()`` one, or a pooled one."""
+        joined = getattr(self._local, "conn", None)
+        if joined is not None:
+            with self._errors(doing):
+                yield joined
+            return
+        pool = self._get_pool()
+        with self._errors(doing), pool.connection() as conn:
+            if single:  # one statement: atomic by itself in autocommit, one round trip
+                yield conn
+            else:
+                with conn.transaction():
+                    yield conn
+            self._last_ok[id(conn)] = time.monotonic()
+
+    def _read(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        q = self._statements()
+        with self._conn("read", single=True) as conn:
+            rows: list[tuple[Any, ...]] = conn.execute(q[name], tuple(params)).fetchall()
+            return rows
+
+    @contextmanager
+    def batch(self) -> Iterator[PostgresLedger]:
+        """Group this thread's writes into ONE transaction (all or nothing), as SQLite's."""
+        if getattr(self._local, "conn", None) is not None:
+            yield self
+            return
+        with self._conn("write to") as conn:
+            self._local.conn = conn
+            try:
+                yield self
+            finally:
+                self._local.conn = None
+
+    def ping(self) -> None:
+        """Connect (and migrate) now: ``LedgerUnavailableError`` if the server is not there."""
+        self._read("ping")
+
+    def close(self) -> None:
+        """Close this process's pool (a later call reopens it)."""
+        with self._mutex:
+            pool, self._pool = self._pool, None
+            if pool is not None and self._pid == os.getpid():
+                pool.close(timeout=1)
+
+    def __enter__(self) -> PostgresLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None and getattr(self, "_pid", None) == os.getpid():
+            try:
+                pool.close(timeout=0)
+            except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing to report
+                pass
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def record_signature(
+        self,
+        *,
+        key_id: str,
+        alg: str,
+        digest: str,
+        length: int,
+        context: Mapping[str, str | None],
+        serializer: str,
+        signed_at: str,
+        run_id: str | None = None,
+        artifact_version: str | None = None,
+        origin: str = "signed",
+    ) -> int:
+        """Record one signed payload; returns the row id (for ``attach_version``)."""
+        return self.record_many(
+            [
+                {
+                    "key_id": key_id,
+                    "alg": alg,
+                    "digest": digest,
+                    "length": length,
+                    "context": context,
+                    "serializer": serializer,
+                    "signed_at": signed_at,
+                    "run_id": run_id,
+                    "artifact_version": artifact_version,
+                    "origin": origin,
+                }
+            ]
+        )[0]
+
+    def record_many(self, entries: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Record many payloads in ONE transaction; all or nothing."""
+        # the validated values, minus the writer-side recorded_at (the database sets it)
+        rows = [Ledger._row_values(**dict(entry))[:-1] for entry in entries]
+        if not rows:
+            return []
+        q = self._statements()
+        with self._conn("write to", single=len(rows) == 1) as conn, conn.cursor() as cur:
+            if len(rows) == 1:
+                cur.execute(q["insert"], rows[0])
+                return [int(cur.fetchone()[0])]
+            cur.executemany(q["insert"], rows, returning=True)
+            ids: list[int] = []
+            while True:
+                ids.append(int(cur.fetchone()[0]))
+                if not cur.nextset():
+                    break
+            return ids
+
+    def _raise_mark(self, conn: Any, artifact: str, alias: str, version: int, source: str) -> None:
+        from .ledger import _now_text
+
+        conn.execute(
+            self._statements()["raise_mark"], (artifact, alias, version, source, _now_text())
+        )
+
+    def attach_version(
+        self, row_id: int, *, artifact_version: str, aliases: Sequence[str] = ()
+    ) -> None:
+        """After publishing: the version the row's payload became and its aliases (``latest``
+        implied). Alias marks only move forward."""
+        if isinstance(row_id, bool) or not isinstance(row_id, int):
+            raise KeyStoreError(f"ledger row id must be an int, not {row_id!r}")
+        number = parse_version(artifact_version)
+        if isinstance(aliases, str):
+            raise KeyStoreError("aliases must be a sequence of names, not one string")
+        names = [_text(a, "alias") for a in aliases]
+        q = self._statements()
+        with self._conn("write to") as conn:
+            row = conn.execute(q["row_artifact"], (row_id,)).fetchone()
+            if row is None:
+                raise KeyStoreError(f"the ledger has no row {row_id}", version=artifact_version)
+            artifact = row[0]
+            if artifact is None and names:
+                raise KeyStoreError(
+                    f"ledger row {row_id} has no artifact name; aliases cannot be recorded",
+                    version=artifact_version,
+                )
+            conn.execute(q["set_version"], (artifact_version, number, row_id))
+            if artifact is None:
+                return
+            for alias in dict.fromkeys([LATEST, *names]):
+                assert alias is not None
+                self._raise_mark(conn, artifact, alias, number, "writer")
+
+    def note_seen(self, artifact: str, alias: str, version: int) -> None:
+        """Reader side: ``alias`` of ``artifact`` resolved to ``version`` (monotonic)."""
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise KeyStoreError(
+                f"version must be a non-negative int, not {version!r}", artifact=artifact
+            )
+        with self._conn("write to", single=True) as conn:
+            self._raise_mark(conn, artifact, alias, version, "reader")
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def newest_version(self, artifact: str, *, alias: str = LATEST) -> int | None:
+        """The highest version recorded for ``alias`` of ``artifact`` (see ``Ledger``)."""
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        if alias == LATEST:
+            rows = self._read("newest_latest", (artifact, artifact))
+        else:
+            rows = self._read("newest_alias", (artifact, alias))
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0])
+
+    def aliases(self, artifact: str) -> dict[str, int]:
+        """Every alias mark of ``artifact``: alias -> highest version seen."""
+        _text(artifact, "artifact")
+        return {str(a): int(v) for a, v in self._read("aliases", (artifact,))}
+
+    def marks(self) -> list[tuple[str, str, int, str]]:
+        """Every alias mark: (artifact, alias, version, source), ordered."""
+        return [(str(a), str(b), int(v), str(s)) for a, b, v, s in self._read("marks")]
+
+    def find_digest(self, digest: str) -> list[LedgerRow]:
+        """Every row that recorded this payload digest (sha256 hex), oldest first."""
+        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest.lower()):
+            raise KeyStoreError(f"not a sha256 hex digest: {_short(digest)}")
+        return [LedgerRow(*r) for r in self._read("select_by_digest", (digest.lower(),))]
+
+    def rows(self, *, artifact: str | None = None) -> list[LedgerRow]:
+        """Every row (or every row of ``artifact``), oldest first."""
+        if artifact is None:
+            return [LedgerRow(*r) for r in self._read("select_all")]
+        _text(artifact, "artifact")
+        return [LedgerRow(*r) for r in self._read("select_by_artifact", (artifact,))]
+
+    def count(self) -> int:
+        return int(self._read("count")[0][0])
+
+    def status(self) -> dict[str, Any]:
+        """Backend, schema version and counts (``ledger status``)."""
+        signatures, artifacts, marks = self._read("counts")[0]
+        version = self._read("schema_version")[0][0]
+        return {
+            "backend": self.backend,
+            "location": self.where,
+            "schema": self.schema,
+            "schema_version": version,
+            "code_schema_version": SCHEMA_VERSION,
+            "signatures": int(signatures),
+            "artifacts": int(artifacts),
+            "marks": int(marks),
+        }
