@@ -585,6 +585,29 @@ def read_header_unverified(source: str | Path | bytes | BinaryIO) -> dict[str, A
     }
 
 
+def read_bounded_envelope(path: str | Path, policy: Policy, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of the envelope file ``path`` (for ``verify_bytes``), read in bounded memory.
+
+    The preamble is checked first (magic, version, header and signature lengths within the
+    policy), then only the header and signature it announces are read, then only the payload
+    length the (still unverified) header claims, plus one byte so trailing data is seen. An
+    envelope claiming more than ``policy.max_manifest_bytes`` (or ``max_bytes``) in all is a
+    ResourceLimitError before its payload is read. Nothing here is trusted: the caller verifies
+    the returned bytes."""
+    cap = policy.max_manifest_bytes if max_bytes is None else min(max_bytes, policy.max_manifest_bytes)
+    with open_no_follow(path) as src:
+        preamble, header_bytes, signature, fields, size = _read_prefix(src, policy, None)
+        claimed = fields.get("payload_length")
+        if type(claimed) is not int or claimed < 0:
+            raise MalformedEnvelopeError("header has no valid payload_length")
+        total = len(preamble) + len(header_bytes) + len(signature) + claimed
+        if total > cap:
+            raise ResourceLimitError(f"envelope claims {total} bytes, over the cap of {cap}")
+        rest = claimed + 1 if size is None else min(claimed + 1, size - (total - claimed))
+        payload = src.read(max(rest, 0))
+    return b"".join((preamble, header_bytes, signature, payload))
+
+
 class _MemorySource:
     """A minimal read-only file over a memoryview that hands out slices, not copies."""
 
