@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -184,9 +184,10 @@ def _well_formed(av: ArtifactVersion) -> None:
     assert av.created_at.tzinfo is not None
 
 
-@settings(max_examples=50, deadline=None, database=None, derandomize=True,
+@settings(max_examples=100, deadline=None, database=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 @given(column=st.sampled_from(COLUMNS), row=st.integers(0, 2), value=_scalars)
+@example(column=("artifacts", "name"), row=0, value=b"")  # found by this fuzzer: a BLOB name
 def test_fuzz_one_column_of_one_row(base_index: Path, tmp_path_factory: pytest.TempPathFactory,
                                     column: tuple[str, str], row: int, value: Any) -> None:
     work = tmp_path_factory.mktemp("case")

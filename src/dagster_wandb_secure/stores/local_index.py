@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from .base import ArtifactNotFoundError, ArtifactVersion, StoreError
+from .base import ArtifactNotFoundError, ArtifactVersion, StoreError, shown
 from .local_rows import check_identity, version_from_row
 
 __all__ = ["INDEX_NAME", "SCHEMA_VERSION", "LocalIndex", "artifact_label", "version_folder"]
@@ -247,7 +247,7 @@ class LocalIndex:
         if art is not None:
             return art
         others = [
-            r[0]
+            shown(r[0])  # index data: a name that is not text is shown, not joined
             for r in conn.execute(
                 "SELECT name FROM artifacts WHERE entity = ? AND project = ? ORDER BY name LIMIT ?",
                 (entity, project, _NOT_FOUND_CAP + 1),
