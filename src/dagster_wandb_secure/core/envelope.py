@@ -39,6 +39,7 @@ from .envelope_format import (
 )
 from .errors import (
     MalformedEnvelopeError,
+    ResourceLimitError,
     SecureArtifactError,
 )
 from .fsutil import atomic_output, open_no_follow
@@ -61,6 +62,7 @@ __all__ = [
     "format_time",
     "is_envelope",
     "parse_time",
+    "read_bounded_envelope",
     "read_header_unverified",
     "record_header",
     "seal",
@@ -499,5 +501,28 @@ def read_header_unverified(source: str | Path | bytes | BinaryIO) -> dict[str, A
         "header_length": len(header_bytes),
         "signature_length": len(signature),
     }
+
+
+def read_bounded_envelope(path: str | Path, policy: Policy, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of the envelope file ``path`` (for ``verify_bytes``), read in bounded memory.
+
+    The preamble is checked first (magic, version, header and signature lengths within the
+    policy), then only the header and signature it announces are read, then only the payload
+    length the (still unverified) header claims, plus one byte so trailing data is seen. An
+    envelope claiming more than ``policy.max_manifest_bytes`` (or ``max_bytes``) in all is a
+    ResourceLimitError before its payload is read. Nothing here is trusted: the caller verifies
+    the returned bytes."""
+    cap = policy.max_manifest_bytes if max_bytes is None else min(max_bytes, policy.max_manifest_bytes)
+    with open_no_follow(path) as src:
+        preamble, header_bytes, signature, fields, size = _read_prefix(src, policy, None)
+        claimed = fields.get("payload_length")
+        if type(claimed) is not int or claimed < 0:
+            raise MalformedEnvelopeError("header has no valid payload_length")
+        total = len(preamble) + len(header_bytes) + len(signature) + claimed
+        if total > cap:
+            raise ResourceLimitError(f"envelope claims {total} bytes, over the cap of {cap}")
+        rest = claimed + 1 if size is None else min(claimed + 1, size - (total - claimed))
+        payload = src.read(max(rest, 0))
+    return b"".join((preamble, header_bytes, signature, payload))
 
 

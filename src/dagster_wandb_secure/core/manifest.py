@@ -28,6 +28,7 @@ from .envelope import (
     Context,
     EnvelopeHeader,
     is_envelope,
+    read_bounded_envelope,
     read_header_unverified,
     seal_with_header,
     verify_bytes,
@@ -211,8 +212,7 @@ def _verify(
             artifact=artifact,
         )
     cap = policy.max_manifest_entries * MANIFEST_BYTES_PER_ENTRY
-    with open_no_follow(manifest_path) as fh:
-        data = fh.read(cap + 1)
+    data = read_bounded_envelope(manifest_path, policy, max_bytes=cap)
     if len(data) > cap:
         raise ResourceLimitError(f"manifest is larger than {cap} bytes", artifact=artifact)
     header, payload = verify_bytes(

@@ -34,6 +34,7 @@ _INT_FIELDS = (
     "max_header_bytes",
     "max_payload_bytes",
     "max_manifest_entries",
+    "max_manifest_bytes",
     "max_files",
     "max_zip_uncompressed_bytes",
     "max_zip_entries",
@@ -49,6 +50,8 @@ class Policy:
     - ``allowed_algorithms``: signature algorithms accepted in an envelope header (exact names).
     - ``max_header_bytes`` / ``max_payload_bytes``: envelope size caps, checked before allocating.
     - ``max_manifest_entries`` / ``max_files``: caps for multi-file artifacts and their manifests.
+    - ``max_manifest_bytes``: cap of a manifest file; a reader checks the preamble and reads only
+      what the header announces, never more than this.
     - ``max_zip_uncompressed_bytes`` / ``max_zip_entries``: zip-bomb caps for skops payloads.
     - ``allow_unsigned_safe_formats``: unsigned skops (default trusted types only) and unsigned
       ONNX files may load. Never applies to the pickle family.
@@ -61,6 +64,7 @@ class Policy:
     max_header_bytes: int = 65536
     max_payload_bytes: int = 64 * GiB
     max_manifest_entries: int = 100_000
+    max_manifest_bytes: int = 64 << 20
     max_files: int = 100_000
     max_zip_uncompressed_bytes: int = 16 * GiB
     max_zip_entries: int = 100_000

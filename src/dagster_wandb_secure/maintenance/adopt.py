@@ -7,8 +7,10 @@ Upstream stored a Python object as ``output.pickle`` / ``.dill`` / ``.cloudpickl
 2. scans every pickle-looking file **statically** with fickling (opcode analysis; nothing is
    imported or unpickled) and reports the findings (``scan_bytes``);
 3. only on explicit request (``adopt_version``) re-publishes the version as a NEW version whose
-   files are the very bytes that were scanned (re-read, re-hashed and re-scanned in memory, so a
-   file swapped after the scan is refused), sealed in an envelope and covered by a signed
+   files are the very bytes that were scanned (every file re-read once into memory, its
+   SHA-256 compared with the scan's, pickles re-scanned, and the other files published from a
+   private copy of those bytes, so a file swapped after the scan is refused and one swapped
+   during the publish is never signed), sealed in an envelope and covered by a signed
    manifest. A flagged scan refuses unless ``allow_flagged=True`` (the CLI names that override
    ``--i-accept-the-risk-of-running-flagged-pickles``);
 4. records every signature in the ledger with ``origin="adopted"``, so the audit shows
@@ -21,7 +23,10 @@ a history of bypasses. Adopt only artifacts whose provenance you trust.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,6 +95,8 @@ class AdoptionCandidate:
     payload: str | None
     scans: list[ScanReport] = field(default_factory=list)
     problem: str | None = None  # why it cannot be adopted at all
+    # SHA-256 of every file read by the scan (scanned or not): adopting signs exactly these bytes
+    digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def flagged(self) -> bool:
@@ -242,6 +249,7 @@ def inspect_candidate(
         except SecureArtifactError as exc:
             cand.scans.append(ScanReport(name, "", 0, "unreadable", True, (exc.reason,)))
             continue
+        cand.digests[name] = hashlib.sha256(data).hexdigest()
         if name == payload or _looks_like_pickle(name, data[:1]):
             cand.scans.append(scan_bytes(data, path=name))
     return cand
@@ -321,18 +329,71 @@ def adopt_version(
         )
     if scan.flagged and not allow_flagged:
         raise TamperedPayloadError("the payload is flagged by the static scan", artifact=label)
+    private = Path(tempfile.mkdtemp(prefix="dws-adopt-"))  # ours alone (mode 0700)
+    try:
+        others, digests = _private_copies(files, candidate, scans, private, allow_flagged, label)
+        return _publish_adopted(
+            store, key_store, candidate, data, scan, others, digests, asset_key, partition
+        )
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _private_copies(
+    files: dict[str, Path],
+    candidate: AdoptionCandidate,
+    scans: dict[str, ScanReport],
+    private: Path,
+    allow_flagged: bool,
+    label: str,
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every file other than the payload, read once into memory, checked against the digest the
+    scan recorded (and scanned again if it is or looks like a pickle), and written to a private
+    folder: the copies that get signed are the bytes that were checked. A file that changed,
+    appeared or vanished since the scan is a TamperedPayloadError."""
     others: dict[str, Path] = {}
-    for rel, path in files.items():
+    digests: dict[str, str] = {}
+    expected = set(candidate.digests) - {candidate.payload}
+    present = set(files) - {candidate.payload}
+    if candidate.digests and present != expected:
+        changed = sorted(present ^ expected)
+        raise TamperedPayloadError(
+            f"{changed[0]!r} appeared or vanished since the scan", artifact=label
+        )
+    for rel, path in sorted(files.items()):
         if rel == candidate.payload:
             continue
         if "/" in rel and any(p in {"", ".", ".."} for p in rel.split("/")):
             raise UnsafePathError(f"unsafe file name {rel!r}", artifact=label)
-        others[rel] = path
-    for rel, path in others.items():  # re-check the other scanned files too
-        known = scans.get(rel)
-        if known is not None:
-            if scan_bytes(_read_file(path, MAX_SCAN_BYTES), path=rel).sha256 != known.sha256:
-                raise TamperedPayloadError(f"{rel} changed since it was scanned", artifact=label)
+        data = _read_file(path, MAX_SCAN_BYTES)  # the one read: these bytes are signed
+        digest = hashlib.sha256(data).hexdigest()
+        known = candidate.digests.get(rel) or getattr(scans.get(rel), "sha256", None)
+        if known is None or not hmac.compare_digest(digest, known):
+            raise TamperedPayloadError(f"{rel} changed since it was scanned", artifact=label)
+        if rel in scans or _looks_like_pickle(rel, data[:1]):
+            if scan_bytes(data, path=rel).flagged and not allow_flagged:
+                raise TamperedPayloadError(f"{rel} is flagged by the static scan", artifact=label)
+        copy = private / "files" / rel
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(data)
+        others[rel], digests[rel] = copy, digest
+    return others, digests
+
+
+def _publish_adopted(
+    store: ArtifactStore,
+    key_store: KeyStore,
+    candidate: AdoptionCandidate,
+    data: bytes,
+    scan: ScanReport,
+    others: dict[str, Path],
+    digests: dict[str, str],
+    asset_key: str | None,
+    partition: str | None,
+) -> ArtifactVersion:
+    """Seal the checked payload bytes and publish them with the private copies of the others."""
+    av = candidate.version
+    assert candidate.payload is not None and candidate.serializer is not None
     context = signed_context(
         artifact=av.name,
         type_=av.type,
@@ -350,6 +411,7 @@ def adopt_version(
         serializer_version="adopted-legacy",
         serializer_params=_pickle_params(candidate.serializer, data),
         other_files=others,
+        expected_digests=digests,
         context=context,
         origin=ADOPTED,
         aliases=tuple(av.aliases),

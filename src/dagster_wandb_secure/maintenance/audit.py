@@ -41,6 +41,7 @@ from ..core.errors import (
     UnsignedPayloadError,
 )
 from ..core.manifest import MANIFEST_NAME
+from ..stores.base import VersionRowError, scan_versions
 
 if TYPE_CHECKING:
     from ..core.keys import KeyStore
@@ -318,6 +319,26 @@ def _base_entry(av: ArtifactVersion) -> AuditEntry:
     )
 
 
+def _row_error_entry(exc: VersionRowError) -> AuditEntry:
+    """The ``error`` entry of a version whose index row could not be read."""
+    return AuditEntry(
+        entity=exc.entity,
+        project=exc.project,
+        name=exc.name,
+        version=exc.version_label,
+        aliases=[],
+        type="",
+        serializer=None,
+        key_id=None,
+        alg=None,
+        signed_at=None,
+        digest=None,
+        status=Status.ERROR,
+        reason=exc.reason,
+        error_type=type(exc).__name__,
+    )
+
+
 def _payload_serializer(names: Iterable[str]) -> str | None:
     for name in sorted(names):
         stem, _, suffix = name.partition(".")
@@ -475,7 +496,13 @@ def audit_store(
     ``workers``: threads checking versions at once (default: one per core)."""
     started = time.perf_counter()
     policy = policy or verification_policy()
-    versions = list(store.list_versions(entity=entity, project=project, name=name))
+    versions: list[ArtifactVersion] = []
+    bad_rows: list[VersionRowError] = []  # malformed index rows: reported, the others audited
+    for item in scan_versions(store, entity=entity, project=project, name=name):
+        if isinstance(item, VersionRowError):
+            bad_rows.append(item)
+        else:
+            versions.append(item)
     ledger = _LedgerIndex(key_store.ledger.rows())
     entries = check_versions(
         store,
@@ -488,6 +515,7 @@ def audit_store(
         workers=workers,
     )
     _mark_rollbacks(entries, versions, key_store)
+    entries.extend(_row_error_entry(exc) for exc in bad_rows)
     keys = [r.to_json() for r in key_store.records()]
     for k in keys:
         k.pop("passphrase_env", None)

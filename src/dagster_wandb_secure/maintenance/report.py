@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .audit import AuditReport
 
-__all__ = ["STATUS_COLORS", "render_html"]
+__all__ = ["STATUS_COLORS", "render_html", "script_json"]
 
 STATUS_COLORS: dict[str, str] = {
     "valid": "#1a7f37",
@@ -67,6 +67,25 @@ white-space:nowrap}
 #count{color:#57606a;margin-left:auto;font-size:12px}
 footer{color:#57606a;font-size:11px;padding:10px 28px 24px}
 """
+
+# Inside <script>, "</script", "<!--" and "<script" change how the HTML parser reads the element
+# (a key id "<!--<script>" made the JSON block swallow the rest of the page, filter script
+# included); U+2028/2029 end a JavaScript line. None of them survives as itself.
+_SCRIPT_JSON_ESCAPES = {
+    ord("<"): "\\u003c",
+    ord(">"): "\\u003e",
+    ord("&"): "\\u0026",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def script_json(value: object) -> str:
+    """``value`` as JSON that can sit inside any HTML ``<script>`` element: ``<``, ``>``, ``&``
+    and U+2028/2029 are written as ``\\uXXXX`` escapes (the same JSON value, nothing the HTML
+    parser or a JavaScript engine can read as markup or a line end)."""
+    return json.dumps(value, sort_keys=True).translate(_SCRIPT_JSON_ESCAPES)
+
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
@@ -238,10 +257,12 @@ def render_html(report: AuditReport, *, title: str = "Signature audit") -> str:
         f"<td>{escape(str(k.get('origin')))}</td></tr>"
         for k in report.keys
     )
-    summary_json = json.dumps(
-        {"total": total, "by_status": by_status, "by_key": by_key}, sort_keys=True
-    ).replace("</", "<\\/")
-    mode = "deep (every payload re-hashed)" if report.deep else "fast (signatures and sizes only; payloads were NOT re-hashed)"
+    summary_json = script_json({"total": total, "by_status": by_status, "by_key": by_key})
+    mode = (
+        "deep (every payload re-hashed)"
+        if report.deep
+        else "fast (signatures and sizes only; payloads were NOT re-hashed)"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

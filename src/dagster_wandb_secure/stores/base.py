@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
-from ..core.errors import ConfigurationError, SecureArtifactError
+from ..core.errors import ConfigurationError, SecureArtifactError, UnsafePathError
 
 # W&B artifact names: letters, digits, dashes, underscores and dots.
 ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -40,6 +40,65 @@ class StoreError(SecureArtifactError):
     """The store could not complete an operation (I/O, invalid name, bad file path)."""
 
     default_hint = "check the store directory and the artifact configuration"
+
+
+class VersionRowError(StoreError):
+    """One version's record in a store's index is malformed (hostile input): only that version
+    is refused. ``entity``, ``project``, ``name`` and ``number`` say which row, as far as it
+    could be read (a value that is not valid is shown by its ``repr``)."""
+
+    default_hint = (
+        "the store index was changed outside dagster-wandb-secure; re-publish the version or "
+        "restore the index from a backup, and run `dagster-wandb-secure audit`"
+    )
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        entity: object,
+        project: object,
+        name: object,
+        number: object,
+        hint: str | None = None,
+    ) -> None:
+        self.entity, self.project, self.name = shown(entity), shown(project), shown(name)
+        self.version_label = (
+            f"v{number}"
+            if isinstance(number, int) and not isinstance(number, bool) and number >= 0
+            else shown(number)
+        )
+        super().__init__(
+            reason,
+            artifact=f"{self.entity}/{self.project}/{self.name}",
+            version=self.version_label,
+            hint=hint,
+        )
+
+
+def shown(value: object) -> str:
+    """A value read from hostile input as it may appear in a message or report: itself if it is
+    a valid name, else its (shortened) ``repr``."""
+    if isinstance(value, str) and ARTIFACT_NAME_RE.fullmatch(value):
+        return value
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_inside(base: Path, path: Path, what: str) -> Path:
+    """``path`` if it resolves (symlinks followed) to ``base`` or below it; an UnsafePathError
+    naming ``what`` otherwise. Every path a store derives from its index passes through here before
+    anything is opened, moved or deleted."""
+    real_base = base.resolve()
+    real = path.resolve()
+    if real != real_base and real_base not in real.parents:
+        raise UnsafePathError(
+            f"{what} leads to {real}, outside the store folder {real_base}; nothing was touched",
+            hint="a symlink or a name in the store folder points outside it: the store was "
+            "changed outside dagster-wandb-secure; remove the symlink and run "
+            "`dagster-wandb-secure audit`",
+        )
+    return path
 
 
 def check_artifact_name(name: str) -> str:
@@ -195,6 +254,23 @@ def walk_version_folder(
                     )
     found.sort(key=lambda e: e.path)
     return found
+
+
+def scan_versions(
+    store: ArtifactStore,
+    *,
+    entity: str | None = None,
+    project: str | None = None,
+    name: str | None = None,
+) -> Iterator[ArtifactVersion | VersionRowError]:
+    """Every version like ``store.list_versions``, except that a version whose index row is
+    malformed comes as its ``VersionRowError`` in its place instead of ending the listing (the
+    audit reports it and goes on). Stores without per-row errors simply list."""
+    scan = getattr(store, "scan_versions", None)
+    if scan is None:
+        yield from store.list_versions(entity=entity, project=project, name=name)
+    else:
+        yield from scan(entity=entity, project=project, name=name)
 
 
 class ArtifactStore(Protocol):

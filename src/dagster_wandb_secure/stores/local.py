@@ -61,8 +61,10 @@ from .base import (
     DiskEntry,
     FileEntry,
     StoreError,
+    VersionRowError,
     check_alias,
     check_artifact_name,
+    check_inside,
     check_name_part,
     parse_version,
     walk_version_folder,
@@ -76,12 +78,14 @@ from .local_index import (
     artifact_label,
     version_folder,
 )
+from .local_rows import RowIdentity, check_number, check_pending_row
 from .local_staging import (
     COPY_CHUNK,
     LATEST,
     MAX_FILES_PER_VERSION,
     MAX_RUN_ID_CHARS,
     check_aliases,
+    check_description,
     check_run_id,
     check_type,
     clean_staging,
@@ -178,7 +182,13 @@ class LocalArtifactStore:
         self._index.initialize(self._locked, self._recover_pending)
 
     def _version_dir(self, entity: str, project: str, name: str, number: int) -> Path:
-        return version_folder(self._artifacts, entity, project, name, number)
+        """The folder of one version, from validated components, resolving (symlinks followed)
+        inside ``artifacts/``: every path the store builds from index data comes from here."""
+        folder = version_folder(self._artifacts, entity, project, name, number)
+        return check_inside(
+            self._artifacts, folder, f"the folder of {artifact_label(entity, project, name)}:"
+            f"v{number}"
+        )
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -207,8 +217,7 @@ class LocalArtifactStore:
             check_name_part(type, "artifact type")
             alias_list = check_aliases(aliases)
             metadata_json = encode_metadata(metadata)
-            if description is not None and not isinstance(description, str):
-                raise ConfigurationError(f"description must be a string, not {description!r}")
+            check_description(description)
             if run_id is not None:
                 check_run_id(run_id)
             plan = plan_files(files)
@@ -396,7 +405,7 @@ class LocalArtifactStore:
                 committed = True
             finally:
                 if not committed:  # take the folder back out so the index never lags behind it
-                    with contextlib.suppress(StoreError, sqlite3.Error):
+                    with contextlib.suppress(StoreError, UnsafePathError, sqlite3.Error):
                         if os.path.lexists(target):
                             self._discard_folder(target)
                         conn.execute("DELETE FROM pending WHERE id = ?", (pending_id,))
@@ -424,8 +433,18 @@ class LocalArtifactStore:
         """Undo publishes that died between their rename and their commit. Call under the lock:
         then every pending row belongs to a publisher that is gone."""
         rows = conn.execute("SELECT id, entity, project, name, number FROM pending").fetchall()
-        for pending_id, entity, project, name, number in rows:
-            target = self._version_dir(entity, project, name, number)
+        for row in rows:
+            # hostile input: a planted row must not move or delete anything outside the store
+            pending_id, entity, project, name, number = check_pending_row(row)
+            try:
+                target = self._version_dir(entity, project, name, number)
+            except UnsafePathError as exc:
+                raise StoreError(
+                    f"the pending row id={pending_id} of the store index: {exc.reason}",
+                    artifact=artifact_label(entity, project, name),
+                    version=f"v{number}",
+                    hint=exc.hint,
+                ) from None
             art = self._index.artifact_row(conn, entity, project, name)
             indexed = (
                 art is not None
@@ -468,7 +487,10 @@ class LocalArtifactStore:
             "lower(?) AND lower(a.name) = lower(?) AND v.number = ?",
             (entity, project, name, number),
         ).fetchall():
-            other_dir = self._version_dir(other[0], other[1], other[2], number)
+            try:  # index data: an invalid row names no folder and cannot collide with this one
+                other_dir = self._version_dir(other[0], other[1], other[2], number)
+            except (StoreError, UnsafePathError):
+                continue
             with contextlib.suppress(OSError):
                 if os.path.samefile(other_dir, target):
                     raise StoreError(
@@ -480,6 +502,7 @@ class LocalArtifactStore:
         self._discard_folder(target)
 
     def _discard_folder(self, folder: Path) -> None:
+        check_inside(self._artifacts, folder.parent, f"the folder {folder}")
         trash = self._staging / f"discard-{time.time_ns()}-{secrets.token_hex(6)}"
         try:
             os.rename(folder, trash)
@@ -527,7 +550,19 @@ class LocalArtifactStore:
                     "SELECT number FROM aliases WHERE artifact_id = ? AND alias = ?",
                     (art_id, alias),
                 ).fetchone()
-                found = None if row is None else self._index.load_version(conn, art_id, int(row[0]))
+                found = (
+                    None
+                    if row is None
+                    else self._index.load_version(
+                        conn,
+                        art_id,
+                        check_number(
+                            row[0],
+                            RowIdentity(entity, project, name, row[0]),
+                            f"version number of alias {alias!r}",
+                        ),
+                    )
+                )
                 what = f"alias {alias!r}"
             else:
                 found = self._index.load_version(conn, art_id, number)
@@ -551,14 +586,31 @@ class LocalArtifactStore:
             rows = conn.execute(
                 "SELECT alias, number FROM aliases WHERE artifact_id = ? ORDER BY alias", (art_id,)
             ).fetchall()
-        return {str(a): int(n) for a, n in rows}
+        out: dict[str, int] = {}
+        for a, n in rows:  # index data: a malformed alias row is refused, not coerced
+            ident = RowIdentity(entity, project, name, n)
+            if not isinstance(a, str):
+                raise ident.error(f"an alias is {type(a).__name__}, not text")
+            out[a] = check_number(n, ident, f"version number of alias {a[:80]!r}")
+        return out
 
     def list_versions(
         self, *, entity: str | None = None, project: str | None = None, name: str | None = None
     ) -> Iterator[ArtifactVersion]:
         """Every version (optionally filtered), ordered by entity, project, name, number.
 
-        One query; the file system is not touched."""
+        One query; the file system is not touched. A malformed index row raises its
+        ``VersionRowError`` (``scan_versions`` lists past it)."""
+        for item in self.scan_versions(entity=entity, project=project, name=name):
+            if isinstance(item, VersionRowError):
+                raise item
+            yield item
+
+    def scan_versions(
+        self, *, entity: str | None = None, project: str | None = None, name: str | None = None
+    ) -> Iterator[ArtifactVersion | VersionRowError]:
+        """Like ``list_versions``, with each malformed index row given as its
+        ``VersionRowError`` in its place (see ``base.scan_versions``)."""
         filters: list[tuple[str, str]] = []
         for column, value, what in (
             ("a.entity", entity, "entity"),
@@ -569,7 +621,12 @@ class LocalArtifactStore:
                 check_name_part(value, what)
                 filters.append((column, value))
         for row in self._index.version_rows(filters):
-            yield self._index.to_version(row)
+            item: ArtifactVersion | VersionRowError
+            try:
+                item = self._index.to_version(row)
+            except VersionRowError as exc:
+                item = exc
+            yield item
 
     def move_alias(
         self, entity: str, project: str, name: str, alias: str, version: int | str
@@ -650,7 +707,11 @@ class LocalArtifactStore:
         check_name_part(av.entity, "entity")
         check_name_part(av.project, "project")
         check_artifact_name(av.name)
-        return self._version_dir(av.entity, av.project, av.name, parse_version(av.version, av.name))
+        number = parse_version(av.version, av.name)
+        try:
+            return self._version_dir(av.entity, av.project, av.name, number)
+        except UnsafePathError as exc:
+            raise exc.with_location(artifact=av.qualified_name) from None
 
     def open_file(self, av: ArtifactVersion, relpath: str) -> BinaryIO:
         """Open one file of a version for reading. Refuses unsafe names, symlinks anywhere on

@@ -21,18 +21,17 @@ per thread and process). It knows rows, not folders: the store tells it where a 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..core.keystore_place import STORE_INDEX_NAME
-from .base import ArtifactNotFoundError, ArtifactVersion, FileEntry, StoreError
+from .base import ArtifactNotFoundError, ArtifactVersion, StoreError, shown
+from .local_rows import check_identity, version_from_row
 
 __all__ = ["INDEX_NAME", "SCHEMA_VERSION", "LocalIndex", "artifact_label", "version_folder"]
 
@@ -85,7 +84,12 @@ def artifact_label(entity: str, project: str, name: str) -> str:
 
 
 def version_folder(artifacts_dir: Path, entity: str, project: str, name: str, number: int) -> Path:
-    """Where the store keeps the files of one version: ``<artifacts>/<e>/<p>/<name>/v<N>``."""
+    """Where the store keeps the files of one version: ``<artifacts>/<e>/<p>/<name>/v<N>``.
+
+    Every component is validated first (names by the publishing rules, the number as an
+    integer), whatever its origin: a value from the index is hostile input. This checks names
+    only; ``LocalArtifactStore`` also checks the resolved path before using it."""
+    check_identity(entity, project, name, number)
     return artifacts_dir / entity / project / name / f"v{number}"
 
 
@@ -200,27 +204,10 @@ class LocalIndex:
         return (int(row[0]), str(row[1])) if row else None
 
     def to_version(self, row: Sequence[Any]) -> ArtifactVersion:
-        entity, project, name, type_, number, description, metadata, created_at, run, files, al = (
-            row
-        )
-        entries = {
-            path: FileEntry(path=path, size=int(size), sha256=str(digest))
-            for path, (size, digest) in json.loads(files).items()
-        }
-        return ArtifactVersion(
-            entity=entity,
-            project=project,
-            name=name,
-            version=int(number),
-            type=type_,
-            description=description,
-            metadata=json.loads(metadata),
-            aliases=tuple(sorted(al.split(","))) if al else (),
-            files=entries,
-            created_at=datetime.fromisoformat(created_at),
-            created_by_run=run,
-            root=version_folder(self.artifacts_dir, entity, project, name, int(number)),
-            extra={"store": "local"},
+        """The version a ``_SELECT_VERSIONS`` row describes; a malformed row (the index is
+        hostile input) is a ``VersionRowError`` for that version only."""
+        return version_from_row(
+            row, lambda e, p, n, number: version_folder(self.artifacts_dir, e, p, n, number)
         )
 
     def load_version(
@@ -261,7 +248,7 @@ class LocalIndex:
         if art is not None:
             return art
         others = [
-            r[0]
+            shown(r[0])  # index data: a name that is not text is shown, not joined
             for r in conn.execute(
                 "SELECT name FROM artifacts WHERE entity = ? AND project = ? ORDER BY name LIMIT ?",
                 (entity, project, _NOT_FOUND_CAP + 1),

@@ -20,6 +20,14 @@ from typing import Any
 from ..core.errors import ConfigurationError, UnsafePathError
 from ..core.fsutil import open_no_follow, safe_relpath
 from .base import FileEntry, StoreError, check_alias
+from .local_rows import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_FILES_PER_VERSION,
+    MAX_METADATA_CHARS,
+    MAX_RUN_ID_CHARS,
+    check_metadata_shape,
+    check_run_id,
+)
 
 try:  # POSIX only; without it stale staging folders are judged by age alone
     import fcntl
@@ -27,7 +35,10 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "MAX_FILES_PER_VERSION",
+    "MAX_RUN_ID_CHARS",
     "check_aliases",
+    "check_description",
     "check_run_id",
     "check_type",
     "clean_staging",
@@ -39,8 +50,6 @@ __all__ = [
 
 LATEST = "latest"
 COPY_CHUNK = 1 << 20
-MAX_FILES_PER_VERSION = 100_000
-MAX_RUN_ID_CHARS = 256
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -61,31 +70,34 @@ def check_aliases(aliases: Sequence[str]) -> list[str]:
     return result
 
 
-def check_run_id(run_id: object) -> str:
-    if (
-        not isinstance(run_id, str)
-        or not run_id
-        or len(run_id) > MAX_RUN_ID_CHARS
-        or any(ord(c) < 0x20 or c == "\x7f" for c in run_id)
-    ):
-        raise ConfigurationError(
-            f"invalid run id {run_id!r}: use 1-{MAX_RUN_ID_CHARS} printable characters"
-        )
-    return run_id
-
-
 def encode_metadata(metadata: Mapping[str, Any] | None) -> str:
     if metadata is None:
         return "{}"
     if not isinstance(metadata, Mapping):
         raise ConfigurationError(f"metadata must be a mapping, not {type(metadata).__name__}")
+    problem = check_metadata_shape(dict(metadata))
+    if problem is not None:  # before encoding: the encoder would recurse into any depth
+        raise ConfigurationError(problem)
     try:
-        return json.dumps(dict(metadata), sort_keys=True, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(dict(metadata), sort_keys=True, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(
             f"metadata is not JSON-serializable: {exc}",
             hint="metadata values must be strings, numbers, booleans, None, lists or dicts",
         ) from exc
+    if len(text) > MAX_METADATA_CHARS:
+        raise ConfigurationError(f"metadata is over {MAX_METADATA_CHARS} characters as JSON")
+    return text
+
+
+def check_description(description: object) -> str | None:
+    if description is not None and (
+        not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS
+    ):
+        raise ConfigurationError(
+            f"description must be a string of at most {MAX_DESCRIPTION_CHARS} characters"
+        )
+    return description
 
 
 def check_type(label: str, existing: str, wanted: str) -> None:

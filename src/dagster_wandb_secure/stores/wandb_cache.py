@@ -36,6 +36,9 @@ from .base import (
     DiskEntry,
     FileEntry,
     StoreError,
+    check_artifact_name,
+    check_inside,
+    check_name_part,
     walk_version_folder,
 )
 
@@ -68,7 +71,29 @@ class DownloadCache:
         self.root = root
 
     def name_dir(self, entity: str, project: str, name: str) -> Path:
-        return self.root / entity / project / name
+        """``<root>/<entity>/<project>/<name>``, from validated names (W&B's records are hostile
+        input) and resolving inside the cache (no symlink escapes)."""
+        check_name_part(entity, "entity")
+        check_name_part(project, "project")
+        check_artifact_name(name)
+        return check_inside(
+            self.root, self.root / entity / project / name, f"the cache folder of {name}"
+        )
+
+    def version_dir(self, av: ArtifactVersion) -> Path:
+        """The cache folder of ``av``, which must be where ``av.root`` says (checked)."""
+        label = f"{av.entity}/{av.project}/{av.name}"
+        if isinstance(av.version, bool) or not isinstance(av.version, int) or av.version < 0:
+            raise StoreError(f"invalid version number {av.version!r}", artifact=label)
+        vdir = self.name_dir(av.entity, av.project, av.name) / f"v{av.version}"
+        if av.root != vdir:
+            raise StoreError(
+                f"version root {av.root} is not in this store's cache ({self.root})",
+                artifact=label,
+                version=av.version_label,
+                hint="resolve the version through this store",
+            )
+        return vdir
 
     def version_lock(self, name_dir: Path, version: int, label: str) -> _Locked:
         return _Locked(name_dir / f".v{version}.lock", CACHE_LOCK_TIMEOUT, label, version)
@@ -232,15 +257,8 @@ class DownloadCache:
         the way, a non-regular file or an escaping name is refused."""
         label = f"{av.entity}/{av.project}/{av.name}"
         relpath = safe_relpath(relpath, what=f"file name in artifact {label}")
-        name_dir = self.name_dir(av.entity, av.project, av.name)
-        if av.root != name_dir / f"v{av.version}":
-            raise StoreError(
-                f"version root {av.root} is not in this store's cache ({self.root})",
-                artifact=label,
-                version=av.version_label,
-                hint="resolve the version through this store",
-            )
-        current = av.root
+        current = self.version_dir(av)
+        name_dir = current.parent
         mode = 0
         for part in ("", *relpath.split("/")):
             current = current / part if part else current
@@ -295,13 +313,7 @@ class DownloadCache:
     def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
         """What is actually on disk in a cached version folder, following nothing."""
         label = f"{av.entity}/{av.project}/{av.name}"
-        if av.root != self.name_dir(av.entity, av.project, av.name) / f"v{av.version}":
-            raise StoreError(
-                f"version root {av.root} is not in this store's cache ({self.root})",
-                artifact=label,
-                version=av.version_label,
-                hint="resolve the version through this store",
-            )
+        self.version_dir(av)
         try:
             found = walk_version_folder(av.root)
         except OSError as exc:
