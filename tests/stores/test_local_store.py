@@ -7,7 +7,7 @@ import hashlib
 import multiprocessing
 import os
 import random
-import select
+import selectors
 import sqlite3
 import stat
 import subprocess
@@ -675,7 +675,11 @@ def _kill_child(
     )
     try:
         if delay is None:
-            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            # a selector (epoll), not select(): select() fails on descriptors >= 1024, which a
+            # long suite run in one process can reach
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+                ready = sel.select(timeout=60)
             assert ready, f"child never reached {point}"
             line = proc.stdout.readline().strip()  # type: ignore[union-attr]
             assert line == until, (line, proc.stderr.read())  # type: ignore[union-attr]
