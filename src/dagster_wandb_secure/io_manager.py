@@ -158,6 +158,7 @@ class ArtifactIOEngine(IOManager):
             "signature_algorithm": p.algorithm,
             "payload_sha256": p.payload_sha256,
             "serializer": p.serializer or "wandb-files",
+            "signed_sequence": p.sequence,
         }
         return meta
 

@@ -52,9 +52,12 @@ class ArtifactView:
         self.source_name = av.name
         self.version = av.version_label
         self.type = av.type
-        self.description = av.description
-        self.metadata = dict(av.metadata)
-        self.aliases = list(av.aliases)
+        # signed values only (format 2 manifest); what the store's index says now is unsigned
+        self.description = verified.signed_description
+        self.metadata = verified.signed_metadata
+        self.aliases = verified.signed_aliases
+        self.sequence = verified.sequence
+        self.unsigned_current_aliases = list(av.aliases)
         self.entity = av.entity
         self.project = av.project
         self.qualified_name = av.qualified_name
