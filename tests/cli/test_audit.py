@@ -11,6 +11,7 @@ from .conftest import Env, build_every_status, flip_last_byte, run, run_json
 ENTRY_KEYS = {
     "entity", "project", "name", "version", "aliases", "type", "serializer", "key_id", "alg",
     "signed_at", "digest", "status", "origin", "reason", "error_type", "created_at",
+    "sequence", "manifest_digest", "parent",
 }
 TOP_KEYS = {
     "schema", "generated_at", "key_store", "store", "mode", "elapsed_s", "summary", "keys",
@@ -25,7 +26,7 @@ def _by_name(versions: list[dict]) -> dict[tuple[str, str], dict]:
 def test_every_status_in_one_store(env: Env, runner) -> None:
     expected = build_every_status(env)
     code, doc = run_json(runner, "audit", "-k", str(env.keys), "--store-dir", str(env.store_dir))
-    assert code == 0, doc
+    assert code == 1, doc  # a rolled-back alias fails the audit even without --fail-on
     got = _by_name(doc["versions"])
     assert got[("rolled-back", "v0")]["status"] == "rolled-back"
     assert got[("rolled-back", "v1")]["status"] == "valid"
@@ -95,7 +96,7 @@ def test_html_report_is_self_contained(env: Env, runner, tmp_path: Path) -> None
     out = tmp_path / "report.html"
     result = run(runner, "audit", "-k", str(env.keys), "--store-dir", str(env.store_dir),
                  "--format", "html", "-o", str(out))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the rolled-back version fails by default
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>")
     # no external asset of any kind (the SVG namespace URI is an identifier, not a fetch)

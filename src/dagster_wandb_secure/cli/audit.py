@@ -48,6 +48,11 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit_cmd)
 
 
+HISTORY_FAILURES = frozenset(
+    {Status.ROLLED_BACK, Status.REPLAYED, Status.FORKED, Status.LEGACY_FORMAT}
+)
+
+
 def _fail_on(values: list[str], as_json: bool) -> set[Status]:
     wanted: set[Status] = set()
     for value in values:
@@ -221,7 +226,8 @@ def audit_cmd(
 ) -> None:
     """Audit every artifact version in a store: name, version, aliases, type, serializer, key,
     algorithm, signed-at, digest and a status (valid, adopted, tampered, unsigned, unknown-key,
-    revoked-key, expired-key, context-mismatch, rolled-back, missing-from-ledger, error).
+    revoked-key, expired-key, context-mismatch, rolled-back, replayed, forked, legacy-format,
+    missing-from-ledger, error).
     Fast mode checks signatures and sizes; --deep re-hashes every payload. Nothing is loaded."""
     if json_out:
         format_ = "json"
@@ -249,12 +255,13 @@ def audit_cmd(
             store_label=label,
         )
 
-    failing = report.failing(wanted) if wanted else []
+    # without --fail-on, a broken signed history still fails the audit
+    failing = report.failing(wanted or HISTORY_FAILURES)
     if format_ == "json":
         import json
 
         doc = report.to_json()
-        doc["fail_on"] = sorted(s.value for s in wanted)
+        doc["fail_on"] = sorted(s.value for s in (wanted or HISTORY_FAILURES))
         doc["failed"] = len(failing)
         doc["ok"] = not failing
         text = json.dumps(doc, indent=2, sort_keys=True) + "\n"

@@ -464,6 +464,21 @@ def _parse_document(
     return entries, references, history
 
 
+def history_of_document(document: Any, *, artifact: str | None = None) -> History | None:
+    """The history fields of a manifest document (None for format 1); malformed ones raise
+    ``MalformedEnvelopeError``. For callers that vouched for the document another way (``resign``
+    of a revoked key: the ledger recorded its digest)."""
+
+    def bad(reason: str) -> MalformedEnvelopeError:
+        return MalformedEnvelopeError(f"manifest {reason}", artifact=artifact)
+
+    if not isinstance(document, dict) or document.get("manifest_version") != MANIFEST_VERSION:
+        return None
+    if set(document) != _V2_FIELDS:
+        raise bad("document has unexpected fields")
+    return _parse_history(document, bad)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_SEQUENCE
 
