@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,14 @@ class Env:
 
     @property
     def store(self) -> LocalArtifactStore:
-        return LocalArtifactStore(self.store_dir)
+        # one store object per test (each opens SQLite connections that live as long as it)
+        if "_store" not in self.__dict__:
+            self.__dict__["_store"] = LocalArtifactStore(self.store_dir)
+        return self.__dict__["_store"]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.ks.ledger.close()
+        self.__dict__.pop("_store", None)
 
     def write(self, name: str, value: Any) -> None:
         @asset(name=name, io_manager_key="m")
@@ -103,12 +111,26 @@ class Env:
         )
 
 
+@pytest.fixture(autouse=True)
+def _release_connections() -> Iterator[None]:
+    """Each materialize leaves SQLite connections to the garbage collector; collect them after
+    every test so this module does not run the process out of file descriptors."""
+    yield
+    import gc
+
+    gc.collect()
+
+
 @pytest.fixture(params=[("local", "shared"), ("local", "own"), ("wandb", "shared"),
                         ("wandb", "own")], ids=lambda p: "-".join(p))
-def env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+def env(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Env]:
     monkeypatch.chdir(tmp_path)
     store, ledger = request.param
-    return Env(tmp_path, store, ledger)
+    made = Env(tmp_path, store, ledger)
+    yield made
+    made.close()
 
 
 def test_replay_as_a_new_version_is_refused(env: Env) -> None:
@@ -142,7 +164,9 @@ def test_marks_cannot_be_poisoned(env: Env) -> None:
     env.replay("victim", "v0")  # the attacker's "v10^12": same signed content, higher number
     assert env.read("victim")[:2] == (True, 1)
     env.store.move_alias(E, P, "victim", "latest", "v0")  # ... then removed
-    KeyStore.open(env.reader_keys).ledger.note_seen("victim", "latest", 10**12)
+    reader = KeyStore.open(env.reader_keys)
+    reader.ledger.note_seen("victim", "latest", 10**12)
+    reader.ledger.close()
     assert env.read("victim")[:2] == (True, 1)
     env.write("victim", 2)
     assert env.read("victim")[:2] == (True, 2)
@@ -251,7 +275,7 @@ OPS = st.lists(st.sampled_from(["publish", "move", "delete", "republish_old", "r
                min_size=3, max_size=7)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 @given(ops=OPS, pick=st.randoms(use_true_random=False))
 def test_accepted_value_never_goes_backwards(tmp_path_factory: Any, ops: list[str],
                                              pick: Any) -> None:
@@ -279,7 +303,7 @@ def test_accepted_value_never_goes_backwards(tmp_path_factory: Any, ops: list[st
         elif op == "republish_old":
             env.replay("h", f"v{pick.choice(versions)}")
         elif op == "resign":
-            ks = KeyStore.open(env.keys)
+            ks = env.ks
             old = ks.primary().kid
             ks.rotate("ed25519")
             if ks.primary().kid != old:
@@ -294,3 +318,7 @@ def test_accepted_value_never_goes_backwards(tmp_path_factory: Any, ops: list[st
             last_accepted = value
         else:
             assert "RollbackError" in text, text
+    env.close()
+    import gc
+
+    gc.collect()
