@@ -112,13 +112,26 @@ class Env:
 
 
 @pytest.fixture(autouse=True)
-def _release_connections() -> Iterator[None]:
-    """Each materialize leaves SQLite connections to the garbage collector; collect them after
-    every test so this module does not run the process out of file descriptors."""
+def _release_connections(tmp_path: Path) -> Iterator[None]:
+    """Each materialize leaves SQLite connections (store index, ledger) open for the process's
+    life; close the ones into this test's folder afterwards, so this module's many runs do not
+    exhaust file descriptors for later tests (select() fails above 1024); key stores likewise
+    keep a descriptor on keystore.json."""
     yield
     import gc
 
     gc.collect()
+    root = str(tmp_path.parent)
+    for obj in gc.get_objects():
+        if isinstance(obj, KeyStore) and str(obj.path).startswith(root):
+            obj.close()
+        elif isinstance(obj, sqlite3.Connection):
+            try:
+                files = [row[2] for row in obj.execute("PRAGMA database_list")]
+                if any(f and f.startswith(root) for f in files):
+                    obj.close()
+            except (sqlite3.Error, ValueError):
+                continue
 
 
 @pytest.fixture(params=[("local", "shared"), ("local", "own"), ("wandb", "shared"),
