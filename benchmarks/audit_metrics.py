@@ -38,7 +38,7 @@ class StoreBuilder:
 
     def publish_one(self) -> None:
         from dagster_wandb_secure.core.envelope import seal_to
-        from dagster_wandb_secure.core.manifest import MANIFEST_NAME, write_manifest
+        from dagster_wandb_secure.core.manifest import MANIFEST_NAME, History, write_manifest
 
         i = self.count
         name = f"asset-{i % ARTIFACTS:04d}"
@@ -57,8 +57,11 @@ class StoreBuilder:
             header = seal_to(
                 payload, dict(small_object(), index=i), key_store=self.ks, context=ctx
             )
+            # format 2: version i // ARTIFACTS of its artifact, so the signed order is the
+            # publish order (what the IO manager's allocation produces)
+            history = History(sequence=i // ARTIFACTS + 1, parent=None, aliases=("latest",))
             manifest, mheader = write_manifest(
-                {"output.pickle": payload}, key_store=self.ks, context=ctx
+                {"output.pickle": payload}, key_store=self.ks, context=ctx, history=history
             )
         (folder / MANIFEST_NAME).write_bytes(manifest)
         av = self.store.publish(

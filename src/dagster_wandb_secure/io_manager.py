@@ -163,7 +163,7 @@ class ArtifactIOEngine(IOManager):
                 f"{av.name}:{av.version_label}",
                 published.key_id,
                 published.algorithm,
-                getattr(published, "sequence", None),
+                published.sequence,
             )
         )
         meta = self._output_metadata(session, published, run_id)
@@ -228,6 +228,7 @@ class ArtifactIOEngine(IOManager):
             "signature_algorithm": p.algorithm,
             "payload_sha256": p.payload_sha256,
             "serializer": p.serializer or "wandb-files",
+            "signed_sequence": p.sequence,
         }
         if run_url:  # unknown (local store, offline run): no row rather than an empty one
             meta["wandb_run_url"] = MetadataValue.url(str(run_url))
@@ -355,7 +356,7 @@ def _no_warning(_: str) -> None:
 
 def _log_verified(context: InputContext, verified: Any) -> None:
     """One INFO line per verified read, and the same facts as input metadata."""
-    seq = getattr(verified, "sequence", None)
+    seq = verified.sequence
     context.log.info(
         signature_line("verified", verified.label, verified.key_id, verified.algorithm, seq)
     )

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from dagster_wandb_secure.cli import app
 from dagster_wandb_secure.core.envelope import seal_to
 from dagster_wandb_secure.core.keys import KeyStore
-from dagster_wandb_secure.core.manifest import MANIFEST_NAME, write_manifest
+from dagster_wandb_secure.core.manifest import MANIFEST_NAME, History, write_manifest
 from dagster_wandb_secure.stores.base import ArtifactVersion
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 
@@ -63,7 +63,12 @@ class Env:
         for rel, data in (extra_files or {}).items():
             (staging / rel).write_bytes(data)
             files[rel] = staging / rel
-        manifest, mh = write_manifest(files, key_store=ks, context=ctx, record=record)
+        # the current manifest format: a signed place in the artifact's history
+        sequence = 1 + sum(1 for _ in self.store.list_versions(name=name))
+        history = History(sequence=sequence, parent=None, aliases=("latest",))
+        manifest, mh = write_manifest(
+            files, key_store=ks, context=ctx, record=record, history=history
+        )
         (staging / MANIFEST_NAME).write_bytes(manifest)
         files[MANIFEST_NAME] = staging / MANIFEST_NAME
         av = self.store.publish(

@@ -26,11 +26,13 @@ from .. import __version__
 from ..core.envelope import EnvelopeHeader, record_header, seal_serialized_to, seal_to
 from ..core.errors import SecureArtifactError, TamperedPayloadError, UnsafePathError
 from ..core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
+from ..core.history import Position
 from ..core.keys import KeyStore
-from ..core.manifest import MANIFEST_NAME, file_sha256, write_manifest
+from ..core.manifest import MANIFEST_NAME, History, Resigns, file_sha256, write_manifest
 from ..core.policy import Policy
 from ..stores.base import ArtifactStore, ArtifactVersion, check_alias
 from .config import LocalAddition, WandbArtifactsIOManagerError, WriteConfig
+from .history import allocate, history_key, note_published
 from .naming import run_alias
 from .session import Session
 from .target import Target
@@ -55,6 +57,16 @@ class Published:
     payload_sha256: str
     serializer: str | None
     size: int
+    sequence: int = 0  # the signed sequence of the version in its artifact's history
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    """The manifest a publisher just signed: header, envelope digest and signed position."""
+
+    header: EnvelopeHeader
+    digest: str
+    position: Position | None
 
 
 def payload_name(serializer: str) -> str:
@@ -243,39 +255,60 @@ def publish_output(
             if header.ledger_row is not None:
                 rows.append(header.ledger_row)
         refs = _references(config, staged)
-        mheader = add_signed_manifest(
-            session.key_store,
-            staging=staging,
-            files=files,
-            context=context,
-            rows=rows,
-            # the configured key, not the payload's: a rotation between the two seals must not
-            # fail the publish (the payload's key stays valid as verify-only)
-            key_id=session.signing_key_id,
-            policy=session.policy,
-            run_id=dagster_run_id,
-            references=refs,
-        )
-        key_id, alg = mheader.kid, mheader.alg
-        metadata.update(
-            _integration_metadata(
-                dagster_run_id, serializer, params, target, key_id, alg, refs
-            )
-        )
-        version = publish_version(
+        aliases = _aliases(config, dagster_run_id)
+        user_metadata = dict(metadata)
+        with allocate(
             session.store,
             session.key_store,
-            files=files,
-            rows=rows,
-            entity=session.entity,
-            project=session.project,
-            name=target.name,
-            type_=type_,
-            description=description,
-            metadata=metadata,
-            aliases=_aliases(config, dagster_run_id),
-            run_id=dagster_run_id,
-        )
+            session.entity,
+            session.project,
+            target.name,
+            policy=session.policy,
+        ) as slot:
+            signed_meta = {
+                **user_metadata,
+                **_integration_metadata(dagster_run_id, serializer, params, target, refs),
+            }
+            history = History(
+                sequence=slot.sequence,
+                parent=slot.parent,
+                metadata=signed_meta,
+                description=description,
+                aliases=("latest", *aliases),
+                empty=not files and not refs,
+            )
+            signed = add_signed_manifest(
+                session.key_store,
+                staging=staging,
+                files=files,
+                context=context,
+                rows=rows,
+                # the configured key, not the payload's: a rotation between the two seals must
+                # not fail the publish (the payload's key stays valid as verify-only)
+                key_id=session.signing_key_id,
+                policy=session.policy,
+                run_id=dagster_run_id,
+                references=refs,
+                history=history,
+            )
+            mheader = signed.header
+            key_id, alg = mheader.kid, mheader.alg
+            version = publish_version(
+                session.store,
+                session.key_store,
+                files=files,
+                rows=rows,
+                entity=session.entity,
+                project=session.project,
+                name=target.name,
+                type_=type_,
+                description=description,
+                metadata=_with_signature_facts(signed_meta, key_id, alg),
+                aliases=aliases,
+                run_id=dagster_run_id,
+                signed=signed,
+                history_key=slot.key,
+            )
         size = sum(p.stat().st_size for p in files.values())
         return Published(
             version=version,
@@ -284,6 +317,7 @@ def publish_output(
             payload_sha256=payload_digest or mheader.payload_sha256,
             serializer=serializer,
             size=size,
+            sequence=slot.sequence,
         )
     except SecureArtifactError as exc:
         raise exc.with_location(artifact=target.name) from None
@@ -303,9 +337,14 @@ def add_signed_manifest(
     run_id: str | None = None,
     references: list[dict[str, Any]] | None = None,
     origin: str = "signed",
-) -> EnvelopeHeader:
+    history: History | None = None,
+) -> SignedManifest:
     """Sign the manifest over ``files`` into ``staging/MANIFEST_NAME``, add it to ``files`` and
     its ledger row to ``rows``; the one manifest step of every publisher."""
+    import hashlib
+
+    from ..core.envelope import format_time
+
     manifest_bytes, mheader = write_manifest(
         files,
         key_store=key_store,
@@ -315,12 +354,21 @@ def add_signed_manifest(
         run_id=run_id,
         references=references or (),
         record=False,
+        history=history,
     )
     rows.append(record_header(key_store, mheader, run_id=run_id, origin=origin))
     manifest_path = staging / MANIFEST_NAME
     manifest_path.write_bytes(manifest_bytes)
     files[MANIFEST_NAME] = manifest_path
-    return mheader
+    digest = hashlib.sha256(manifest_bytes).hexdigest()
+    position = None
+    if history is not None:
+        r = history.resigns
+        if r is not None and r.sequence is not None and r.signed_at is not None:
+            position = Position(r.sequence, r.signed_at, r.manifest_digest)
+        else:
+            position = Position(history.sequence, format_time(mheader.signed_at), digest)
+    return SignedManifest(mheader, digest, position)
 
 
 def publish_version(
@@ -337,9 +385,13 @@ def publish_version(
     metadata: Mapping[str, Any],
     aliases: list[str],
     run_id: str | None = None,
+    signed: SignedManifest | None = None,
+    history_key: str | None = None,
 ) -> ArtifactVersion:
     """Publish the signed files as a new version and attach the version to its ledger rows;
-    the one store step of every publisher (``publish_output``, adopt and resign)."""
+    the one store step of every publisher (``publish_output``, adopt and resign). With
+    ``signed`` and ``history_key`` (format 2), the writer's ledger also records the manifest
+    and advances the marks of the aliases it signed."""
     version = store.publish(
         entity=entity,
         project=project,
@@ -354,6 +406,15 @@ def publish_version(
     for row in rows:
         key_store.ledger.attach_version(
             row, artifact_version=version.version_label, aliases=tuple(version.aliases)
+        )
+    if signed is not None and signed.position is not None and history_key is not None:
+        note_published(
+            key_store,
+            history_key,
+            digest=signed.digest,
+            position=signed.position,
+            version=version.version_label,
+            aliases=aliases,
         )
     return version
 
@@ -374,12 +435,20 @@ def publish_signed(
     aliases: tuple[str, ...] = (),
     metadata: Mapping[str, Any] | None = None,
     expected_digests: Mapping[str, str] | None = None,
+    history: History | None = None,
+    signed_metadata: Mapping[str, Any] | None = None,
+    signed_description: str | None = None,
+    resigns: Resigns | None = None,
 ) -> ArtifactVersion:
     """Publish a new version of ``av``'s artifact from already-serialized bytes (``adopt``'s
     scanned legacy bytes, ``resign``'s verified payloads; never deserialized here): the payload
     sealed from raw bytes, the other files copied as they are (and compared with
     ``expected_digests`` after copying), a signed manifest over all of them, ledger rows with
-    ``origin``."""
+    ``origin``.
+
+    ``history`` (a re-sign of a format-2 version) is signed as given: the version keeps its
+    original's place. Without it a new sequence is allocated under the history lock and the
+    manifest signs ``signed_metadata``, ``signed_description``, the aliases and ``resigns``."""
     staging = Path(tempfile.mkdtemp(prefix="dws-republish-"))
     try:
         files: dict[str, Path] = {}
@@ -409,24 +478,45 @@ def publish_signed(
                     f"{rel!r} changed after it was checked", artifact=av.qualified_name
                 )
             files[rel] = dst
-        add_signed_manifest(
-            key_store, staging=staging, files=files, context=context, rows=rows, origin=origin
-        )
         meta = dict(av.metadata)
         meta.update(metadata or {})
-        return publish_version(
-            store,
-            key_store,
-            files=files,
-            rows=rows,
-            entity=av.entity,
-            project=av.project,
-            name=av.name,
-            type_=av.type,
-            description=av.description,
-            metadata=meta,
-            aliases=[a for a in aliases if a != "latest"],
-        )
+        names = [a for a in aliases if a != "latest"]
+        with contextlib.ExitStack() as stack:
+            if history is None:
+                slot = stack.enter_context(allocate(store, key_store, av.entity, av.project, av.name))
+                history = History(
+                    sequence=slot.sequence,
+                    parent=slot.parent,
+                    metadata=dict(signed_metadata or {}),
+                    description=signed_description,
+                    aliases=("latest", *names),
+                    empty=not files,
+                    resigns=resigns,
+                )
+            signed = add_signed_manifest(
+                key_store,
+                staging=staging,
+                files=files,
+                context=context,
+                rows=rows,
+                origin=origin,
+                history=history,
+            )
+            return publish_version(
+                store,
+                key_store,
+                files=files,
+                rows=rows,
+                entity=av.entity,
+                project=av.project,
+                name=av.name,
+                type_=av.type,
+                description=av.description,
+                metadata=meta,
+                aliases=names,
+                signed=signed,
+                history_key=history_key(av.entity, av.project, av.name),
+            )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -436,10 +526,10 @@ def _integration_metadata(
     serializer: str | None,
     params: Mapping[str, Any],
     target: Target,
-    key_id: str,
-    alg: str,
     refs: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    """The integration's own metadata, signed with the manifest (the signing key's id and
+    algorithm are added afterwards, unsigned: the verified header states them)."""
     meta: dict[str, Any] = {
         "source_integration": INTEGRATION,
         "source_integration_version": __version__,
@@ -448,8 +538,6 @@ def _integration_metadata(
         "source_python_version": platform.python_version(),
         "dagster_wandb_secure": {
             "signed": True,
-            "signing_key_id": key_id,
-            "signature_algorithm": alg,
             "asset_key": target.asset_key,
             "partition": target.partition,
             "payload": payload_name(serializer) if serializer else None,
@@ -466,6 +554,15 @@ def _integration_metadata(
             "parameters": {k: v for k, v in params.items() if _jsonable(v)},
         }
     return meta
+
+
+def _with_signature_facts(meta: Mapping[str, Any], key_id: str, alg: str) -> dict[str, Any]:
+    """The store copy of the metadata: the signed metadata plus the key that signed it."""
+    out = dict(meta)
+    own = dict(out.get("dagster_wandb_secure") or {})
+    own.update({"signing_key_id": key_id, "signature_algorithm": alg})
+    out["dagster_wandb_secure"] = own
+    return out
 
 
 def _module_version(ser: Any) -> str:

@@ -2,11 +2,12 @@
 
 Order (nothing reaches user code before its check):
 
-1. resolve the version (explicit ``version``, else ``alias``, default ``latest``); when resolved by
-   alias, refuse a version older than the newest the ledger knows for that alias (rollback), and
-   remember the one seen;
+1. resolve the version (explicit ``version``, else ``alias``, default ``latest``); the store's
+   answer is only a hint;
 2. verify the signed manifest against what is actually on disk: every file listed, no extra
    file, no symlink, sizes, the manifest's signature and context, every envelope's signature;
+   when resolved by alias, check the manifest's signed place in the history against the
+   ledger's marks (rollback, fork, replay: ``artifacts/history.py``), then advance them;
 3. copy each file that is used, hashing while copying, into this process's private 0700 folder
    and compare with the signed digest (so a cache tamperer cannot swap it after the check);
 4. a payload envelope is unsealed from that private copy with the full expected context and the
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import (
     ContextMismatchError,
-    RollbackError,
     SecureArtifactError,
     TamperedPayloadError,
     UnsafePathError,
@@ -35,6 +35,7 @@ from ..core.ledger_api import LedgerRecordMissingError
 from ..core.serializers import PICKLE_FAMILY_NAMES
 from ..stores.base import ArtifactStore, ArtifactVersion
 from .config import ReadConfig, WandbArtifactsIOManagerError
+from .history import check_alias_history
 from .private_copies import PrivateCopies, copy_verified
 from .publishing import PAYLOAD_STEM
 from .session import Session
@@ -43,7 +44,7 @@ from .view import ArtifactView
 from .wandb_objects import VerifiedSource
 
 if TYPE_CHECKING:
-    from ..core.manifest import ManifestEntry
+    from ..core.manifest import ManifestEntry, VerifiedManifest
 
 LEGACY_PAYLOADS = tuple(f"output.{name}" for name in PICKLE_FAMILY_NAMES)
 
@@ -89,44 +90,6 @@ def resolve_version(
     return av, alias
 
 
-def check_rollback(session: Session, av: ArtifactVersion, alias: str) -> None:
-    ledger = session.key_store.ledger
-    newest = ledger.newest_version(av.name, alias=alias)
-    if newest is not None and av.version < newest:
-        raise RollbackError(
-            f"alias {alias!r} points to v{av.version}, but v{newest} was already signed or seen "
-            "for it",
-            artifact=av.name,
-            version=av.version_label,
-        )
-
-
-def check_replay(
-    session: Session, av: ArtifactVersion, alias: str, manifest_digest: str, kid: str
-) -> None:
-    """Refuse old signed content re-published under a NEW version number (rollback by replay).
-
-    The version number is assigned by the store after signing, so it is not signed; but the
-    ledger records which version each signed manifest became. If it knows this manifest only as
-    other versions of the artifact, the alias was made to point at old content."""
-    rows = [
-        r for r in session.key_store.ledger.find_digest(manifest_digest) if r.artifact == av.name
-    ]
-    published_as = {r.artifact_version for r in rows}
-    if not rows or av.version_label in published_as or None in published_as:
-        return
-    earlier = ", ".join(sorted(str(v) for v in published_as))
-    raise RollbackError(
-        f"alias {alias!r} points to {av.version_label}, but its signed manifest was published "
-        f"as {earlier}: old content was re-published as a new version",
-        artifact=av.name,
-        version=av.version_label,
-        key_id=kid,
-        hint=f"read an explicit version ({earlier}) if that content is wanted; otherwise "
-        "investigate who can publish to the artifact store and re-materialize the asset",
-    )
-
-
 def check_ledger_record(
     session: Session, av: ArtifactVersion, manifest_digest: str, kid: str
 ) -> None:
@@ -170,6 +133,7 @@ class VerifiedVersion:
     algorithm: str
     context: Mapping[str, str | None]
     private: PrivateCopies
+    manifest: VerifiedManifest | None = None
     _dir: Path | None = None
     _copies: dict[str, Path] = field(default_factory=dict)
 
@@ -182,6 +146,28 @@ class VerifiedVersion:
     @property
     def label(self) -> str:
         return f"{self.av.name}:{self.av.version_label}"
+
+    # What the signed manifest says (format 2); a format-1 manifest signed none of these, so
+    # they are empty / None and never filled from the store's unsigned index.
+    @property
+    def sequence(self) -> int | None:
+        h = self.manifest.history if self.manifest else None
+        return h.sequence if h else None
+
+    @property
+    def signed_metadata(self) -> dict[str, Any]:
+        h = self.manifest.history if self.manifest else None
+        return dict(h.metadata) if h else {}
+
+    @property
+    def signed_description(self) -> str | None:
+        h = self.manifest.history if self.manifest else None
+        return h.description if h else None
+
+    @property
+    def signed_aliases(self) -> list[str]:
+        h = self.manifest.history if self.manifest else None
+        return list(h.aliases) if h else []
 
     def _version_dir(self) -> Path:
         if self._dir is None:
@@ -293,7 +279,9 @@ class VerifiedVersion:
         return deserialize(header, payload, self.session.policy)
 
     def source(self) -> VerifiedSource:
-        return VerifiedSource(list(self.entries), self.materialize, aliases=tuple(self.av.aliases))
+        return VerifiedSource(
+            list(self.entries), self.materialize, aliases=tuple(self.signed_aliases)
+        )
 
 
 def verify_version(
@@ -314,8 +302,6 @@ def verify_version(
 
     av, alias = resolve_version(session, target, read)
     try:
-        if alias is not None:
-            check_rollback(session, av, alias)
         on_disk = files_on_disk(session.store, av)
         # every key the library signs is stated; "role" is None for payloads, so a manifest
         # envelope (role "manifest") is never accepted as one (verify_manifest sets the role
@@ -348,9 +334,7 @@ def verify_version(
             raise
         if session.settings.require_ledger_record:
             check_ledger_record(session, av, verified.header.payload_sha256, verified.header.kid)
-        if alias is not None:
-            check_replay(session, av, alias, verified.header.payload_sha256, verified.header.kid)
-            session.key_store.ledger.note_seen(av.name, alias, av.version)
+        check_alias_history(session.key_store, av, alias, verified)
         session.store.record_use(av, dagster_run_id)
         return VerifiedVersion(
             session=session,
@@ -362,6 +346,7 @@ def verify_version(
             algorithm=verified.header.alg,
             context=context,
             private=private,
+            manifest=verified,
         )
     except SecureArtifactError as exc:
         raise exc.with_location(artifact=av.name, version=av.version_label) from None

@@ -39,22 +39,14 @@ class UnverifiedAccessError(SecureArtifactError):
     )
 
 
-def signed_or(verified: VerifiedVersion, signed_name: str, fallback: Any) -> Any:
-    """A signed attribute of the verified version when the verifier provides it (the
-    signed-history work adds ``signed_metadata`` etc.), else today's value."""
-    value = getattr(verified, signed_name, None)
-    return fallback if value is None else value
-
-
 def manifest_digest(verified: VerifiedVersion) -> str:
     """The SHA-256 of the signed manifest payload this version was verified against.
 
     Taken from the verifier when it records it; otherwise the manifest is verified again with the
     same expected context and its entries must equal the ones already verified (so the digest
     describes exactly the files handed out)."""
-    known = getattr(verified, "manifest_digest", None)
-    if isinstance(known, str) and known:
-        return known
+    if verified.manifest is not None:
+        return verified.manifest.header.payload_sha256
     from ..core.manifest import verify_manifest
 
     again = verify_manifest(
@@ -144,7 +136,7 @@ class ArtifactView:
 
     @property
     def description(self) -> str | None:  # type: ignore[override]
-        return signed_or(self._v, "signed_description", self._v.av.description)
+        return self._v.signed_description
 
     @description.setter
     def description(self, _: Any) -> None:
@@ -152,7 +144,7 @@ class ArtifactView:
 
     @property
     def metadata(self) -> dict[str, Any]:  # type: ignore[override]
-        return dict(signed_or(self._v, "signed_metadata", self._v.av.metadata))
+        return self._v.signed_metadata
 
     @metadata.setter
     def metadata(self, _: Any) -> None:
@@ -160,7 +152,17 @@ class ArtifactView:
 
     @property
     def aliases(self) -> list[str]:  # type: ignore[override]
-        return list(signed_or(self._v, "signed_aliases", self._v.av.aliases))
+        return self._v.signed_aliases
+
+    @property
+    def sequence(self) -> int | None:
+        """The signed position of this version in its artifact's history (format 2)."""
+        return self._v.sequence
+
+    @property
+    def unsigned_current_aliases(self) -> list[str]:
+        """What the store's index says the aliases are NOW: unsigned, a hint only."""
+        return list(self._v.av.aliases)
 
     @aliases.setter
     def aliases(self, _: Any) -> None:
@@ -195,10 +197,6 @@ class ArtifactView:
     @property
     def qualified_name(self) -> str:  # type: ignore[override]
         return str(self._v.av.qualified_name)
-
-    @property
-    def sequence(self) -> int | None:
-        return getattr(self._v, "sequence", None)
 
     @property
     def signing_key_id(self) -> str:

@@ -322,7 +322,9 @@ def audit_cmd(
     ),
 ) -> None:
     """Audit every artifact version in a store: name, version, aliases, type, serializer, key,
-    algorithm, signed-at, digest and a status. By default every payload is re-hashed (on all
+    algorithm, signed-at, digest and a status (valid, adopted, signature-ok, tampered, unsigned,
+    unknown-key, revoked-key, expired-key, context-mismatch, rolled-back, replayed, forked,
+    legacy-format, missing-from-ledger, error). By default every payload is re-hashed (on all
     cores) and the exit code is 1 when any version is not valid or adopted; --fast checks
     signatures and sizes only. Nothing is loaded or created."""
     format_ = str(getattr(format_, "value", format_))

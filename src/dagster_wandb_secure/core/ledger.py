@@ -1,13 +1,31 @@
-"""The digest ledger: one SQLite row per signed payload, plus alias high-water marks.
+"""The digest ledger: one SQLite row per signed payload, plus the signed version history.
 
-It lives in the key store folder (``ledger.sqlite3``) and answers three questions:
+It lives in the key store folder (``ledger.sqlite3``) and answers these questions:
 
 - *Did we sign these bytes?* ``find_digest(sha256_hex)`` (audit, ``resign --from KID``).
 - *What did we sign for this artifact?* ``rows(artifact=...)``.
-- *Has this alias ever pointed further?* ``newest_version(artifact, alias=...)``: the highest
-  version number recorded for the alias, from writers (``attach_version``) and readers
-  (``note_seen``); a reader that resolves an alias to an older version than this is looking at
-  a rollback.
+- *Where does the next version go, and how far has each alias been seen?* The history
+  interface below, keyed by ``entity/project/artifact`` (partition suffix included). Every
+  value in it comes from a verified, signed manifest (``core/history.py``), never from a store
+  version number. It is the whole contract another ledger backend implements:
+
+  - ``history_lock(artifact) -> ContextManager[None]``: an inter-process lock held by a writer
+    from sequence allocation until its version is published (writers of one artifact sharing
+    this ledger publish in sequence order);
+  - ``allocate_sequence(artifact, *, floor: int) -> int``: atomically
+    ``max(last allocated, floor) + 1``, remembered; ``floor`` is the highest signed sequence
+    the writer verified in the store;
+  - ``history_mark(artifact, alias) -> Position | None`` and
+    ``advance_mark(artifact, alias, position, *, source) -> None``: the highest position
+    accepted for an alias (``source`` is ``"writer"`` or ``"reader"``); it only moves forward;
+  - ``history_marks(artifact) -> dict[str, Position]``: every mark of an artifact (audit);
+  - ``record_manifest(artifact, digest, position, *, version, source) -> None`` and
+    ``seen_manifest(artifact, digest) -> SeenManifest | None``: the manifests seen (the first
+    sighting is kept); ``newest_seen(artifact) -> SeenManifest | None``: the highest among them.
+
+The schema-1 alias marks (``aliases`` table: a bare store version number per alias, written by
+``attach_version`` and ``note_seen``) are kept for old tools but no decision reads them: an
+unsigned number could be poisoned (mark set at v10^12 by a planted version).
 
 Concurrency: WAL journal, ``busy_timeout``, and every write is a ``BEGIN IMMEDIATE`` transaction
 (a deferred transaction that upgrades from read to write can fail with SQLITE_BUSY without
@@ -25,6 +43,7 @@ payload, milliseconds on real disks, against a seal budget of tens of microsecon
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,12 +58,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KeyStoreError
+from .fsutil import InterProcessLock
+from .history import Position, SeenManifest
 
 __all__ = ["ORIGINS", "Ledger", "LedgerRow", "parse_version"]
 
 ORIGINS = ("signed", "adopted", "resigned")
 LATEST = "latest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+HISTORY_SOURCES = ("writer", "reader")
+_SIGNED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 BUSY_TIMEOUT_MS = 60_000
 MAX_TEXT = 4096
 MAX_CONTEXT_JSON = 65536
@@ -91,6 +114,32 @@ CREATE TABLE IF NOT EXISTS aliases (
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history_sequences (
+    artifact      TEXT    PRIMARY KEY,  -- entity/project/artifact
+    last_sequence INTEGER NOT NULL CHECK (last_sequence >= 0),
+    updated_at    TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history_marks (
+    artifact   TEXT    NOT NULL,
+    alias      TEXT    NOT NULL,
+    sequence   INTEGER NOT NULL CHECK (sequence >= 1),
+    signed_at  TEXT    NOT NULL,
+    digest     TEXT    NOT NULL,
+    source     TEXT    NOT NULL CHECK (source IN ('writer', 'reader')),
+    updated_at TEXT    NOT NULL,
+    PRIMARY KEY (artifact, alias)
+);
+CREATE TABLE IF NOT EXISTS history_seen (
+    artifact        TEXT NOT NULL,
+    digest          TEXT NOT NULL,  -- sha256 of the manifest envelope
+    sequence        INTEGER,        -- the position (NULL for format-1 manifests)
+    signed_at       TEXT,
+    position_digest TEXT,
+    version         TEXT,           -- store version first seen as: a hint for messages
+    source          TEXT NOT NULL CHECK (source IN ('writer', 'reader')),
+    recorded_at     TEXT NOT NULL,
+    PRIMARY KEY (artifact, digest)
 );
 """
 
@@ -263,6 +312,14 @@ class Ledger:
                 (str(SCHEMA_VERSION),),
             )
             row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            if row is not None and row[0] == "1":
+                # migration 1 -> 2: the history tables were just created (IF NOT EXISTS); the
+                # schema-1 alias marks stay as unused hints
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE name = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
+                )
+                row = (str(SCHEMA_VERSION),)
             if row is None or row[0] != str(SCHEMA_VERSION):
                 raise KeyStoreError(
                     f"the ledger has schema version {row[0] if row else None}; this library "
@@ -544,6 +601,150 @@ class Ledger:
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[LedgerRow]:
         return [LedgerRow(*row) for row in self._read(sql, params)]
+
+    # -- signed history (the interface in the module docstring) ------------------------------
+
+    @contextmanager
+    def history_lock(self, artifact: str) -> Iterator[None]:
+        """Hold the inter-process lock of ``artifact``'s history (a file lock next to the
+        ledger, one per artifact so unrelated artifacts never wait for each other)."""
+        _text(artifact, "artifact")
+        folder = self.path.parent / "ledger.locks"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        name = hashlib.sha256(artifact.encode("utf-8")).hexdigest()[:32]
+        with InterProcessLock(folder / f"{name}.lock", timeout=BUSY_TIMEOUT_MS / 1000):
+            yield
+
+    def allocate_sequence(self, artifact: str, *, floor: int) -> int:
+        """``max(last allocated, floor) + 1``, remembered atomically."""
+        _text(artifact, "artifact")
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+            raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT last_sequence FROM history_sequences WHERE artifact = ?", (artifact,)
+            ).fetchone()
+            sequence = max(floor, int(row[0]) if row else 0) + 1
+            conn.execute(
+                "INSERT INTO history_sequences (artifact, last_sequence, updated_at) "
+                "VALUES (?, ?, ?) ON CONFLICT (artifact) DO UPDATE SET "
+                "last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
+                (artifact, sequence, _now_text()),
+            )
+        return sequence
+
+    def history_mark(self, artifact: str, alias: str) -> Position | None:
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        rows = self._read(
+            "SELECT sequence, signed_at, digest FROM history_marks "
+            "WHERE artifact = ? AND alias = ?",
+            (artifact, alias),
+        )
+        return Position(int(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    def history_marks(self, artifact: str) -> dict[str, Position]:
+        _text(artifact, "artifact")
+        return {
+            alias: Position(int(seq), at, digest)
+            for alias, seq, at, digest in self._read(
+                "SELECT alias, sequence, signed_at, digest FROM history_marks "
+                "WHERE artifact = ? ORDER BY alias",
+                (artifact,),
+            )
+        }
+
+    def advance_mark(
+        self, artifact: str, alias: str, position: Position, *, source: str
+    ) -> None:
+        """Move the mark of (artifact, alias) up to ``position``; never down."""
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        _check_position(position)
+        if source not in HISTORY_SOURCES:
+            raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO history_marks (artifact, alias, sequence, signed_at, digest, source, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (artifact, alias) DO UPDATE "
+                "SET sequence = excluded.sequence, signed_at = excluded.signed_at, "
+                "digest = excluded.digest, source = excluded.source, "
+                "updated_at = excluded.updated_at WHERE (excluded.sequence, excluded.signed_at, "
+                "excluded.digest) > (history_marks.sequence, history_marks.signed_at, "
+                "history_marks.digest)",
+                (artifact, alias, *_position_values(position), source, _now_text()),
+            )
+
+    def record_manifest(
+        self,
+        artifact: str,
+        digest: str,
+        position: Position | None,
+        *,
+        version: str | None,
+        source: str,
+    ) -> None:
+        """Remember a manifest envelope seen for ``artifact`` (the first sighting is kept)."""
+        _text(artifact, "artifact")
+        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+            raise KeyStoreError(f"not a sha256 hex digest: {_short(digest)}")
+        if position is not None:
+            _check_position(position)
+        _text(version, "version", optional=True)
+        if source not in HISTORY_SOURCES:
+            raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
+        values = _position_values(position) if position is not None else (None, None, None)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO history_seen (artifact, digest, sequence, signed_at, "
+                "position_digest, version, source, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (artifact, digest, *values, version, source, _now_text()),
+            )
+
+    def seen_manifest(self, artifact: str, digest: str) -> SeenManifest | None:
+        _text(artifact, "artifact")
+        rows = self._read(
+            "SELECT digest, sequence, signed_at, position_digest, version FROM history_seen "
+            "WHERE artifact = ? AND digest = ?",
+            (artifact, digest),
+        )
+        if not rows:
+            return None
+        d, seq, at, pd, version = rows[0]
+        position = None if seq is None else Position(int(seq), at, pd)
+        return SeenManifest(d, position, version)
+
+    def newest_seen(self, artifact: str) -> SeenManifest | None:
+        """The seen manifest of ``artifact`` highest in the signed order (format 2 only)."""
+        _text(artifact, "artifact")
+        rows = self._read(
+            "SELECT digest, sequence, signed_at, position_digest, version FROM history_seen "
+            "WHERE artifact = ? AND sequence IS NOT NULL "
+            "ORDER BY sequence DESC, signed_at DESC, position_digest DESC, digest DESC LIMIT 1",
+            (artifact,),
+        )
+        if not rows:
+            return None
+        d, seq, at, pd, version = rows[0]
+        return SeenManifest(d, Position(int(seq), at, pd), version)
+
+
+def _check_position(position: object) -> None:
+    if (
+        not isinstance(position, Position)
+        or isinstance(position.sequence, bool)
+        or not isinstance(position.sequence, int)
+        or position.sequence < 1
+        or not isinstance(position.signed_at, str)
+        or not _SIGNED_AT_RE.fullmatch(position.signed_at)
+        or not isinstance(position.digest, str)
+        or not _DIGEST_RE.fullmatch(position.digest)
+    ):
+        raise KeyStoreError(f"not a signed history position: {_short(position)}")
+
+
+def _position_values(position: Position) -> tuple[int, str, str]:
+    return position.sequence, position.signed_at, position.digest
 
 
 def _restrict_mode(path: Path) -> None:

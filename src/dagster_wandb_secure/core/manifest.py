@@ -8,7 +8,12 @@ to the artifact name, type, partition and asset key with ``role="manifest"``.
 Payload envelopes are listed by the digest of their *payload* (``envelope_payload_sha256``) and
 their serializer, so a reader that unseals them anyway hashes those bytes once, not twice.
 
-Verification refuses: a missing manifest (unsigned artifact), an empty artifact, any file on disk
+Format 2 (what this library writes) also signs the version's place in its artifact's history
+(``sequence``, ``parent``, ``resigns``; see ``core/history.py``), the metadata, description and
+aliases the writer gave it, and an explicit ``empty`` flag for a version with no files. Format 1
+(older releases) is still verified for its content; it carries no signed order.
+
+Verification refuses: a missing manifest (unsigned artifact), an unflagged empty artifact, any file on disk
 that the manifest does not list (an extra unsigned file), any listed file that is missing, a size
 or digest mismatch, a symlink or non-regular file, an unsafe file name, and a manifest signed for
 another artifact, type or partition.
@@ -19,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +49,7 @@ from .errors import (
     UnsignedPayloadError,
 )
 from .fsutil import open_no_follow, safe_relpath
+from .history import Position
 from .policy import Policy
 from .serializers import get_serializer
 
@@ -51,7 +58,20 @@ if TYPE_CHECKING:
 
 MANIFEST_NAME = "dagster_wandb_secure.manifest"
 MANIFEST_ROLE = "manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+LEGACY_MANIFEST_VERSION = 1
+_V1_FIELDS = frozenset({"manifest_version", "files", "references"})
+_V2_FIELDS = _V1_FIELDS | {
+    "sequence",
+    "parent",
+    "metadata",
+    "description",
+    "aliases",
+    "empty",
+    "resigns",
+}
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_SEQUENCE = 2**63 - 1
 HASH_CHUNK = 8 << 20
 # Upper bound on a manifest's size per allowed entry (a path of <= 1 KiB plus digests): the
 # manifest file is read into memory only up to max_manifest_entries * this.
@@ -77,10 +97,66 @@ class ManifestEntry:
 
 
 @dataclass(frozen=True)
+class Resigns:
+    """Which original a re-signed version re-signs (its position, or only its digest when the
+    original was a format-1 version)."""
+
+    sequence: int | None
+    manifest_digest: str
+    signed_at: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sequence": self.sequence,
+            "manifest_digest": self.manifest_digest,
+            "signed_at": self.signed_at,
+        }
+
+
+@dataclass(frozen=True)
+class History:
+    """The signed, format-2 part of a manifest: place in the history and what readers consume."""
+
+    sequence: int
+    parent: str | None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    description: str | None = None
+    aliases: tuple[str, ...] = ()
+    empty: bool = False
+    resigns: Resigns | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "sequence": self.sequence,
+            "parent": self.parent,
+            "metadata": dict(self.metadata),
+            "description": self.description,
+            "aliases": list(self.aliases),
+            "empty": self.empty,
+            "resigns": None if self.resigns is None else self.resigns.as_dict(),
+        }
+
+
+@dataclass(frozen=True)
 class VerifiedManifest:
     header: EnvelopeHeader
     entries: Mapping[str, ManifestEntry]
     references: tuple[Mapping[str, Any], ...]
+    digest: str = ""  # sha256 hex of the whole manifest envelope (what ``parent`` names)
+    history: History | None = None  # None: a format-1 manifest (no signed order)
+
+    @property
+    def position(self) -> Position | None:
+        """The version's place in the signed order (a re-sign takes its original's place)."""
+        from .envelope import format_time
+
+        h = self.history
+        if h is None:
+            return None
+        r = h.resigns
+        if r is not None and r.sequence is not None and r.signed_at is not None:
+            return Position(r.sequence, r.signed_at, r.manifest_digest)
+        return Position(h.sequence, format_time(self.header.signed_at), self.digest)
 
 
 def manifest_context(context: Context) -> dict[str, str | None]:
@@ -124,8 +200,12 @@ def describe_file(relpath: str, path: Path) -> ManifestEntry:
 
 
 def build_manifest(
-    files: Mapping[str, Path], references: Iterable[Mapping[str, Any]] = ()
+    files: Mapping[str, Path],
+    references: Iterable[Mapping[str, Any]] = (),
+    history: History | None = None,
 ) -> dict[str, Any]:
+    """The manifest document: format 2 with ``history``; format 1 without (tests of readers of
+    older versions only). An empty file list is signed only when ``history.empty`` says so."""
     entries: dict[str, Any] = {}
     for relpath, path in files.items():
         if relpath == MANIFEST_NAME:
@@ -133,9 +213,17 @@ def build_manifest(
         entry = describe_file(relpath, Path(path))
         entries[entry.path] = entry.as_dict()
     refs = [dict(r) for r in references]
-    if not entries and not refs:
-        raise ConfigurationError("refusing to sign an empty artifact (no files, no references)")
-    return {"manifest_version": MANIFEST_VERSION, "files": entries, "references": refs}
+    if history is None:
+        if not entries and not refs:
+            raise ConfigurationError("refusing to sign an empty artifact (no files, no references)")
+        return {"manifest_version": LEGACY_MANIFEST_VERSION, "files": entries, "references": refs}
+    if history.empty != (not entries and not refs):
+        raise ConfigurationError(
+            "the manifest's empty flag must be set exactly when the version has no files and "
+            "no references"
+        )
+    return {"manifest_version": MANIFEST_VERSION, "files": entries, "references": refs,
+            **history.fields()}
 
 
 def write_manifest(
@@ -148,11 +236,12 @@ def write_manifest(
     run_id: str | None = None,
     references: Iterable[Mapping[str, Any]] = (),
     record: bool = True,
+    history: History | None = None,
 ) -> tuple[bytes, EnvelopeHeader]:
     """Hash ``files`` (relative name -> local path) and return the signed manifest envelope.
 
     The caller stores the bytes as ``MANIFEST_NAME`` next to the files."""
-    document = build_manifest(files, references)
+    document = build_manifest(files, references, history)
     return seal_with_header(
         document,
         key_store=key_store,
@@ -211,19 +300,8 @@ def _verify(
             "artifact has no signed manifest (written by upstream dagster-wandb or by hand)",
             artifact=artifact,
         )
-    cap = policy.max_manifest_entries * MANIFEST_BYTES_PER_ENTRY
-    data = read_bounded_envelope(manifest_path, policy, max_bytes=cap)
-    if len(data) > cap:
-        raise ResourceLimitError(f"manifest is larger than {cap} bytes", artifact=artifact)
-    header, payload = verify_bytes(
-        data,
-        key_store=key_store,
-        expected_context=manifest_context(expected_context),
-        expected_serializer="json",
-        policy=policy,
-    )
-    document = get_serializer("json").load(payload, header.serializer_params)
-    entries, references = _parse_document(document, policy, artifact, header.kid)
+    vm = _read_manifest(manifest_path, key_store, expected_context, policy)
+    header, entries = vm.header, vm.entries
     kid = header.kid
     extra = sorted(set(files_on_disk) - set(entries) - {MANIFEST_NAME})
     if extra:
@@ -272,7 +350,51 @@ def _verify(
                     artifact=artifact,
                     key_id=kid,
                 )
-    return VerifiedManifest(header=header, entries=entries, references=references)
+    return vm
+
+
+def read_manifest(
+    path: Path,
+    *,
+    key_store: KeyStore,
+    expected_context: Context,
+    policy: Policy | None = None,
+    version: str | None = None,
+) -> VerifiedManifest:
+    """Verify only the manifest envelope at ``path`` and parse its document (the files it lists
+    are NOT checked): enough to trust its signed history fields, e.g. to allocate the next
+    sequence. Readers of content use ``verify_manifest``."""
+    policy = policy or Policy.default()
+    try:
+        return _read_manifest(path, key_store, expected_context, policy)
+    except SecureArtifactError as exc:
+        raise exc.with_location(artifact=expected_context.get("artifact"), version=version) from None
+
+
+def _read_manifest(
+    manifest_path: Path, key_store: KeyStore, expected_context: Context, policy: Policy
+) -> VerifiedManifest:
+    artifact = expected_context.get("artifact")
+    cap = policy.max_manifest_entries * MANIFEST_BYTES_PER_ENTRY
+    data = read_bounded_envelope(manifest_path, policy, max_bytes=cap)
+    if len(data) > cap:
+        raise ResourceLimitError(f"manifest is larger than {cap} bytes", artifact=artifact)
+    header, payload = verify_bytes(
+        data,
+        key_store=key_store,
+        expected_context=manifest_context(expected_context),
+        expected_serializer="json",
+        policy=policy,
+    )
+    document = get_serializer("json").load(payload, header.serializer_params)
+    entries, references, history = _parse_document(document, policy, artifact, header.kid)
+    return VerifiedManifest(
+        header=header,
+        entries=entries,
+        references=references,
+        digest=hashlib.sha256(data).hexdigest(),
+        history=history,
+    )
 
 
 def _regular_size(path: Path) -> int:
@@ -282,18 +404,21 @@ def _regular_size(path: Path) -> int:
 
 def _parse_document(
     document: Any, policy: Policy, artifact: str | None, kid: str
-) -> tuple[dict[str, ManifestEntry], tuple[Mapping[str, Any], ...]]:
+) -> tuple[dict[str, ManifestEntry], tuple[Mapping[str, Any], ...], History | None]:
     def bad(reason: str) -> MalformedEnvelopeError:
         return MalformedEnvelopeError(f"manifest {reason}", artifact=artifact, key_id=kid)
 
-    if not isinstance(document, dict) or set(document) != {
-        "manifest_version",
-        "files",
-        "references",
-    }:
+    if not isinstance(document, dict):
+        raise bad("document is not an object")
+    version = document.get("manifest_version")
+    wanted = {LEGACY_MANIFEST_VERSION: _V1_FIELDS, MANIFEST_VERSION: _V2_FIELDS}.get(
+        version if isinstance(version, int) and not isinstance(version, bool) else -1
+    )
+    if wanted is None:
+        raise bad(f"version {version!r} is unknown")
+    if set(document) != wanted:
         raise bad("document has unexpected fields")
-    if document["manifest_version"] != MANIFEST_VERSION:
-        raise bad(f"version {document['manifest_version']!r} is unknown")
+    history = _parse_history(document, bad) if version == MANIFEST_VERSION else None
     files, refs = document["files"], document["references"]
     if not isinstance(files, dict) or not isinstance(refs, list):
         raise bad("files/references have the wrong types")
@@ -304,10 +429,12 @@ def _parse_document(
             artifact=artifact,
             key_id=kid,
         )
-    if not files and not refs:
+    if not files and not refs and (history is None or not history.empty):
         raise TamperedPayloadError(
             "signed manifest lists no files: empty artifact", artifact=artifact, key_id=kid
         )
+    if history is not None and history.empty and (files or refs):
+        raise bad("is flagged empty but lists files")
     entries: dict[str, ManifestEntry] = {}
     for name, raw in files.items():
         safe_relpath(name, what="manifest file name")
@@ -334,4 +461,69 @@ def _parse_document(
     references = tuple(r for r in refs if isinstance(r, dict))
     if len(references) != len(refs):
         raise bad("references must be objects")
-    return entries, references
+    return entries, references, history
+
+
+def history_of_document(document: Any, *, artifact: str | None = None) -> History | None:
+    """The history fields of a manifest document (None for format 1); malformed ones raise
+    ``MalformedEnvelopeError``. For callers that vouched for the document another way (``resign``
+    of a revoked key: the ledger recorded its digest)."""
+
+    def bad(reason: str) -> MalformedEnvelopeError:
+        return MalformedEnvelopeError(f"manifest {reason}", artifact=artifact)
+
+    if not isinstance(document, dict) or document.get("manifest_version") != MANIFEST_VERSION:
+        return None
+    if set(document) != _V2_FIELDS:
+        raise bad("document has unexpected fields")
+    return _parse_history(document, bad)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_SEQUENCE
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
+
+
+def _parse_history(document: dict[str, Any], bad: Any) -> History:
+    sequence, parent = document["sequence"], document["parent"]
+    if not _is_int(sequence) or sequence < 1:
+        raise bad("sequence must be a positive integer")
+    if parent is not None and not _is_digest(parent):
+        raise bad("parent must be null or a sha256 hex digest")
+    metadata, description = document["metadata"], document["description"]
+    if not isinstance(metadata, dict):
+        raise bad("metadata must be an object")
+    if description is not None and not isinstance(description, str):
+        raise bad("description must be null or a string")
+    aliases = document["aliases"]
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise bad("aliases must be a list of strings")
+    if not isinstance(document["empty"], bool):
+        raise bad("empty must be true or false")
+    raw = document["resigns"]
+    resigns = None
+    if raw is not None:
+        if (
+            not isinstance(raw, dict)
+            or set(raw) != {"sequence", "manifest_digest", "signed_at"}
+            or (raw["sequence"] is not None and not _is_int(raw["sequence"]))
+            or not _is_digest(raw["manifest_digest"])
+            or (raw["signed_at"] is not None and not isinstance(raw["signed_at"], str))
+            or (raw["sequence"] is None) != (raw["signed_at"] is None)
+        ):
+            raise bad("resigns must be {sequence, manifest_digest, signed_at}")
+        if raw["sequence"] is not None and raw["sequence"] != sequence:
+            raise bad("a re-signed version keeps its original's sequence")
+        resigns = Resigns(raw["sequence"], raw["manifest_digest"], raw["signed_at"])
+    return History(
+        sequence=sequence,
+        parent=parent,
+        metadata=metadata,
+        description=description,
+        aliases=tuple(aliases),
+        empty=document["empty"],
+        resigns=resigns,
+    )

@@ -2,8 +2,12 @@
 
 For every artifact version in a store the audit verifies the signed manifest (and through it
 every payload envelope) against the key store, looks the signature up in the digest ledger, and
-checks that no alias points to an older version than the ledger (or, for ``latest``, the store)
-has seen. Each version gets exactly one ``Status``.
+then checks each artifact's signed history (format-2 manifests): the same manifest stored as
+several versions (``replayed``), two manifests signed with one sequence (``forked``), an alias
+on a version earlier in the signed order than the ledger's mark for it or, for ``latest``, than
+the store's highest (``rolled-back``), and a parent that is not in the store (noted in the
+reason). Format-1 versions are ``legacy-format`` (no rollback protection; ``resign`` upgrades
+them). Each version gets exactly one ``Status``.
 
 The default (``deep=True``) re-hashes every payload byte, on a thread pool (one thread per
 core); only then is a version ``valid``. Fast mode (``deep=False``) checks signatures, contexts,
@@ -83,6 +87,9 @@ class Status(StrEnum):
     EXPIRED_KEY = "expired-key"
     CONTEXT_MISMATCH = "context-mismatch"
     ROLLED_BACK = "rolled-back"
+    REPLAYED = "replayed"
+    FORKED = "forked"
+    LEGACY_FORMAT = "legacy-format"
     MISSING_FROM_LEDGER = "missing-from-ledger"
     ERROR = "error"
 
@@ -104,7 +111,14 @@ STATUS_DESCRIPTIONS: dict[Status, str] = {
     Status.REVOKED_KEY: "signed by a revoked or destroyed key",
     Status.EXPIRED_KEY: "signed after the key's expiry, or the key's grace period is over",
     Status.CONTEXT_MISMATCH: "a valid signature made for another artifact, type or serializer",
-    Status.ROLLED_BACK: "an alias points to an older version than the ledger's newest",
+    Status.ROLLED_BACK: "an alias points to a version earlier in the signed order than one "
+    "already recorded for it (or, for latest, than the store's newest)",
+    Status.REPLAYED: "the same signed manifest is stored as an earlier version too: old content "
+    "re-published under a new version number",
+    Status.FORKED: "another manifest was signed with the same sequence and comes later in the "
+    "signed order (concurrent writers without a shared ledger, or a fork of the history)",
+    Status.LEGACY_FORMAT: "format-1 manifest: content verifies, but it has no signed place in "
+    "the history (no rollback protection); `resign` upgrades it",
     Status.MISSING_FROM_LEDGER: "signature verifies, but this key store's ledger never recorded it",
     Status.ERROR: "the version could not be read (store error)",
 }
@@ -130,6 +144,10 @@ class AuditEntry:
     reason: str | None = None
     error_type: str | None = None
     created_at: str | None = None
+    sequence: int | None = None  # signed sequence (format 2)
+    manifest_digest: str | None = None  # sha256 of the manifest envelope
+    parent: str | None = None
+    position: Any = field(default=None, repr=False)  # core.history.Position, not in the JSON
 
     @property
     def qualified_name(self) -> str:
@@ -137,6 +155,7 @@ class AuditEntry:
 
     def as_dict(self) -> dict[str, Any]:
         doc = asdict(self)
+        doc.pop("position", None)
         doc["status"] = self.status.value
         return doc
 
@@ -410,6 +429,15 @@ def check_version(
         return entry
     entry.origin = row.origin
     entry.status = verdict(row.origin, deep=deep)
+    entry.manifest_digest = vm.digest
+    if vm.history is None:
+        if entry.status in (Status.VALID, Status.SIGNATURE_OK):
+            entry.status = Status.LEGACY_FORMAT
+            entry.reason = STATUS_DESCRIPTIONS[Status.LEGACY_FORMAT]
+    else:
+        entry.sequence = vm.history.sequence
+        entry.parent = vm.history.parent
+        entry.position = vm.position
     return entry
 
 
@@ -452,30 +480,71 @@ def check_versions(
     return entries
 
 
-def _mark_rollbacks(
+def _flag(entry: AuditEntry, status: Status, reason: str) -> None:
+    if entry.status in GOOD_STATUSES:
+        entry.status = status
+        entry.reason = reason
+        entry.error_type = "RollbackError"
+
+
+def _check_history(
     entries: list[AuditEntry], versions: list[ArtifactVersion], key_store: KeyStore
 ) -> None:
+    """Per artifact: replays, forks, aliases behind the ledger's marks or the store's newest,
+    and chain gaps (see the module docstring)."""
+    from ..artifacts.history import history_key
+
     ledger = key_store.ledger
     by_artifact: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     for i, av in enumerate(versions):
         by_artifact[(av.entity, av.project, av.name)].append(i)
-    for (_e, _p, name), idxs in by_artifact.items():
-        store_newest = max(versions[i].version for i in idxs)
-        marks = ledger.aliases(name)
-        ledger_latest = ledger.newest_version(name)
+    for art, idxs in by_artifact.items():
+        idxs = sorted(idxs, key=lambda i: versions[i].version)
+        first_as: dict[str, str] = {}
+        for i in idxs:
+            entry = entries[i]
+            digest = entry.manifest_digest
+            if digest is None:
+                continue
+            if digest in first_as:
+                _flag(entry, Status.REPLAYED, f"its signed manifest is also stored as "
+                      f"{first_as[digest]}: old content re-published under a new version number")
+            else:
+                first_as[digest] = entry.version
+        signed = [i for i in idxs if entries[i].position is not None]
+        if not signed:
+            continue
+        by_seq: dict[int, list[int]] = defaultdict(list)
+        for i in signed:
+            by_seq[entries[i].position.sequence].append(i)
+        for group in by_seq.values():
+            distinct = {entries[i].position for i in group}
+            if len(distinct) > 1:
+                top = max(distinct)
+                for i in group:
+                    if entries[i].position != top:
+                        _flag(entries[i], Status.FORKED, f"another manifest was signed with "
+                              f"sequence {top.sequence} and is later in the signed order "
+                              f"({top.short()})")
+        best = max(entries[i].position for i in signed)
+        marks = ledger.history_marks(history_key(*art))
+        digests = set(first_as)
         for i in idxs:
             entry, av = entries[i], versions[i]
+            pos = entry.position
             for alias in av.aliases:
-                mark = marks.get(alias)
+                floor = marks.get(alias)
                 if alias == "latest":
-                    mark = max(x for x in (mark, ledger_latest, store_newest) if x is not None)
-                if mark is not None and av.version < mark and entry.status in GOOD_STATUSES:
-                    entry.status = Status.ROLLED_BACK
-                    entry.reason = (
-                        f"alias {alias!r} points to {av.version_label}, but v{mark} was already "
-                        f"recorded for it"
-                    )
-                    entry.error_type = "RollbackError"
+                    floor = best if floor is None else max(floor, best)
+                if floor is None:
+                    continue
+                if pos is None or pos < floor:
+                    _flag(entry, Status.ROLLED_BACK, f"alias {alias!r} is on {av.version_label}"
+                          f" ({pos.short() if pos else 'format 1, no signed place'}), but "
+                          f"{floor.short()} was already recorded for it")
+            if entry.parent is not None and entry.parent not in digests and entry.reason is None:
+                entry.reason = (f"chain gap: its parent manifest {entry.parent[:12]} is not in "
+                                "the store (deleted, or written to another store)")
 
 
 def audit_store(
@@ -514,7 +583,7 @@ def audit_store(
         progress=progress,
         workers=workers,
     )
-    _mark_rollbacks(entries, versions, key_store)
+    _check_history(entries, versions, key_store)
     entries.extend(_row_error_entry(exc) for exc in bad_rows)
     keys = [r.to_json() for r in key_store.records()]
     for k in keys:

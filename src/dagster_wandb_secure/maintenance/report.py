@@ -25,6 +25,9 @@ STATUS_COLORS: dict[str, str] = {
     "expired-key": "#9a6700",
     "context-mismatch": "#bf3989",
     "rolled-back": "#e16f24",
+    "replayed": "#d1242f",
+    "forked": "#953800",
+    "legacy-format": "#7d4e00",
     "missing-from-ledger": "#57606a",
     "error": "#24292f",
 }

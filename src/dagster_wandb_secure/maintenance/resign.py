@@ -11,9 +11,20 @@
   the manifest's digest. A tampered version has no matching ledger row and is refused: a
   revoked key cannot be used to launder data.
 
-Versions without any alias are reported as skipped (readers cannot reach them by alias, and
-re-publishing them would move ``latest`` to old content). Within an artifact the version
-``latest`` points to is re-published last, so ``latest`` keeps naming the newest content.
+History is kept: a re-signed copy of a format-2 version signs its original's ``sequence`` and
+``parent`` with ``resigns: {sequence, manifest_digest, signed_at}`` of the original, so it takes
+the original's place in the signed order (readers' marks accept it, nothing moves back); a
+format-1 original is upgraded (a new sequence, ``resigns`` naming only its digest; its unsigned
+metadata is not signed). Copies are published in signed order and each keeps its original's
+aliases; when ``latest`` was on a version not signed by ``kid``, that version is re-published
+last (verified first, its own place kept) so ``latest`` never lands on older content.
+
+Before anything is published every alias of every artifact concerned is checked like a reader
+with this key store's ledger would check it, and ``latest`` must be on the version highest in the
+signed order: if one fails (the alias was moved back), ``resign`` refuses with a
+``RollbackError`` and publishes nothing.
+
+Versions without any alias are reported as skipped (readers cannot reach them by alias).
 """
 
 from __future__ import annotations
@@ -29,11 +40,13 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import (
     ExpiredKeyError,
     KeyStoreError,
+    RollbackError,
     SecureArtifactError,
     TamperedPayloadError,
     UnsignedPayloadError,
 )
-from ..core.manifest import MANIFEST_NAME
+from ..core.history import Position, judge
+from ..core.manifest import MANIFEST_NAME, History, Resigns, history_of_document
 
 if TYPE_CHECKING:
     from ..core.keys import KeyStore
@@ -157,6 +170,8 @@ def _check_by_ledger(
                     f"{rel!r} does not match the manifest", artifact=label, key_id=kid
                 )
             plain[rel] = digest
+    mheader["_document"] = document
+    mheader["_digest"] = hashlib.sha256(mdata).hexdigest()
     return mheader, payloads, plain
 
 
@@ -185,16 +200,128 @@ def _check_by_signature(
             payloads[rel] = (header.as_dict(), bytes(payload))
         else:
             plain[rel] = entry.sha256 or ""
-    return vm.header.as_dict(), payloads, plain
+    out = vm.header.as_dict()
+    out["_history"] = vm.history
+    out["_digest"] = vm.digest
+    return out, payloads, plain
 
 
-def _order(versions: list[ArtifactVersion]) -> list[ArtifactVersion]:
+def _source_history(
+    mh: dict[str, Any], label: str
+) -> tuple[History | None, str, str | None]:
+    """(history, manifest envelope digest, signed_at text) of the version being re-signed."""
+    from ..core.envelope import format_time, parse_time
+
+    history = mh.get("_history")
+    if history is None and "_document" in mh:
+        history = history_of_document(mh["_document"], artifact=label)
+    signed_at = mh.get("signed_at")
+    if signed_at is not None and not isinstance(signed_at, str):
+        signed_at = format_time(signed_at)
+    elif isinstance(signed_at, str):
+        signed_at = format_time(parse_time(signed_at))
+    return history, str(mh["_digest"]), signed_at
+
+
+def _position(history: History | None, digest: str, signed_at: str | None) -> Position | None:
+    if history is None or signed_at is None:
+        return None
+    r = history.resigns
+    if r is not None and r.sequence is not None and r.signed_at is not None:
+        return Position(r.sequence, r.signed_at, r.manifest_digest)
+    return Position(history.sequence, signed_at, digest)
+
+
+def _kept_history(history: History, position: Position, aliases: tuple[str, ...]) -> History:
+    return History(
+        sequence=history.sequence,
+        parent=history.parent,
+        metadata=dict(history.metadata),
+        description=history.description,
+        aliases=tuple(history.aliases) or ("latest", *aliases),
+        empty=history.empty,
+        resigns=Resigns(position.sequence, position.digest, position.signed_at),
+    )
+
+
+def check_aliases_before_resign(
+    store: ArtifactStore, key_store: KeyStore, versions: list[ArtifactVersion], policy: Any
+) -> dict[tuple[str, str, str], ArtifactVersion]:
+    """Refuse (``RollbackError``) when an alias of these artifacts already fails the reader's
+    rollback check, or ``latest`` is not on the version highest in the signed order. Returns
+    the version ``latest`` is on, per artifact."""
+    from ..artifacts.history import history_key, signed_manifest_of
+
+    ledger = key_store.ledger
+    by_art: dict[tuple[str, str, str], list[ArtifactVersion]] = defaultdict(list)
+    for av in versions:
+        by_art[(av.entity, av.project, av.name)].append(av)
+    latest_of: dict[tuple[str, str, str], ArtifactVersion] = {}
+    for art, group in by_art.items():
+        key = history_key(*art)
+        best: tuple[Position, str] | None = None
+        latest: tuple[ArtifactVersion, Position | None] | None = None
+        for av in group:
+            vm = signed_manifest_of(store, key_store, av, policy)
+            if vm is None:
+                continue
+            pos = vm.position
+            if pos is not None and (best is None or (pos, vm.digest) > best):
+                best = (pos, vm.digest)
+            for alias in av.aliases:
+                mark = ledger.history_mark(key, alias)
+                verdict = judge(
+                    alias=alias,
+                    candidate=pos,
+                    candidate_digest=vm.digest,
+                    candidate_version=av.version_label,
+                    mark=mark,
+                    seen=ledger.seen_manifest(key, vm.digest),
+                    newest=getattr(ledger.newest_seen(key), "position", None),
+                )
+                if verdict is not None:
+                    raise RollbackError(
+                        f"resign refused: {verdict.status}: {verdict.reason}",
+                        artifact=av.name,
+                        version=av.version_label,
+                        key_id=vm.header.kid,
+                        hint="move the alias back to the newest signed version (or re-"
+                        "materialize the asset) before re-signing; nothing was published",
+                    )
+            if "latest" in av.aliases:
+                latest = (av, pos)
+                latest_of[art] = av
+        if latest is not None and best is not None and latest[1] is not None:
+            if latest[1] < best[0]:
+                av = latest[0]
+                raise RollbackError(
+                    f"resign refused: rolled-back: alias 'latest' is on {av.version_label} "
+                    f"({latest[1].short()}), but the store holds a version later in the signed "
+                    f"order ({best[0].short()})",
+                    artifact=av.name,
+                    version=av.version_label,
+                    hint="move latest to the newest signed version (or re-materialize the "
+                    "asset) before re-signing; nothing was published",
+                )
+    return latest_of
+
+
+def _order(
+    versions: list[ArtifactVersion], position_of: dict[int, Position | None]
+) -> list[ArtifactVersion]:
+    """Per artifact: format-1 versions by store number first, then signed order; the version
+    ``latest`` is on last."""
     by_art: dict[tuple[str, str, str], list[ArtifactVersion]] = defaultdict(list)
     for av in versions:
         by_art[(av.entity, av.project, av.name)].append(av)
     out: list[ArtifactVersion] = []
     for group in by_art.values():
-        group.sort(key=lambda v: ("latest" in v.aliases, v.version))
+
+        def key(v: ArtifactVersion) -> tuple[Any, ...]:
+            pos = position_of.get(id(v))
+            return ("latest" in v.aliases, pos is not None, pos or Position(0, "", ""), v.version)
+
+        group.sort(key=key)
         out.extend(group)
     return out
 
@@ -230,7 +357,8 @@ def resign_from(
     revoked = record.status in (KeyStatus.REVOKED, KeyStatus.DESTROYED)
     results: list[ResignResult] = []
     todo: list[tuple[ArtifactVersion, dict[str, Path]]] = []
-    for av in store.list_versions(entity=entity, project=project, name=name):
+    every = list(store.list_versions(entity=entity, project=project, name=name))
+    for av in every:
         try:
             files = files_on_disk(store, av)
             if MANIFEST_NAME not in files:
@@ -244,19 +372,41 @@ def resign_from(
             results.append(ResignResult(av, "skipped", "no alias points to this version"))
             continue
         todo.append((av, files))
+    touched = {(av.entity, av.project, av.name) for av, _ in todo}
+    concerned = [av for av in every if (av.entity, av.project, av.name) in touched]
+    latest_of = check_aliases_before_resign(store, key_store, concerned, policy)
+    from ..artifacts.history import signed_manifest_of
+
+    todo_ids = {id(av) for av, _ in todo}
+    restore: set[int] = set()
+    for art, av in latest_of.items():
+        if not any(id(x) == id(av) for x, _ in todo) and art in touched:
+            # latest is on a version of another key: re-publish it last, so latest stays on it
+            try:
+                todo.append((av, files_on_disk(store, av)))
+                restore.add(id(av))
+            except SecureArtifactError:
+                pass
+    positions: dict[int, Position | None] = {}
+    for av, _ in todo:
+        vm = signed_manifest_of(store, key_store, av, policy)
+        positions[id(av)] = vm.position if vm is not None else None
     files_of = {id(av): f for av, f in todo}
-    for av in _order([av for av, _ in todo]):
+    for av in _order([av for av, _ in todo], positions):
         files = files_of[id(av)]
-        check = "ledger-digest" if revoked else "verified"
+        check = "ledger-digest" if revoked and id(av) in todo_ids else "verified"
         try:
-            if revoked:
+            if check == "ledger-digest":
                 _mh, payloads, plain = _check_by_ledger(key_store, kid, av, files)
             else:
                 try:
                     _mh, payloads, plain = _check_by_signature(key_store, av, files, policy)
                 except ExpiredKeyError:
+                    if id(av) in restore:
+                        raise
                     check = "ledger-digest"
                     _mh, payloads, plain = _check_by_ledger(key_store, kid, av, files)
+            history, mdigest, signed_at = _source_history(_mh, av.qualified_name)
         except (SecureArtifactError, ValueError, UnsignedPayloadError) as exc:
             reason = exc.reason if isinstance(exc, SecureArtifactError) else str(exc)
             results.append(ResignResult(av, "refused", reason, check=check))
@@ -270,6 +420,11 @@ def resign_from(
         payload_name, (pheader, payload) = next(iter(payloads.items()), (None, ({}, b"")))
         context = pheader.get("context") if payload_name else _mh.get("context")
         context = {k: v for k, v in dict(context or {}).items() if k != "role"}
+        position = _position(history, mdigest, signed_at)
+        kept = None
+        if history is not None and position is not None:
+            kept = _kept_history(history, position, tuple(av.aliases))
+        source_kid = str(_mh.get("kid") or kid)
         new = publish_signed(
             store,
             key_store,
@@ -283,8 +438,10 @@ def resign_from(
             context=context,
             origin="resigned",
             aliases=tuple(av.aliases),
-            metadata={"dagster_wandb_secure_resigned_from": f"{av.version_label} ({kid})"},
+            metadata={"dagster_wandb_secure_resigned_from": f"{av.version_label} ({source_kid})"},
             expected_digests=plain,
+            history=kept,
+            resigns=None if kept else Resigns(None, mdigest, None),
         )
         results.append(ResignResult(av, "resigned", None, new.version_label, check=check))
     return results

@@ -1,0 +1,203 @@
+"""The signed version history seen from a store: allocating a writer's next place, and the
+reader's alias check (rollback, fork, replay) with the marks it leaves in the ledger.
+
+Only verified manifests count: the store's version numbers, aliases and index rows are lookup
+hints. ``core/history.py`` holds the order and the verdict; this module feeds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..core.errors import RollbackError, SecureArtifactError
+from ..core.history import Position, judge
+from ..core.manifest import MANIFEST_NAME, VerifiedManifest, read_manifest
+from .target import version_context
+
+if TYPE_CHECKING:
+    from ..core.keys import KeyStore
+    from ..core.policy import Policy
+    from ..stores.base import ArtifactStore, ArtifactVersion
+
+__all__ = [
+    "HEAD_SCAN_LIMIT",
+    "Allocation",
+    "allocate",
+    "check_alias_history",
+    "history_key",
+    "note_published",
+    "store_head",
+]
+
+# How many of an artifact's newest store versions a writer reads to find the highest signed
+# sequence (each costs one manifest signature check, no file is hashed).
+HEAD_SCAN_LIMIT = 64
+
+
+def history_key(entity: str, project: str, name: str) -> str:
+    """The ledger key of one artifact's history: ``entity/project/name`` (partition suffix
+    included in ``name``)."""
+    return f"{entity}/{project}/{name}"
+
+
+def signed_manifest_of(
+    store: ArtifactStore, key_store: KeyStore, av: ArtifactVersion, policy: Policy | None = None
+) -> VerifiedManifest | None:
+    """The verified manifest envelope of ``av`` (files not checked), or None when it has none
+    that verifies for this artifact."""
+    try:
+        path = store.file_path(av, MANIFEST_NAME)
+        return read_manifest(
+            path,
+            key_store=key_store,
+            expected_context=version_context(av),
+            policy=policy,
+            version=av.version_label,
+        )
+    except (SecureArtifactError, OSError):
+        return None
+
+
+def store_head(
+    store: ArtifactStore,
+    key_store: KeyStore,
+    entity: str,
+    project: str,
+    name: str,
+    *,
+    policy: Policy | None = None,
+    limit: int = HEAD_SCAN_LIMIT,
+) -> VerifiedManifest | None:
+    """The verified format-2 manifest highest in the signed order among the ``limit`` newest
+    store versions of the artifact (what another writer without our ledger published)."""
+    try:
+        versions = list(store.list_versions(entity=entity, project=project, name=name))
+    except SecureArtifactError:
+        return None
+    versions.sort(key=lambda v: v.version, reverse=True)
+    best: VerifiedManifest | None = None
+    for av in versions[:limit]:
+        vm = signed_manifest_of(store, key_store, av, policy)
+        if vm is None or vm.position is None:
+            continue
+        if best is None or _order(vm) > _order(best):
+            best = vm
+    return best
+
+
+def _order(vm: VerifiedManifest) -> tuple[Position, str]:
+    assert vm.position is not None
+    return vm.position, vm.digest
+
+
+@dataclass(frozen=True)
+class Allocation:
+    key: str
+    sequence: int
+    parent: str | None
+
+
+@contextmanager
+def allocate(
+    store: ArtifactStore,
+    key_store: KeyStore,
+    entity: str,
+    project: str,
+    name: str,
+    *,
+    policy: Policy | None = None,
+) -> Iterator[Allocation]:
+    """Hold the artifact's history lock while the caller signs and publishes; yields the next
+    sequence (``max(ledger's last allocated, store's highest verified) + 1``) and the parent
+    (the manifest envelope highest in the signed order, from the store or our ledger)."""
+    key = history_key(entity, project, name)
+    ledger = key_store.ledger
+    with ledger.history_lock(key):
+        head = store_head(store, key_store, entity, project, name, policy=policy)
+        seen = ledger.newest_seen(key)
+        candidates: list[tuple[Position, str]] = []
+        if head is not None and head.history is not None:
+            candidates.append(_order(head))
+        if seen is not None and seen.position is not None:
+            candidates.append((seen.position, seen.digest))
+        floor = 0
+        if head is not None and head.history is not None:
+            floor = head.history.sequence
+        if seen is not None and seen.position is not None:
+            floor = max(floor, seen.position.sequence)
+        sequence = ledger.allocate_sequence(key, floor=floor)
+        parent = max(candidates)[1] if candidates else None
+        yield Allocation(key, sequence, parent)
+
+
+def note_published(
+    key_store: KeyStore,
+    key: str,
+    *,
+    digest: str,
+    position: Position,
+    version: str,
+    aliases: Sequence[str],
+) -> None:
+    """The writer's record of its own version: manifest seen, and marks for its aliases (a
+    reader sharing this ledger then refuses anything earlier for them)."""
+    ledger = key_store.ledger
+    with ledger.batch():
+        ledger.record_manifest(key, digest, position, version=version, source="writer")
+        for alias in dict.fromkeys(["latest", *aliases]):
+            ledger.advance_mark(key, alias, position, source="writer")
+
+
+def check_alias_history(
+    key_store: KeyStore,
+    av: ArtifactVersion,
+    alias: str | None,
+    vm: VerifiedManifest,
+    *,
+    record: bool = True,
+) -> None:
+    """The reader's history check of a verified manifest, then its marks.
+
+    ``alias`` None is a pinned read (``version: vN``): never a rollback; the manifest was
+    already verified for this artifact's name and project. An alias read is refused with a
+    ``RollbackError`` (status in ``reason``) when ``core.history.judge`` says so. Only then,
+    and only from this verified manifest, the ledger learns the manifest and the alias mark."""
+    key = history_key(av.entity, av.project, av.name)
+    ledger = key_store.ledger
+    position = vm.position
+    if alias is not None:
+        mark = ledger.history_mark(key, alias)
+        mark_seen = ledger.seen_manifest(key, mark.digest) if mark is not None else None
+        verdict = judge(
+            alias=alias,
+            candidate=position,
+            candidate_digest=vm.digest,
+            candidate_version=av.version_label,
+            mark=mark,
+            seen=ledger.seen_manifest(key, vm.digest),
+            newest=_newest(ledger.newest_seen(key)),
+            mark_version=mark_seen.version if mark_seen else None,
+        )
+        if verdict is not None:
+            raise RollbackError(
+                f"{verdict.status}: {verdict.reason}",
+                artifact=av.name,
+                version=av.version_label,
+                key_id=vm.header.kid,
+                hint="read an explicit version (version: vN) if that content is really wanted; "
+                "otherwise investigate who can publish to the artifact store and "
+                "re-materialize the asset",
+            )
+    if not record:
+        return
+    with ledger.batch():
+        ledger.record_manifest(key, vm.digest, position, version=av.version_label, source="reader")
+        if alias is not None and position is not None:
+            ledger.advance_mark(key, alias, position, source="reader")
+
+
+def _newest(seen: object) -> Position | None:
+    return getattr(seen, "position", None)
