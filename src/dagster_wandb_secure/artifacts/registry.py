@@ -34,7 +34,7 @@ from ..core.errors import (
 from ..core.fsutil import InterProcessLock, atomic_write, open_no_follow
 from ..stores.base import ArtifactNotFoundError, check_alias, check_artifact_name
 from .config import ReadConfig, WandbArtifactsIOManagerError
-from .target import Target
+from .target import REGISTRY_ROLE, Target, registry_link_context
 from .view import manifest_digest
 
 if TYPE_CHECKING:
@@ -53,7 +53,6 @@ __all__ = [
     "registry_path_for_input",
 ]
 
-REGISTRY_ROLE = "registry-link"
 STATEMENT_FORMAT = "dagster-wandb-secure/registry-link/1"
 DEFAULT_REGISTRY_PROJECT = "model-registry"
 REGISTRY_DIR = "registry"
@@ -171,19 +170,6 @@ def _online(session: Session) -> bool:
     return session.store_kind == "wandb" and not session.offline
 
 
-def _statement_context(path: RegistryPath, version: int) -> dict[str, str | None]:
-    """Every value is fixed by where the statement is stored (the original's type is in the
-    signed payload)."""
-    return {
-        "role": REGISTRY_ROLE,
-        "artifact": path.qualified,
-        "type": None,
-        "project": f"{path.entity}/{path.project}",
-        "partition": None,
-        "registry_version": f"v{version}",
-    }
-
-
 def _existing_versions(folder: Path) -> list[int]:
     if not folder.is_dir():
         return []
@@ -239,7 +225,7 @@ def link_verified(
             statement,
             key_store=session.key_store,
             serializer="json",
-            context=_statement_context(path, version),
+            context=registry_link_context(path.qualified, path.entity, path.project, version),
             key_id=session.signing_key_id,
             policy=session.policy,
         )
@@ -266,7 +252,7 @@ def _read_statement(
     header, payload = verify_bytes(
         data,
         key_store=session_key_store,
-        expected_context=_statement_context(path, version),
+        expected_context=registry_link_context(path.qualified, path.entity, path.project, version),
         expected_serializer="json",
         policy=policy,
     )

@@ -10,7 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Target", "project_path", "signed_context", "version_context"]
+__all__ = [
+    "REGISTRY_ROLE",
+    "Target",
+    "project_path",
+    "registry_link_context",
+    "signed_context",
+    "version_context",
+]
+
+# the role of a model-registry link statement in its signed context (payloads have none, a
+# manifest's role is core.manifest.MANIFEST_ROLE)
+REGISTRY_ROLE = "registry-link"
 
 
 def project_path(entity: str | None, project: str | None) -> str:
@@ -52,6 +63,22 @@ def version_context(av: Any) -> dict[str, str | None]:
         "artifact": av.name,
         "type": av.type,
         "project": project_path(av.entity, av.project),
+    }
+
+
+def registry_link_context(
+    registry: str, entity: str, project: str, version: int
+) -> dict[str, str | None]:
+    """The signed context of link statement ``v<version>`` of registry collection ``registry``
+    (``entity/project/name``): every value is fixed by where the statement is stored (the
+    original's type is in the signed payload)."""
+    return {
+        "role": REGISTRY_ROLE,
+        "artifact": registry,
+        "type": None,
+        "project": project_path(entity, project),
+        "partition": None,
+        "registry_version": f"v{version}",
     }
 
 
