@@ -13,6 +13,7 @@ the partitions come from the asset's partitions definition (pass the ``AssetsDef
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,11 @@ from .artifacts.binding import read_bound
 from .artifacts.config import ReadConfig, WandbArtifactsIOManagerError
 from .artifacts.naming import artifact_name, artifact_name_for_asset_key, asset_key_path_string
 from .artifacts.target import Target
+from .artifacts.verification import verify_version
 from .core.errors import SecureArtifactError
+from .core.keys import KeyStore
+from .core.ledger_api import open_ledger, ping
+from .stores.base import ArtifactNotFoundError
 
 DEFAULT_CHECK_NAME = "wandb_signature_verified"
 
@@ -134,7 +139,6 @@ def verify_latest(
     metadata is unsigned and cannot be trusted to list them); without it, partitions are
     found from the store's metadata. The asset key is always bound; ``strict=False`` for a
     SourceAsset also accepts a version signed with no asset key, as the IO manager reads it."""
-    from .artifacts.verification import verify_version
 
     engine = _engine(resource)
     session = engine.session(run_id)
@@ -198,10 +202,7 @@ def verify_latest(
 
 def _with_ledger(session: Any, ledger: str) -> Any:
     """The session with its key store reading ``ledger`` (a URL, or a dagster ``EnvVar``)."""
-    import dataclasses
 
-    from .core.keys import KeyStore
-    from .core.ledger_api import open_ledger, ping
 
     getter = getattr(ledger, "get_value", None)  # dagster.EnvVar: resolved when the check runs
     spec = str(getter()) if callable(getter) else str(ledger)
@@ -213,7 +214,6 @@ def _with_ledger(session: Any, ledger: str) -> Any:
 
 
 def _exists(session: Any, name: str) -> bool:
-    from .stores.base import ArtifactNotFoundError
 
     try:
         session.store.resolve(session.entity, session.project, name, alias="latest")

@@ -31,7 +31,10 @@ from dagster import (  # noqa: E402 - the environment above must be set before i
     define_asset_job,
 )
 
+from .core.algorithms import DEFAULT_ALGORITHM
+from .core.keys import KeyStore
 from .io_manager import WandbArtifactsIOManager  # noqa: E402
+from .stores.local import LocalArtifactStore
 
 DEMO_DIR = Path(".demo")
 KEY_DIR = Path("keys")
@@ -128,8 +131,6 @@ def build_definitions(root: Path, key_dir: Path) -> Definitions:
 
 
 def _ensure_key(key_dir: Path) -> str:
-    from .core.algorithms import DEFAULT_ALGORITHM
-    from .core.keys import KeyStore
 
     ks = KeyStore.open(key_dir)
     if not ks.records():
@@ -141,7 +142,6 @@ def _ensure_key(key_dir: Path) -> str:
 
 def _tamper(store_root: Path) -> Path:
     """Flip one byte of the latest stored ``training_summary`` payload (a registry writer)."""
-    from .stores.local import LocalArtifactStore
 
     store = LocalArtifactStore(store_root)
     av = store.resolve("demo", "dagster-wandb-secure", "training_summary", alias="latest")

@@ -44,6 +44,7 @@ from .artifacts.config import (
     validate_settings,
     validate_write_config,
 )
+from .artifacts.delivery import deliver
 from .artifacts.log_lines import signature_line, signature_metadata
 from .artifacts.naming import (
     artifact_name,
@@ -53,7 +54,7 @@ from .artifacts.naming import (
 )
 from .artifacts.private_copies import PrivateCopies
 from .artifacts.publishing import Published, publish_output
-from .artifacts.registry import registry_path_for_input
+from .artifacts.registry import link_verified, load_registered, registry_path_for_input
 from .artifacts.session import (
     Session,
     WandbCredentials,
@@ -62,6 +63,7 @@ from .artifacts.session import (
     preflight,
 )
 from .artifacts.target import Target
+from .artifacts.verification import verify_version
 from .core.errors import SecureArtifactError
 from .resources import WandbResource, credentials_of, refuse_unknown_settings
 from .types import Config as _UpstreamConfig
@@ -189,8 +191,6 @@ class ArtifactIOEngine(IOManager):
     ) -> str:
         """``link`` in the write configuration: verify the version just published (as any
         reader would), then link it."""
-        from .artifacts.registry import link_verified
-        from .artifacts.verification import verify_version
 
         verified = verify_version(
             session,
@@ -297,7 +297,6 @@ class ArtifactIOEngine(IOManager):
         run_id: str | None,
     ) -> Any:
         """An input naming a registry collection: the link statement, then the original."""
-        from .artifacts.registry import load_registered
 
         private = self.private_copies(session, run_id)
         try:
@@ -330,8 +329,6 @@ class ArtifactIOEngine(IOManager):
         context: InputContext | None = None,
         partition: str | None = None,
     ) -> Any:
-        from .artifacts.delivery import deliver
-        from .artifacts.verification import verify_version
 
         verified = verify_version(
             session,

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..core.errors import ConfigurationError, SecureArtifactError
 from ..core.fsutil import safe_relpath
+from ..core.ledger_api import check_spec
 from ..stores import STORE_KINDS, default_local_dir
 
 CONFIG_KEY = "wandb_artifact_configuration"
@@ -216,7 +217,6 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
     tags = _opt_str_list(raw, "run_tags") or ()
     ledger = raw.get("ledger") or None
     if ledger is not None:
-        from ..core.ledger_api import check_spec
 
         if not isinstance(ledger, str):
             _fail(f"ledger must be a postgresql:// URL string, not {type(ledger).__name__}")

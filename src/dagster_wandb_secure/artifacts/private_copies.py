@@ -25,6 +25,7 @@ import hmac
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from pathlib import Path
@@ -85,7 +86,6 @@ def copy_verified(
 def check_private_root(folder: Path) -> None:
     """Refuse a cache root that is a symlink, not ours, or writable by group or others: whoever
     can write it can rename this process's folder away and put other files in its place."""
-    import stat
 
     st = folder.lstat()
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):

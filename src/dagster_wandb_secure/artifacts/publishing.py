@@ -10,6 +10,7 @@ the key store's ledger and attached to the published version.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import os
 import platform
@@ -23,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..core.envelope import EnvelopeHeader, record_header, seal_serialized_to, seal_to
+from ..core.envelope import EnvelopeHeader, format_time, record_header, seal_serialized_to, seal_to
 from ..core.errors import SecureArtifactError, TamperedPayloadError, UnsafePathError
 from ..core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
 from ..core.history import Position
 from ..core.keys import KeyStore
 from ..core.manifest import MANIFEST_NAME, History, Resigns, file_sha256, write_manifest
 from ..core.policy import Policy
+from ..core.serializers import auto_serializer_name, get_serializer
 from ..stores.base import ArtifactStore, ArtifactVersion, check_alias
 from .config import LocalAddition, WandbArtifactsIOManagerError, WriteConfig
 from .history import allocate, history_key, note_published
@@ -77,7 +79,6 @@ def choose_serializer(
     session: Session, obj: Any, config: WriteConfig
 ) -> tuple[str, dict[str, Any]]:
     """An explicit ``serialization_module`` wins; otherwise ``default_serialization``."""
-    from ..core.serializers import auto_serializer_name, get_serializer
 
     if config.serialization is not None:
         name = config.serialization.name
@@ -341,9 +342,7 @@ def add_signed_manifest(
 ) -> SignedManifest:
     """Sign the manifest over ``files`` into ``staging/MANIFEST_NAME``, add it to ``files`` and
     its ledger row to ``rows``; the one manifest step of every publisher."""
-    import hashlib
 
-    from ..core.envelope import format_time
 
     manifest_bytes, mheader = write_manifest(
         files,
@@ -545,7 +544,6 @@ def _integration_metadata(
         },
     }
     if serializer is not None:
-        from ..core.serializers import get_serializer
 
         ser = get_serializer(serializer)
         meta["source_serialization_module"] = {
@@ -578,7 +576,6 @@ def _jsonable(value: Any) -> bool:
 
 
 def _mkdtemp(root: Path) -> str:
-    import tempfile
 
     return tempfile.mkdtemp(prefix="write-", dir=root)
 

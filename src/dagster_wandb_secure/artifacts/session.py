@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import KeyStoreError, NoSigningKeyError
+from ..core.keys import KEYSTORE_FILE, KeyStore
+from ..core.ledger_api import open_ledger, ping
+from ..core.policy import Policy
+from ..stores import open_store as _open
+from ..stores import select_store_kind as _select
+from ..stores.wandb_run import CONNECT_TIMEOUT_ENV, connect_timeout
 from .config import Settings, WandbArtifactsIOManagerError
 
 if TYPE_CHECKING:
@@ -69,7 +75,6 @@ class Session:
                 f"W&B store {self.qualified_project} (offline, files under {self.base_dir}); "
                 f"{keys}"
             )
-        from ..stores.wandb_run import CONNECT_TIMEOUT_ENV, connect_timeout
 
         host = self.credentials.host or os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
         return (
@@ -85,13 +90,11 @@ class Session:
 
 def select_store_kind(settings: Settings, credentials: WandbCredentials) -> str:
     """``local`` or ``wandb`` for the configured ``store`` setting (the stores package decides)."""
-    from ..stores import select_store_kind as _select
 
     return _select(settings.store, api_key=credentials.api_key)
 
 
 def build_policy(settings: Settings) -> Policy:
-    from ..core.policy import Policy
 
     policy = Policy.default()
     overrides: dict[str, Any] = {}
@@ -116,7 +119,6 @@ def open_ledger_for(settings: Settings) -> LedgerBackend | None:
     asset's compute runs, with a ``LedgerUnavailableError`` naming the host (never the password)."""
     if not settings.ledger:
         return None
-    from ..core.ledger_api import open_ledger, ping
 
     ledger = open_ledger(settings.ledger, settings.resolved_key_store())
     ping(ledger)
@@ -126,7 +128,6 @@ def open_ledger_for(settings: Settings) -> LedgerBackend | None:
 def open_existing_key_store(path: Path) -> KeyStore:
     """Open the key store at ``path`` without creating anything: a missing folder (or one with
     no key store file) is a ``KeyStoreError`` naming the path and the command that creates it."""
-    from ..core.keys import KEYSTORE_FILE, KeyStore
 
     path = Path(path).expanduser()
     if not path.exists() or (path.is_dir() and not (path / KEYSTORE_FILE).exists()):
@@ -215,7 +216,6 @@ def open_store(
     run_name: str | None,
 ) -> ArtifactStore:
     """Construct the artifact store of ``kind`` through the stores package's one selector."""
-    from ..stores import open_store as _open
 
     return _open(
         kind,

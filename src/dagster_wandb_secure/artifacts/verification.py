@@ -18,8 +18,10 @@ Order (nothing reaches user code before its check):
 from __future__ import annotations
 
 import hmac
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +98,6 @@ def check_ledger_record(
     """``require_ledger_record``: accept a version only if the ledger holds the writer's record
     of its signed manifest (this artifact, this key, recorded while the key was valid), so a
     stolen signing key alone cannot make a reader accept anything (SECURITY.md)."""
-    from datetime import datetime
 
     record = session.key_store.get(kid)
     for row in session.key_store.ledger.find_digest(manifest_digest):
@@ -209,7 +210,6 @@ class VerifiedVersion:
         return path
 
     def _materialize_envelope(self, relpath: str, entry: ManifestEntry, target: Path) -> Path:
-        import shutil
 
         from ..core.envelope import verify_path
         from ..core.fsutil import open_no_follow

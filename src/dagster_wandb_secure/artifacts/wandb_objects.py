@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,6 @@ def is_wandb_object(obj: Any) -> bool:
 
 
 def _wandb_loaded() -> bool:
-    import sys
 
     return "wandb" in sys.modules
 

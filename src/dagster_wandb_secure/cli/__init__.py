@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from .. import __version__
 from . import adopt, audit, keys, ledger, resign, verify
 from ._common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
@@ -32,7 +33,6 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from .. import __version__
 
         typer.echo(f"dagster-wandb-secure {__version__}")
         raise typer.Exit(EXIT_OK)

@@ -24,11 +24,14 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
+from ..artifacts.session import open_existing_key_store
 from ..core.errors import (
     KeyStoreError,
     SecureArtifactError,
     SignatureVerificationError,
 )
+from ..core.keys import KeyStore
+from ..core.ledger_api import open_ledger, ping
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -197,16 +200,13 @@ def open_key_store(path: Path, *, create: bool = False, ledger: str | None = Non
     """Open the key store; unless ``create``, nothing is created and a missing one is a
     ``KeyStoreError`` (exit 3) naming the path and `keys init -k PATH`. With ``ledger``
     (``--ledger``), that ledger is attached."""
-    from ..core.keys import KeyStore
 
     if create:
         key_store = KeyStore.open(path, create=True)
     else:
-        from ..artifacts.session import open_existing_key_store
 
         key_store = open_existing_key_store(path)
     if ledger:
-        from ..core.ledger_api import open_ledger, ping
 
         opened = open_ledger(ledger, key_store.path)
         ping(opened)

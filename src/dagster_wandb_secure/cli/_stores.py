@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-from ..stores import STORE_BACKENDS
+from ..core.errors import ConfigurationError
+from ..stores import STORE_BACKENDS, default_local_dir, open_store
 
 # an Enum, so --help shows the fixed choices ([local|wandb]) and typer refuses others
 StoreChoice = StrEnum("StoreChoice", {kind: kind for kind in STORE_BACKENDS})  # type: ignore[misc]
@@ -46,8 +47,6 @@ def open_cli_store(
     kind: str, store_dir: Path | None, entity: str | None, project: str | None
 ) -> tuple[Any, str]:
     """Open the store the options name; returns (store, label for reports)."""
-    from ..core.errors import ConfigurationError
-    from ..stores import open_store
 
     kind = str(getattr(kind, "value", kind))
     if kind not in STORE_BACKENDS:
@@ -68,7 +67,6 @@ def open_cli_store(
             api_key=os.environ.get("WANDB_API_KEY"),
         )
         return store, f"wandb {entity}/{project}"
-    from ..stores import default_local_dir
 
     root = store_dir if store_dir is not None else default_local_dir()
     if not root.is_dir():

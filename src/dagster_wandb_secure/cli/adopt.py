@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..core.errors import SecureArtifactError
+from ..maintenance.adopt import adopt_version, find_candidates
 from ._common import (
     EXIT_FAILED,
     KeyStoreOption,
@@ -79,7 +80,6 @@ def adopt_cmd(
     """Scan unsigned legacy artifacts (output.pickle/.dill/.cloudpickle/.joblib) statically with
     fickling - nothing is loaded - show the findings, and re-publish clean ones as new signed
     versions after confirmation. Flagged ones need the loudly named override flag."""
-    from ..maintenance.adopt import adopt_version, find_candidates
 
     ks = open_key_store(key_store, ledger=ledger)
     art_store, label = open_cli_store(store, store_dir, entity, project)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -12,6 +13,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from ..core.fsutil import atomic_write
 from ..maintenance.audit import (
     DEFAULT_FAIL_ON,
     STATUS_DESCRIPTIONS,
@@ -21,6 +23,7 @@ from ..maintenance.audit import (
     Status,
     audit_store,
 )
+from ..maintenance.report import render_html
 from ._common import (
     EXIT_FAILED,
     KeyStoreOption,
@@ -268,7 +271,6 @@ def _write(output: Path | None, text: str) -> None:
     if output is None:
         sys.stdout.write(text)
         return
-    from ..core.fsutil import atomic_write
 
     atomic_write(output, text.encode("utf-8"), mode=0o644)
 
@@ -362,7 +364,6 @@ def audit_cmd(
     if not as_json and format_ != "table":
         err_console().print(verdict_line(report), markup=False)
     if format_ == "json":
-        import json
 
         doc = report.to_json()
         doc["fail_on"] = sorted(s.value for s in wanted)
@@ -377,7 +378,6 @@ def audit_cmd(
         else:
             _write(output, text)
     elif format_ == "html":
-        from ..maintenance.report import render_html
 
         _write(output, render_html(report))
     elif format_ == "markdown":

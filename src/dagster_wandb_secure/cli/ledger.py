@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ..core.ledger_api import LedgerError, ledger_status, open_ledger, ping, redact
+from ..core.ledger_migrate import migrate_ledger
 from ._common import KeyStoreOption, LedgerOption, emit_json, handle_errors, out_console
 
 app = typer.Typer(
@@ -22,7 +24,6 @@ def status_cmd(
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Show the ledger's backend, location (never a password), schema version and counts."""
-    from ..core.ledger_api import ledger_status, open_ledger
 
     opened = open_ledger(ledger, key_store.expanduser())
     try:
@@ -55,8 +56,6 @@ def migrate_cmd(
 ) -> None:
     """Copy every signature and alias mark of --from into --to. Idempotent: a second run
     copies nothing. The source is only read."""
-    from ..core.ledger_api import LedgerError, open_ledger, ping, redact
-    from ..core.ledger_migrate import migrate_ledger
 
     if not (source.startswith(("sqlite:", "postgres")) or "://" in source):
         path = Path(source).expanduser()

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..maintenance.resign import resign_from
 from ._common import (
     EXIT_FAILED,
     KeyStoreOption,
@@ -52,7 +53,6 @@ def resign_cmd(
     KID. Each is verified first (deep); for a revoked/destroyed/expired key every digest must
     match the ledger's record from signing time, so tampered data is never laundered.
     Exit 1 if any version was refused."""
-    from ..maintenance.resign import resign_from
 
     ks = open_key_store(key_store, ledger=ledger)
     art_store, label = open_cli_store(store, store_dir, entity, project)

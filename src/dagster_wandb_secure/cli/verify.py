@@ -9,8 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..core.envelope import format_time, is_envelope, read_header_unverified, verify_path
 from ..core.errors import SecureArtifactError, SignatureVerificationError, UnsafePathError
 from ..core.fsutil import open_no_follow
+from ..core.manifest import verify_manifest
 from ..maintenance.audit import collect_folder, verification_policy
 from ._common import (
     EXIT_FAILED,
@@ -37,7 +39,6 @@ def _header_doc(header: Any) -> dict[str, Any]:
 
 
 def _inspect_file(path: Path) -> dict[str, Any]:
-    from ..core.envelope import is_envelope, read_header_unverified
 
     with open_no_follow(path) as fh:
         prefix = fh.read(16)
@@ -122,8 +123,6 @@ def verify_cmd(
 ) -> None:
     """Verify one envelope file, or an artifact folder against its signed manifest, and print
     the verdict. Exit 1 when it does not verify. Nothing is deserialized."""
-    from ..core.envelope import format_time, verify_path
-    from ..core.manifest import verify_manifest
 
     ks = open_key_store(key_store, ledger=ledger)
     expected: dict[str, str | None] = {}

@@ -111,6 +111,7 @@ from .keyrecords import now as _now
 from .keyrecords import parse_store as _parse_store
 from .keyrecords import read_store_file as _read_store_file
 from .keystore_place import check_key_store_place
+from .ledger import Ledger
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -798,7 +799,6 @@ class KeyStore:
         """The digest ledger (``ledger.sqlite3`` in this folder), opened on first use."""
         ledger = self._ledger
         if ledger is None:
-            from .ledger import Ledger
 
             with self._mutex:
                 if self._ledger is None:

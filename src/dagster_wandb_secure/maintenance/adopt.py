@@ -42,6 +42,7 @@ from ..core.errors import (
     TamperedPayloadError,
     UnsafePathError,
 )
+from ..core.fsutil import open_no_follow
 from ..core.manifest import MANIFEST_NAME
 from ..core.serializers import PICKLE_FAMILY_NAMES
 
@@ -210,7 +211,6 @@ def scan_bytes(data: bytes, *, path: str = "<bytes>") -> ScanReport:
 
 
 def _read_file(path: Path, limit: int) -> bytes:
-    from ..core.fsutil import open_no_follow
 
     with open_no_follow(path) as fh:
         data = fh.read(limit + 1)

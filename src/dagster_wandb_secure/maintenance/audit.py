@@ -24,14 +24,17 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..artifacts.history import history_key
+from ..artifacts.registry import list_links
 from ..artifacts.target import version_context
 from ..artifacts.verification import files_on_disk
+from ..core.envelope import format_time, read_header_unverified
 from ..core.errors import (
     AlgorithmMismatchError,
     ContextMismatchError,
@@ -39,12 +42,15 @@ from ..core.errors import (
     MalformedEnvelopeError,
     RevokedKeyError,
     SecureArtifactError,
+    SignatureVerificationError,
     TamperedPayloadError,
     UnknownKeyError,
     UnsafePathError,
     UnsignedPayloadError,
 )
-from ..core.manifest import MANIFEST_NAME
+from ..core.manifest import MANIFEST_NAME, verify_manifest
+from ..core.policy import Policy
+from ..core.serializers import SERIALIZERS
 from ..stores.base import VersionRowError, scan_versions
 
 if TYPE_CHECKING:
@@ -212,10 +218,7 @@ def _now() -> str:
 def verification_policy() -> Policy:
     """The policy used to *verify* without loading: every known serializer is acceptable,
     because nothing is deserialized; all limits stay at their defaults."""
-    from dataclasses import replace
 
-    from ..core.policy import Policy
-    from ..core.serializers import SERIALIZERS
 
     return replace(Policy.default(), allowed_serializers=frozenset(SERIALIZERS))
 
@@ -237,7 +240,6 @@ def status_of_error(exc: SecureArtifactError) -> Status:
         TamperedPayloadError | MalformedEnvelopeError | AlgorithmMismatchError | UnsafePathError,
     ):
         return Status.TAMPERED
-    from ..core.errors import SignatureVerificationError
 
     if isinstance(exc, SignatureVerificationError):
         return Status.TAMPERED
@@ -275,7 +277,6 @@ def verify_version_manifest(
 ) -> VerifiedManifest:
     """Verify ``av``'s files against its signed manifest, bound to the version's own artifact
     name and type (what a reader of ``av`` expects). Nothing is deserialized."""
-    from ..core.manifest import verify_manifest
 
     return verify_manifest(
         files,
@@ -368,7 +369,6 @@ def _payload_serializer(names: Iterable[str]) -> str | None:
 
 def _fill_unverified(entry: AuditEntry, files: Mapping[str, Path]) -> None:
     """Show what the manifest *claims* (key id etc.) for a version that failed verification."""
-    from ..core.envelope import read_header_unverified
 
     path = files.get(MANIFEST_NAME)
     if path is None:
@@ -395,7 +395,6 @@ def check_version(
     deep: bool,
 ) -> AuditEntry:
     """The status of one version (rollback is decided later, across versions)."""
-    from ..core.envelope import format_time
 
     entry = _base_entry(av)
     files: dict[str, Path] = {}
@@ -492,7 +491,6 @@ def _check_history(
 ) -> None:
     """Per artifact: replays, forks, aliases behind the ledger's marks or the store's newest,
     and chain gaps (see the module docstring)."""
-    from ..artifacts.history import history_key
 
     ledger = key_store.ledger
     by_artifact: dict[tuple[str, str, str], list[int]] = defaultdict(list)
@@ -604,7 +602,6 @@ def audit_store(
 def audit_links(store_root: Path, key_store: Any, policy: Policy | None = None) -> list[dict[str, Any]]:
     """Every model-registry link statement under a store folder with its status: ``valid`` (the
     statement verifies), else the status of the error that refused it, with the reason."""
-    from ..artifacts.registry import list_links
 
     rows: list[dict[str, Any]] = []
     for path, version, got in list_links(Path(store_root), key_store, policy or verification_policy()):

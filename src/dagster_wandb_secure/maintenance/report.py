@@ -9,6 +9,8 @@ import json
 from html import escape
 from typing import TYPE_CHECKING
 
+from .audit import GOOD_STATUSES, STATUS_DESCRIPTIONS, Status
+
 if TYPE_CHECKING:
     from .audit import AuditReport
 
@@ -200,7 +202,6 @@ def _legend(statuses: list[str]) -> str:
 
 def render_html(report: AuditReport, *, title: str = "Signature audit") -> str:
     """Render ``report`` as one self-contained HTML document (a str)."""
-    from .audit import GOOD_STATUSES, STATUS_DESCRIPTIONS, Status
 
     by_status = report.counts_by_status
     by_key = report.counts_by_key

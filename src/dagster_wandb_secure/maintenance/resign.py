@@ -37,6 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..artifacts.history import history_key, signed_manifest_of
+from ..artifacts.publishing import publish_signed
+from ..artifacts.verification import files_on_disk
+from ..core.envelope import format_time, parse_time, read_header_unverified, verify_bytes
 from ..core.errors import (
     ExpiredKeyError,
     KeyStoreError,
@@ -45,8 +49,11 @@ from ..core.errors import (
     TamperedPayloadError,
     UnsignedPayloadError,
 )
+from ..core.fsutil import open_no_follow
 from ..core.history import Position, judge
-from ..core.manifest import MANIFEST_NAME, History, Resigns, history_of_document
+from ..core.keys import KeyStatus, check_kid
+from ..core.manifest import MANIFEST_NAME, History, Resigns, file_sha256, history_of_document
+from .audit import verification_policy, verify_version_manifest
 
 if TYPE_CHECKING:
     from ..core.keys import KeyStore
@@ -81,7 +88,6 @@ class ResignResult:
 
 def _split_envelope(data: bytes, label: str) -> tuple[dict[str, Any], bytes]:
     """Header (UNVERIFIED) and payload of an envelope held in memory; lengths checked."""
-    from ..core.envelope import read_header_unverified
 
     info = read_header_unverified(data)
     header = info["header"]
@@ -117,8 +123,6 @@ def _check_by_ledger(
 ) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], bytes]], dict[str, str]]:
     """The revoked-key path: digests and ledger instead of signatures. Returns the manifest
     header, {payload file: (header, payload bytes)} and {plain file: sha256}."""
-    from ..core.fsutil import open_no_follow
-    from ..core.manifest import file_sha256
 
     label = av.qualified_name
     with open_no_follow(files[MANIFEST_NAME]) as fh:
@@ -178,9 +182,6 @@ def _check_by_ledger(
 def _check_by_signature(
     key_store: KeyStore, av: ArtifactVersion, files: dict[str, Path], policy: Any
 ) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], bytes]], dict[str, str]]:
-    from ..core.envelope import verify_bytes
-    from ..core.fsutil import open_no_follow
-    from .audit import verify_version_manifest
 
     vm = verify_version_manifest(files, av, key_store=key_store, policy=policy, deep=True)
     payloads: dict[str, tuple[dict[str, Any], bytes]] = {}
@@ -210,7 +211,6 @@ def _source_history(
     mh: dict[str, Any], label: str
 ) -> tuple[History | None, str, str | None]:
     """(history, manifest envelope digest, signed_at text) of the version being re-signed."""
-    from ..core.envelope import format_time, parse_time
 
     history = mh.get("_history")
     if history is None and "_document" in mh:
@@ -250,7 +250,6 @@ def check_aliases_before_resign(
     """Refuse (``RollbackError``) when an alias of these artifacts already fails the reader's
     rollback check, or ``latest`` is not on the version highest in the signed order. Returns
     the version ``latest`` is on, per artifact."""
-    from ..artifacts.history import history_key, signed_manifest_of
 
     ledger = key_store.ledger
     by_art: dict[tuple[str, str, str], list[ArtifactVersion]] = defaultdict(list)
@@ -337,11 +336,6 @@ def resign_from(
     dry_run: bool = False,
 ) -> list[ResignResult]:
     """Re-sign every aliased version signed by ``kid`` (see the module docstring)."""
-    from ..artifacts.publishing import publish_signed
-    from ..artifacts.verification import files_on_disk
-    from ..core.envelope import read_header_unverified
-    from ..core.keys import KeyStatus, check_kid
-    from .audit import verification_policy
 
     check_kid(kid)
     record = key_store.get(kid)
@@ -375,7 +369,6 @@ def resign_from(
     touched = {(av.entity, av.project, av.name) for av, _ in todo}
     concerned = [av for av in every if (av.entity, av.project, av.name) in touched]
     latest_of = check_aliases_before_resign(store, key_store, concerned, policy)
-    from ..artifacts.history import signed_manifest_of
 
     todo_ids = {id(av) for av, _ in todo}
     restore: set[int] = set()

@@ -15,6 +15,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigurationError
+from .local import LocalArtifactStore
+from .wandb_store import WandbArtifactStore
 
 if TYPE_CHECKING:
     from .base import ArtifactStore
@@ -39,7 +41,6 @@ class StoreOptions:
 
 
 def _open_local(options: StoreOptions) -> ArtifactStore:
-    from .local import LocalArtifactStore
 
     local_dir = options.local_dir
     root = Path(local_dir) if local_dir is not None else default_local_dir(options.base_dir)
@@ -47,7 +48,6 @@ def _open_local(options: StoreOptions) -> ArtifactStore:
 
 
 def _open_wandb(options: StoreOptions) -> ArtifactStore:
-    from .wandb_store import WandbArtifactStore  # imports wandb: only when W&B is wanted
 
     return WandbArtifactStore(
         entity=options.entity,
