@@ -9,9 +9,9 @@ Team A's artifact is declared as a ``SourceAsset`` (made outside this code locat
     dagster-wandb-secure keys init --no-key -k .examples/team_b_keys   # its ledger, no key
     dagster dev -f examples/two_teams_reader.py
 
-Instead of the environment variable, team B can keep the key in its key store (the key id must be
-``env-`` + the first 16 hex digits of the key's fingerprint, as ``keys list`` shows it):
-``dagster-wandb-secure keys import-public team_a.pub.pem --kid env-<fingerprint[:16]>``.
+Instead of the environment variable, team B can keep the key in its key store:
+``dagster-wandb-secure keys import-public team_a.pub.pem`` (it prints the fingerprint to compare
+with team A out of band; envelopes are matched to the key by fingerprint, whatever its key id).
 """
 
 from dagster import AssetIn, AssetKey, Definitions, SourceAsset, asset, define_asset_job
