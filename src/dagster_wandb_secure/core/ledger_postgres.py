@@ -32,8 +32,25 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import KeyStoreError
-from .ledger import LATEST, Ledger, LedgerRow, _short, _text, parse_version
-from .ledger_api import LedgerError, LedgerSchemaError, LedgerUnavailableError
+from .history import Position, SeenManifest
+from .ledger import (
+    HISTORY_SOURCES,
+    LATEST,
+    Ledger,
+    LedgerRow,
+    _check_position,
+    _now_text,
+    _position_values,
+    _short,
+    _text,
+    parse_version,
+)
+from .ledger_api import (
+    LedgerError,
+    LedgerLockTimeoutError,
+    LedgerSchemaError,
+    LedgerUnavailableError,
+)
 
 __all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresLedger", "redact_url"]
 
@@ -42,8 +59,9 @@ DEFAULT_CONNECT_TIMEOUT_S = 5
 DEFAULT_STATEMENT_TIMEOUT_MS = 15_000
 MIGRATION_TIMEOUT_MS = 120_000
 DEFAULT_POOL_MAX = 4
+DEFAULT_LOCK_TIMEOUT_MS = 60_000  # a writer waits this long for another's history lock
 RECHECK_AFTER_S = 1.0  # a pooled connection idle longer than this is checked before use
-_OUR_PARAMS = ("schema", "statement_timeout", "pool_max")
+_OUR_PARAMS = ("schema", "statement_timeout", "pool_max", "lock_timeout")
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -81,6 +99,39 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             updated_at TEXT   NOT NULL,
             PRIMARY KEY (artifact, alias)
         )""",
+    ),
+    # the signed version history (core/history.py; SQLite's schema 2): text compared in a
+    # position uses the "C" collation, so the database orders as Python's Position does
+    2: (
+        """CREATE TABLE {s}.history_sequences (
+            artifact      TEXT   PRIMARY KEY,
+            last_sequence BIGINT NOT NULL CHECK (last_sequence >= 0),
+            updated_at    TEXT   NOT NULL
+        )""",
+        """CREATE TABLE {s}.history_marks (
+            artifact   TEXT   NOT NULL,
+            alias      TEXT   NOT NULL,
+            sequence   BIGINT NOT NULL CHECK (sequence >= 1),
+            signed_at  TEXT   COLLATE "C" NOT NULL,
+            digest     TEXT   COLLATE "C" NOT NULL,
+            source     TEXT   NOT NULL CHECK (source IN ('writer', 'reader')),
+            updated_at TEXT   NOT NULL,
+            PRIMARY KEY (artifact, alias)
+        )""",
+        """CREATE TABLE {s}.history_seen (
+            artifact        TEXT   NOT NULL,
+            digest          TEXT   COLLATE "C" NOT NULL,
+            sequence        BIGINT CHECK (sequence >= 1),
+            signed_at       TEXT   COLLATE "C",
+            position_digest TEXT   COLLATE "C",
+            version         TEXT,
+            source          TEXT   NOT NULL CHECK (source IN ('writer', 'reader')),
+            recorded_at     TEXT   NOT NULL,
+            PRIMARY KEY (artifact, digest)
+        )""",
+        "CREATE INDEX history_seen_by_position ON {s}.history_seen "
+        "(artifact, sequence DESC, signed_at DESC, position_digest DESC, digest DESC) "
+        "WHERE sequence IS NOT NULL",
     ),
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
@@ -146,6 +197,66 @@ _SQL: dict[str, str] = {
         "(SELECT COUNT(DISTINCT artifact) FROM {s}.signatures), (SELECT COUNT(*) FROM {s}.aliases)"
     ),
     "ping": "SELECT 1",
+    "history_counts": (
+        "SELECT (SELECT COUNT(*) FROM {s}.history_sequences), "
+        "(SELECT COUNT(*) FROM {s}.history_marks), (SELECT COUNT(*) FROM {s}.history_seen)"
+    ),
+    "history_lock": "SELECT pg_advisory_lock(%s)",
+    "history_unlock": "SELECT pg_advisory_unlock(%s)",
+    # one statement: max(last, floor) + 1, atomic under concurrency (the row is locked by the
+    # conflicting insert), never reused
+    "allocate": (
+        "INSERT INTO {s}.history_sequences AS h (artifact, last_sequence, updated_at) "
+        "VALUES (%s, %s, %s) ON CONFLICT (artifact) DO UPDATE SET "
+        "last_sequence = GREATEST(h.last_sequence + 1, excluded.last_sequence), "
+        "updated_at = excluded.updated_at RETURNING last_sequence"
+    ),
+    "mark": (
+        "SELECT sequence, signed_at, digest FROM {s}.history_marks "
+        "WHERE artifact = %s AND alias = %s"
+    ),
+    "mark_for_update": (
+        "SELECT sequence, signed_at, digest FROM {s}.history_marks "
+        "WHERE artifact = %s AND alias = %s FOR UPDATE"
+    ),
+    # guarded twice: the row lock above, and the WHERE (two first inserts racing)
+    "advance_mark": (
+        "INSERT INTO {s}.history_marks AS m (artifact, alias, sequence, signed_at, digest, "
+        "source, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (artifact, alias) DO UPDATE SET sequence = excluded.sequence, "
+        "signed_at = excluded.signed_at, digest = excluded.digest, source = excluded.source, "
+        "updated_at = excluded.updated_at WHERE (excluded.sequence, excluded.signed_at, "
+        "excluded.digest) > (m.sequence, m.signed_at, m.digest)"
+    ),
+    "marks_of": (
+        "SELECT alias, sequence, signed_at, digest FROM {s}.history_marks "
+        "WHERE artifact = %s ORDER BY alias"
+    ),
+    "record_manifest": (
+        "INSERT INTO {s}.history_seen (artifact, digest, sequence, signed_at, position_digest, "
+        "version, source, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (artifact, digest) DO NOTHING"
+    ),
+    "seen_manifest": (
+        "SELECT digest, sequence, signed_at, position_digest, version FROM {s}.history_seen "
+        "WHERE artifact = %s AND digest = %s"
+    ),
+    "newest_seen": (
+        "SELECT digest, sequence, signed_at, position_digest, version FROM {s}.history_seen "
+        "WHERE artifact = %s AND sequence IS NOT NULL "
+        "ORDER BY sequence DESC, signed_at DESC, position_digest DESC, digest DESC LIMIT 1"
+    ),
+    "all_sequences": (
+        "SELECT artifact, last_sequence FROM {s}.history_sequences ORDER BY artifact"
+    ),
+    "all_history_marks": (
+        "SELECT artifact, alias, sequence, signed_at, digest, source FROM {s}.history_marks "
+        "ORDER BY artifact, alias"
+    ),
+    "all_seen": (
+        "SELECT artifact, digest, sequence, signed_at, position_digest, version, source "
+        "FROM {s}.history_seen ORDER BY artifact, recorded_at, digest"
+    ),
 }
 
 
@@ -187,6 +298,7 @@ class PostgresLedger:
         connect_timeout: int | None = None,
         statement_timeout_ms: int | None = None,
         pool_max: int | None = None,
+        lock_timeout_ms: int | None = None,
     ) -> None:
         parts = urlsplit(url)
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -207,6 +319,10 @@ class PostgresLedger:
         )
         self.pool_max = _int_param(pool_max or ours.get("pool_max", DEFAULT_POOL_MAX),
                                    "pool_max", 1, 64)
+        self.lock_timeout_ms = _int_param(
+            lock_timeout_ms or ours.get("lock_timeout", DEFAULT_LOCK_TIMEOUT_MS),
+            "lock_timeout (milliseconds)", 1, 3_600_000,
+        )
         self._conninfo = urlunsplit(
             (parts.scheme, parts.netloc, parts.path, urlencode(params, safe="/"), "")
         )
@@ -271,12 +387,7 @@ class PostgresLedger:
                 "the PostgreSQL ledger needs psycopg 3 and psycopg_pool",
                 hint="pip install 'dagster-wandb-secure[postgres]'",
             ) from None
-        kwargs = {
-            "autocommit": True,
-            "connect_timeout": self.connect_timeout,
-            "options": f"-c statement_timeout={self.statement_timeout_ms}",
-            "application_name": "dagster-wandb-secure",
-        }
+        kwargs = self._connect_kwargs()
         with self._errors("connect to"):
             # First contact on a plain connection: a clear driver message when the server is
             # not there (a pool would only say it timed out), and the migrations.
@@ -298,6 +409,14 @@ class PostgresLedger:
         with self._errors("connect to"):
             pool.open(wait=False)
         return pool
+
+    def _connect_kwargs(self, options: str = "") -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            "connect_timeout": self.connect_timeout,
+            "options": options or f"-c statement_timeout={self.statement_timeout_ms}",
+            "application_name": "dagster-wandb-secure",
+        }
 
     def _check_connection(self, conn: Any) -> None:
         """Before a pooled connection is handed out: a round trip proves it alive (a server
@@ -583,6 +702,7 @@ class PostgresLedger:
     def status(self) -> dict[str, Any]:
         """Backend, schema version and counts (``ledger status``)."""
         signatures, artifacts, marks = self._read("counts")[0]
+        sequences, history_marks, manifests = self._read("history_counts")[0]
         version = self._read("schema_version")[0][0]
         return {
             "backend": self.backend,
@@ -593,4 +713,150 @@ class PostgresLedger:
             "signatures": int(signatures),
             "artifacts": int(artifacts),
             "marks": int(marks),
+            "sequences": int(sequences),
+            "history_marks": int(history_marks),
+            "manifests": int(manifests),
+        }
+
+    # -- signed history (the interface of core/ledger.py's docstring) ---------------------------
+
+    def _history_lock_key(self, artifact: str) -> int:
+        """The 64-bit advisory lock key of one artifact's history in this schema."""
+        text = f"dagster-wandb-secure history {self.schema} {artifact}"
+        return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big", signed=True)
+
+    @contextmanager
+    def history_lock(self, artifact: str) -> Iterator[None]:
+        """Hold ``artifact``'s history lock: a session advisory lock on a connection of its own
+        (not the pool's), held until exit, so writers on every machine sharing this ledger
+        allocate and publish one artifact in turn. Waits at most ``lock_timeout`` ms, then
+        ``LedgerLockTimeoutError``; a writer that dies releases it with its connection."""
+        _text(artifact, "artifact")
+        import psycopg
+
+        key = self._history_lock_key(artifact)
+        self._get_pool()  # migrations applied, and the driver present (typed error if not)
+        options = (
+            f"-c lock_timeout={self.lock_timeout_ms} "
+            f"-c statement_timeout={self.lock_timeout_ms + self.statement_timeout_ms}"
+        )
+        q = self._statements()
+        with self._errors("connect to"):
+            conn = psycopg.connect(self._conninfo, **self._connect_kwargs(options))
+        try:
+            with self._errors("lock the history of an artifact in"):
+                try:
+                    conn.execute(q["history_lock"], (key,))
+                except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+                    raise LedgerLockTimeoutError(
+                        f"another writer held the history lock of {artifact} in the PostgreSQL "
+                        f"ledger at {self.where} for more than {self.lock_timeout_ms} ms",
+                        artifact=artifact,
+                    ) from None
+            yield
+            try:
+                conn.execute(q["history_unlock"], (key,))
+            except psycopg.Error:
+                pass  # closing the connection below releases it anyway
+        finally:
+            conn.close()
+
+    def allocate_sequence(self, artifact: str, *, floor: int) -> int:
+        """``max(last allocated, floor) + 1``, remembered: one atomic statement, so sequences
+        are monotonic and never reused across every writer of every machine."""
+        _text(artifact, "artifact")
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+            raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
+        q = self._statements()
+        with self._conn("write to", single=True) as conn:
+            row = conn.execute(q["allocate"], (artifact, floor + 1, _now_text())).fetchone()
+            return int(row[0])
+
+    def history_mark(self, artifact: str, alias: str) -> Position | None:
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        rows = self._read("mark", (artifact, alias))
+        return Position(int(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    def history_marks(self, artifact: str) -> dict[str, Position]:
+        _text(artifact, "artifact")
+        return {
+            str(alias): Position(int(seq), at, digest)
+            for alias, seq, at, digest in self._read("marks_of", (artifact,))
+        }
+
+    def advance_mark(
+        self, artifact: str, alias: str, position: Position, *, source: str
+    ) -> None:
+        """Move the mark of (artifact, alias) up to ``position``; never down (the row is locked
+        while it is compared, so concurrent readers and writers never move it back)."""
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        _check_position(position)
+        if source not in HISTORY_SOURCES:
+            raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
+        q = self._statements()
+        with self._conn("write to") as conn:
+            row = conn.execute(q["mark_for_update"], (artifact, alias)).fetchone()
+            if row is not None and position <= Position(int(row[0]), row[1], row[2]):
+                return
+            conn.execute(
+                q["advance_mark"],
+                (artifact, alias, *_position_values(position), source, _now_text()),
+            )
+
+    def record_manifest(
+        self,
+        artifact: str,
+        digest: str,
+        position: Position | None,
+        *,
+        version: str | None,
+        source: str,
+    ) -> None:
+        """Remember a manifest envelope seen for ``artifact`` (the first sighting is kept)."""
+        _text(artifact, "artifact")
+        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+            raise KeyStoreError(f"not a sha256 hex digest: {_short(digest)}")
+        if position is not None:
+            _check_position(position)
+        _text(version, "version", optional=True)
+        if source not in HISTORY_SOURCES:
+            raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
+        values = _position_values(position) if position is not None else (None, None, None)
+        with self._conn("write to", single=True) as conn:
+            conn.execute(
+                self._statements()["record_manifest"],
+                (artifact, digest, *values, version, source, _now_text()),
+            )
+
+    @staticmethod
+    def _seen(row: Sequence[Any]) -> SeenManifest:
+        d, seq, at, pd, version = row
+        return SeenManifest(d, None if seq is None else Position(int(seq), at, pd), version)
+
+    def seen_manifest(self, artifact: str, digest: str) -> SeenManifest | None:
+        _text(artifact, "artifact")
+        rows = self._read("seen_manifest", (artifact, digest))
+        return self._seen(rows[0]) if rows else None
+
+    def newest_seen(self, artifact: str) -> SeenManifest | None:
+        """The seen manifest of ``artifact`` highest in the signed order (format 2 only)."""
+        _text(artifact, "artifact")
+        rows = self._read("newest_seen", (artifact,))
+        return self._seen(rows[0]) if rows else None
+
+    def history_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every sequence, history mark and seen manifest (``ledger migrate``): the same
+        shapes as ``ledger_api.export_history``."""
+        return {
+            "sequences": [(str(a), int(n)) for a, n in self._read("all_sequences")],
+            "marks": [
+                (str(a), str(b), Position(int(seq), at, d), str(src))
+                for a, b, seq, at, d, src in self._read("all_history_marks")
+            ],
+            "manifests": [
+                (str(a), self._seen((d, seq, at, pd, v)), str(src))
+                for a, d, seq, at, pd, v, src in self._read("all_seen")
+            ],
         }
