@@ -500,3 +500,27 @@ def test_four_processes_allocate_at_once(spec: str | None, tmp_path: Path) -> No
     assert final is not None and final.sequence == 120
     assert ledger.allocate_sequence(ART, floor=0) == 121
     ledger.close()
+
+
+def test_schema_1_database_is_migrated_to_2(pg_server: Any) -> None:
+    """A PostgreSQL ledger made by the schema-1 code: its rows are kept, the history tables are
+    added on first use by the new code, and the history works."""
+    url = pg_server.new_database("v1")
+    database = url.split("?")[0].rsplit("/", 1)[1]
+    first = PostgresLedger(url)
+    row = first.record_signature(**entry(1))
+    first.attach_version(row, artifact_version="v0", aliases=["prod"])
+    first.close()
+    pg_server.psql(
+        "DROP TABLE dagster_wandb_secure.history_sequences, dagster_wandb_secure.history_marks, "
+        "dagster_wandb_secure.history_seen; "
+        "DELETE FROM dagster_wandb_secure.schema_migrations WHERE version = 2;",
+        database,
+    )
+    again = PostgresLedger(url)
+    assert ledger_status(again)["schema_version"] == 2
+    assert again.count() == 1 and again.aliases("model") == {"latest": 0, "prod": 0}
+    assert again.allocate_sequence(ART, floor=0) == 1
+    again.advance_mark(ART, "latest", pos(1), source="writer")
+    assert again.history_mark(ART, "latest") == pos(1)
+    again.close()
