@@ -322,14 +322,35 @@ class PostgresLedger:
             with self._errors(doing):
                 yield joined
             return
-        pool = self._get_pool()
-        with self._errors(doing), pool.connection() as conn:
+        with self._errors(doing), self._pooled() as conn:
             if single:  # one statement: atomic by itself in autocommit, one round trip
                 yield conn
             else:
                 with conn.transaction():
                     yield conn
             self._last_ok[id(conn)] = time.monotonic()
+
+    @contextmanager
+    def _pooled(self) -> Iterator[Any]:
+        """A connection from the pool. A pool that saw the server go away backs off before it
+        reconnects (seconds, growing): when it cannot hand out a connection in time, a fresh
+        pool is opened once, whose first contact says at once whether the server is back."""
+        from psycopg_pool import PoolTimeout
+
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except PoolTimeout:
+            with self._mutex:
+                if self._pool is pool:
+                    self._pool = None
+            pool.close(timeout=0)
+            pool = self._get_pool()  # LedgerUnavailableError if the server is still away
+            conn = pool.getconn()
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
 
     def _read(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         q = self._statements()
