@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 
 from dagster_wandb_secure.core.errors import KeyStoreError
+from dagster_wandb_secure.core.history import Position, SeenManifest
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.core.ledger import Ledger, LedgerRow
 from dagster_wandb_secure.core.ledger_api import (
     LedgerBackend,
     LedgerError,
+    LedgerLockTimeoutError,
+    export_history,
     export_marks,
     ledger_status,
     open_ledger,
@@ -28,6 +31,12 @@ BACKENDS = ["sqlite", "postgres"]
 
 def digest(n: int | str) -> str:
     return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def pos(sequence: int, second: int = 0, d: int | str | None = None) -> Position:
+    """A signed history position (sequence, signed_at, manifest digest)."""
+    at = f"2024-05-01T12:00:{second:02d}.000000Z"
+    return Position(sequence, at, digest(f"m{sequence}-{second}" if d is None else d))
 
 
 def entry(n: int, artifact: str = "model", **kw: Any) -> dict[str, Any]:
@@ -192,9 +201,13 @@ def test_close_and_reopen(ledger: LedgerBackend) -> None:
 def test_status(ledger: LedgerBackend) -> None:
     row = ledger.record_signature(**entry(1))
     ledger.attach_version(row, artifact_version="v0", aliases=["prod"])
+    ledger.allocate_sequence("e/p/model", floor=0)
+    ledger.record_manifest("e/p/model", digest(7), pos(1), version="v0", source="writer")
+    ledger.advance_mark("e/p/model", "latest", pos(1), source="writer")
     status = ledger_status(ledger)
-    assert status["schema_version"] == status["code_schema_version"] == 1
+    assert status["schema_version"] == status["code_schema_version"] == 2
     assert (status["signatures"], status["artifacts"], status["marks"]) == (1, 1, 2)
+    assert (status["sequences"], status["history_marks"], status["manifests"]) == (1, 1, 1)
     assert status["backend"] in ("sqlite", "postgresql")
 
 
@@ -283,3 +296,231 @@ def test_open_ledger_specs(tmp_path: Path) -> None:
         with pytest.raises(LedgerError) as info:
             open_ledger(bad, tmp_path)
         assert "secret" not in str(info.value)
+
+
+# -- the signed version history -------------------------------------------------------------------
+
+ART = "team/proj/model"
+
+
+def test_allocate_sequence(ledger: LedgerBackend, spec: str | None, tmp_path: Path) -> None:
+    assert ledger.allocate_sequence(ART, floor=0) == 1
+    assert ledger.allocate_sequence(ART, floor=0) == 2  # never reused
+    assert ledger.allocate_sequence(ART, floor=10) == 11  # the store's head is ahead
+    assert ledger.allocate_sequence(ART, floor=3) == 12  # a low floor never lowers it
+    assert ledger.allocate_sequence("team/proj/other", floor=0) == 1  # per artifact
+    assert reopen(spec, tmp_path).allocate_sequence(ART, floor=0) == 13  # remembered
+    for bad in (-1, True, "3", 1.5):
+        with pytest.raises(KeyStoreError):
+            ledger.allocate_sequence(ART, floor=bad)  # type: ignore[arg-type]
+    with pytest.raises(KeyStoreError):
+        ledger.allocate_sequence("", floor=0)
+    assert export_history(ledger)["sequences"] == [(ART, 13), ("team/proj/other", 1)]
+
+
+def test_history_marks_only_move_forward(ledger: LedgerBackend) -> None:
+    assert ledger.history_mark(ART, "latest") is None and ledger.history_marks(ART) == {}
+    ledger.advance_mark(ART, "latest", pos(2), source="writer")
+    ledger.advance_mark(ART, "latest", pos(1), source="reader")  # lower: ignored
+    assert ledger.history_mark(ART, "latest") == pos(2)
+    ledger.advance_mark(ART, "latest", pos(2, 5), source="reader")  # same seq, signed later
+    assert ledger.history_mark(ART, "latest") == pos(2, 5)
+    ledger.advance_mark(ART, "latest", pos(2, 1), source="writer")  # same seq, earlier
+    assert ledger.history_mark(ART, "latest") == pos(2, 5)
+    # the full order: sequence, then signed_at, then digest (compared as Python compares them)
+    low, high = sorted([pos(3, 0, "a"), pos(3, 0, "b")])
+    ledger.advance_mark(ART, "prod", high, source="writer")
+    ledger.advance_mark(ART, "prod", low, source="reader")
+    assert ledger.history_marks(ART) == {"latest": pos(2, 5), "prod": high}
+    ledger.advance_mark(ART, "latest", pos(9), source="reader")
+    assert ledger.history_mark(ART, "latest") == pos(9)
+    assert ledger.history_marks("team/proj/other") == {}
+    marks = export_history(ledger)["marks"]
+    assert (ART, "latest", pos(9), "reader") in marks and (ART, "prod", high, "writer") in marks
+    for bad_pos in (
+        Position(0, pos(1).signed_at, pos(1).digest),
+        Position(1, "yesterday", pos(1).digest),
+        Position(1, pos(1).signed_at, "nope"),
+        (1, pos(1).signed_at, pos(1).digest),
+    ):
+        with pytest.raises(KeyStoreError):
+            ledger.advance_mark(ART, "latest", bad_pos, source="reader")  # type: ignore[arg-type]
+    with pytest.raises(KeyStoreError):
+        ledger.advance_mark(ART, "latest", pos(10), source="attacker")
+    assert ledger.history_mark(ART, "latest") == pos(9)
+
+
+def test_manifests_keep_the_first_sighting(ledger: LedgerBackend) -> None:
+    assert ledger.seen_manifest(ART, digest("x")) is None and ledger.newest_seen(ART) is None
+    ledger.record_manifest(ART, digest("x"), pos(1), version="v0", source="writer")
+    ledger.record_manifest(ART, digest("x"), pos(1), version="v7", source="reader")  # replayed
+    assert ledger.seen_manifest(ART, digest("x")) == SeenManifest(digest("x"), pos(1), "v0")
+    ledger.record_manifest(ART, digest("old"), None, version="v1", source="reader")  # format 1
+    assert ledger.seen_manifest(ART, digest("old")) == SeenManifest(digest("old"), None, "v1")
+    assert ledger.newest_seen(ART) == SeenManifest(digest("x"), pos(1), "v0")
+    positions = [pos(4, 1, "a"), pos(4, 1, "b"), pos(4, 0), pos(3, 9)]
+    for n, position in enumerate(positions):
+        ledger.record_manifest(ART, digest(f"y{n}"), position, version=None, source="reader")
+    newest = ledger.newest_seen(ART)
+    assert newest is not None and newest.position == max(positions)
+    assert ledger.newest_seen("team/proj/other") is None
+    for bad in (
+        lambda: ledger.record_manifest(ART, "xyz", pos(1), version="v0", source="writer"),
+        lambda: ledger.record_manifest(ART, digest(1), pos(1), version=5, source="writer"),  # type: ignore[arg-type]
+        lambda: ledger.record_manifest(ART, digest(1), pos(1), version="v0", source="x"),
+        lambda: ledger.record_manifest(ART, digest(1), "p", version="v0", source="writer"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(KeyStoreError):
+            bad()
+    assert len(export_history(ledger)["manifests"]) == 6
+
+
+def test_history_writes_join_a_batch(ledger: LedgerBackend) -> None:
+    with pytest.raises(RuntimeError), ledger.batch():
+        ledger.record_manifest(ART, digest("b"), pos(5), version="v5", source="writer")
+        ledger.advance_mark(ART, "latest", pos(5), source="writer")
+        raise RuntimeError("abort")
+    assert ledger.seen_manifest(ART, digest("b")) is None
+    assert ledger.history_mark(ART, "latest") is None
+    with ledger.batch():
+        ledger.record_manifest(ART, digest("b"), pos(5), version="v5", source="writer")
+        ledger.advance_mark(ART, "latest", pos(5), source="writer")
+    assert ledger.history_mark(ART, "latest") == pos(5)
+
+
+def _holds_lock(spec: str | None, folder: str, held: Any, release: Any) -> None:
+    ledger = open_ledger(spec, Path(folder))
+    with ledger.history_lock(ART):
+        held.set()
+        release.wait(60)
+    ledger.close()
+
+
+def test_history_lock_excludes_other_processes(spec: str | None, tmp_path: Path) -> None:
+    held, release = FORK.Event(), FORK.Event()
+    holder = FORK.Process(target=_holds_lock, args=(spec, str(tmp_path), held, release))
+    holder.start()
+    try:
+        assert held.wait(60)
+        ledger = open_ledger(spec, tmp_path)
+        got = threading.Event()
+
+        def take() -> None:
+            with ledger.history_lock(ART):
+                got.set()
+
+        waiter = threading.Thread(target=take)
+        waiter.start()
+        assert not got.wait(1.0)  # held elsewhere: we wait
+        with ledger.history_lock("team/proj/other"):  # another artifact's lock is free
+            pass
+        release.set()
+        assert got.wait(60)  # released on exit: we get it
+        waiter.join(60)
+        with ledger.history_lock(ART):  # and it was released again
+            pass
+        ledger.close()
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.exitcode == 0
+
+
+def test_history_lock_wait_is_bounded(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL: a writer waits at most ``lock_timeout`` ms, then a typed error."""
+    held, release = FORK.Event(), FORK.Event()
+    holder = FORK.Process(target=_holds_lock, args=(pg_url, str(tmp_path), held, release))
+    holder.start()
+    try:
+        assert held.wait(60)
+        impatient = PostgresLedger(pg_url + "&lock_timeout=200")
+        with pytest.raises(LedgerLockTimeoutError) as info, impatient.history_lock(ART):
+            pass
+        assert ART in str(info.value)
+        impatient.close()
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.exitcode == 0
+
+
+def _allocate_and_mark(spec: str | None, folder: str, worker: int, out: Any) -> None:
+    """One writer: 15 allocations under the history lock (the writers' protocol) and 15 bare
+    ones, advancing the shared mark each time and checking it never moved back."""
+    ledger = open_ledger(spec, Path(folder))
+    got: list[int] = []
+    seen_marks: list[Position] = []
+    for i in range(30):
+        if i % 2:
+            with ledger.history_lock(ART):
+                newest = ledger.newest_seen(ART)
+                floor = newest.position.sequence if newest and newest.position else 0
+                sequence = ledger.allocate_sequence(ART, floor=floor)
+                position = pos(sequence, worker, f"{worker}-{i}")
+                with ledger.batch():
+                    ledger.record_manifest(
+                        ART, position.digest, position, version=f"v{sequence}", source="writer"
+                    )
+                    ledger.advance_mark(ART, "latest", position, source="writer")
+        else:
+            sequence = ledger.allocate_sequence(ART, floor=0)
+            position = pos(sequence, worker, f"{worker}-{i}")
+            ledger.advance_mark(ART, "latest", position, source="reader")
+        got.append(sequence)
+        mark = ledger.history_mark(ART, "latest")
+        assert mark is not None and mark >= position
+        seen_marks.append(mark)
+    ledger.close()
+    out.put((worker, got, seen_marks))
+
+
+def test_four_processes_allocate_at_once(spec: str | None, tmp_path: Path) -> None:
+    """Four writers (a fresh ledger: the PostgreSQL migration races too): every sequence handed
+    out once, increasing within each writer; the mark ends at the highest and never moved back
+    as any writer saw it."""
+    out = FORK.Queue()
+    procs = [
+        FORK.Process(target=_allocate_and_mark, args=(spec, str(tmp_path), w, out))
+        for w in range(4)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=180) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    everything: list[int] = []
+    for _worker, got, seen_marks in results:
+        assert got == sorted(got) and len(set(got)) == len(got)
+        assert seen_marks == sorted(seen_marks)
+        everything += got
+    assert sorted(everything) == list(range(1, 121))  # distinct, no gap, no reuse
+    ledger = open_ledger(spec, tmp_path)
+    final = ledger.history_mark(ART, "latest")
+    assert final is not None and final.sequence == 120
+    assert ledger.allocate_sequence(ART, floor=0) == 121
+    ledger.close()
+
+
+def test_schema_1_database_is_migrated_to_2(pg_server: Any) -> None:
+    """A PostgreSQL ledger made by the schema-1 code: its rows are kept, the history tables are
+    added on first use by the new code, and the history works."""
+    url = pg_server.new_database("v1")
+    database = url.split("?")[0].rsplit("/", 1)[1]
+    first = PostgresLedger(url)
+    row = first.record_signature(**entry(1))
+    first.attach_version(row, artifact_version="v0", aliases=["prod"])
+    first.close()
+    pg_server.psql(
+        "DROP TABLE dagster_wandb_secure.history_sequences, dagster_wandb_secure.history_marks, "
+        "dagster_wandb_secure.history_seen; "
+        "DELETE FROM dagster_wandb_secure.schema_migrations WHERE version = 2;",
+        database,
+    )
+    again = PostgresLedger(url)
+    assert ledger_status(again)["schema_version"] == 2
+    assert again.count() == 1 and again.aliases("model") == {"latest": 0, "prod": 0}
+    assert again.allocate_sequence(ART, floor=0) == 1
+    again.advance_mark(ART, "latest", pos(1), source="writer")
+    assert again.history_mark(ART, "latest") == pos(1)
+    again.close()

@@ -4,15 +4,18 @@ real server. Writers record and attach; readers read and advance marks; read-onl
 from __future__ import annotations
 
 import hashlib
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dagster_wandb_secure.core.history import Position
 from dagster_wandb_secure.core.ledger_api import LedgerError
 from dagster_wandb_secure.core.ledger_postgres import PostgresLedger
 from kit.postgres import PgServer
 
-# exactly the statements docs/deployment.md gives ("GRANTs per role"), with role names suffixed
+# the roles of docs/deployment.md; the GRANTs are read from it (AFTER_MIGRATION)
 GRANTS = """
 CREATE ROLE dws_owner_{n} LOGIN;
 CREATE ROLE dws_writer_{n} LOGIN;
@@ -20,14 +23,19 @@ CREATE ROLE dws_reader_{n} LOGIN;
 CREATE ROLE dws_readonly_{n} LOGIN;
 CREATE SCHEMA dagster_wandb_secure AUTHORIZATION dws_owner_{n};
 """
-AFTER_MIGRATION = """
-GRANT USAGE ON SCHEMA dagster_wandb_secure TO dws_writer_{n}, dws_reader_{n}, dws_readonly_{n};
-GRANT SELECT ON ALL TABLES IN SCHEMA dagster_wandb_secure
-    TO dws_writer_{n}, dws_reader_{n}, dws_readonly_{n};
-GRANT INSERT, UPDATE (artifact_version, version_num) ON dagster_wandb_secure.signatures
-    TO dws_writer_{n};
-GRANT INSERT, UPDATE ON dagster_wandb_secure.aliases TO dws_writer_{n}, dws_reader_{n};
-"""
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
+
+
+def documented_grants() -> str:
+    """The SQL block of docs/deployment.md's "GRANTs per role" step, role names suffixed."""
+    text = DOCS.read_text(encoding="utf-8")
+    section = text[text.index("**GRANTs per role**") :]
+    block = section[section.index("```sql") + len("```sql") : section.index("```", section.index("```sql") + 6)]
+    assert "GRANT" in block
+    return re.sub(r"\b(dws_(?:owner|writer|reader|readonly))\b", r"\1_{n}", block)
+
+
+AFTER_MIGRATION = documented_grants()
 
 
 def entry(n: int) -> dict[str, Any]:
@@ -40,6 +48,17 @@ def entry(n: int) -> dict[str, Any]:
         "serializer": "pickle",
         "signed_at": "2024-05-01T12:00:00.000000Z",
     }
+
+
+ART = "team/proj/model"
+
+
+def pos(sequence: int) -> Position:
+    return Position(
+        sequence,
+        f"2024-05-01T12:00:0{sequence}.000000Z",
+        hashlib.sha256(f"manifest {sequence}".encode()).hexdigest(),
+    )
 
 
 def as_role(url: str, role: str) -> PostgresLedger:
@@ -60,6 +79,10 @@ def test_grants_per_role(pg_server: PgServer) -> None:
     writer.attach_version(row, artifact_version="v2", aliases=["prod"])
     writer.note_seen("model", "latest", 3)
     assert writer.newest_version("model") == 3
+    with writer.history_lock(ART):  # advisory locks need no privilege
+        assert writer.allocate_sequence(ART, floor=0) == 1
+        writer.record_manifest(ART, pos(1).digest, pos(1), version="v0", source="writer")
+        writer.advance_mark(ART, "latest", pos(1), source="writer")
 
     reader = as_role(url, f"dws_reader_{n}")
     assert reader.find_digest(entry(1)["digest"])[0].artifact_version == "v2"
@@ -68,13 +91,25 @@ def test_grants_per_role(pg_server: PgServer) -> None:
         reader.record_signature(**entry(2))
     with pytest.raises(LedgerError):
         reader.attach_version(row, artifact_version="v9")
+    assert reader.history_mark(ART, "latest") == pos(1)
+    reader.record_manifest(ART, pos(2).digest, pos(2), version="v1", source="reader")
+    reader.advance_mark(ART, "latest", pos(2), source="reader")
+    with pytest.raises(LedgerError, match="GRANT"):
+        reader.allocate_sequence(ART, floor=0)  # only writers hand out sequences
 
     readonly = as_role(url, f"dws_readonly_{n}")
     assert readonly.newest_version("model") == 4 and readonly.count() == 1
+    assert readonly.history_mark(ART, "latest") == pos(2)
+    seen = readonly.newest_seen(ART)
+    assert seen is not None and seen.position == pos(2)
     for write in (
         lambda: readonly.note_seen("model", "latest", 5),
         lambda: readonly.record_signature(**entry(3)),
+        lambda: readonly.advance_mark(ART, "latest", pos(3), source="reader"),
+        lambda: readonly.record_manifest(ART, pos(3).digest, pos(3), version="v2", source="reader"),
+        lambda: readonly.allocate_sequence(ART, floor=0),
     ):
         with pytest.raises(LedgerError):
             write()
     assert owner.count() == 1 and owner.newest_version("model") == 4
+    assert owner.history_mark(ART, "latest") == pos(2) and owner.allocate_sequence(ART, floor=0) == 2

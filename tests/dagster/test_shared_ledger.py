@@ -1,6 +1,8 @@
 """Several machines, one PostgreSQL ledger: separate key-store folders (readers hold public keys
-only), separate processes, one shared local artifact store. Marks are shared, so a reader in a
-fresh process with a fresh key store refuses a rollback another reader has seen."""
+only), separate processes, one shared local artifact store. Marks and seen manifests are shared, so a
+reader in a fresh process with a fresh key store refuses a rollback or a replay another reader
+(or the writer) has seen; sequences are allocated by the ledger, so writer machines never reuse
+one."""
 
 from __future__ import annotations
 
@@ -13,26 +15,40 @@ from pathlib import Path
 from typing import Any
 
 import dagster_wandb_secure
+from dagster_wandb_secure.artifacts.history import signed_manifest_of
 from dagster_wandb_secure.core.keys import KeyStore
-from kit.dagster_runs import ENTITY, PROJECT, store_of
+from kit.dagster_runs import ENTITY, PROJECT, attacker_publish, store_of, version_files
 
 TESTS = Path(__file__).resolve().parents[1]
 SRC = Path(dagster_wandb_secure.__file__).resolve().parents[1]
 
 
-def machine(role: str, **cfg: Any) -> dict[str, Any]:
+def start_machine(role: str, **cfg: Any) -> subprocess.Popen[str]:
+    """One "machine": its own process, with only what ``cfg`` names."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(SRC)])}
-    out = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "kit.machine", role, json.dumps(cfg, default=str)],
         env=env,
         cwd=cfg["base"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def result_of(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     return result
+
+
+def machine(role: str, **cfg: Any) -> dict[str, Any]:
+    return result_of(start_machine(role, **cfg))
 
 
 def reader_keys(folder: Path, writer: KeyStore) -> Path:
@@ -68,6 +84,70 @@ def test_rollback_seen_anywhere_is_refused_everywhere(tmp_path: Path, pg_url: st
         "read", keys=reader_keys(tmp_path / "r3-keys", writer), **{**on("reader-3"), "ledger": None}
     )
     assert alone == {"ok": True, "value": {"value": 0}}
+
+
+def test_old_version_replayed_under_a_new_number_is_refused_by_a_fresh_reader(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """No reader has read anything yet: the writer's own records in the shared ledger are
+    enough for a reader in a fresh process, with a fresh key store, to refuse v0's signed
+    manifest re-published as v2."""
+    store = tmp_path / "shared-store"
+    writer = KeyStore.open(tmp_path / "writer-keys")
+    writer.generate("ed25519")
+    base = {"store": store, "base": tmp_path}
+    assert machine("write", keys=writer.path, values=[0, 1], ledger=pg_url, **base) == {"ok": True}
+    replayed = attacker_publish(store, "model", version_files(store, "model", "v0"))
+    assert replayed.version_label == "v2"
+    fresh = machine("read", keys=reader_keys(tmp_path / "r1-keys", writer), ledger=pg_url, **base)
+    assert not fresh["ok"] and "RollbackError" in fresh["error"], fresh
+    assert "model:v2" in fresh["error"] and "first seen as v0" in fresh["error"], fresh
+    # a fresh reader with only its own (empty) ledger has nothing to compare with
+    alone = machine("read", keys=reader_keys(tmp_path / "r2-keys", writer), ledger=None, **base)
+    assert alone == {"ok": True, "value": {"value": 0}}
+
+
+def test_two_writer_machines_never_allocate_the_same_sequence(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two writer pods with key stores of their own (each its own signing key; neither holds
+    the other's public key, so neither can verify the other's versions in the store), one store
+    and the shared ledger, publishing at the same time. The ledger allocates: every version gets
+    its own signed sequence, in publish order, and a fresh reader trusting both accepts latest.
+    (With a ledger per pod both would start again at sequence 1.)"""
+    store = tmp_path / "shared-store"
+    writers = [KeyStore.open(tmp_path / f"writer-{n}-keys") for n in (1, 2)]
+    for ks in writers:
+        ks.generate("ed25519")
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    procs = []
+    for n, ks in enumerate(writers, start=1):
+        base = tmp_path / f"writer-{n}"
+        base.mkdir()
+        values = [n * 100 + i for i in range(3)]
+        procs.append(
+            start_machine(
+                "write", keys=ks.path, values=values, store=store, base=base, ledger=pg_url,
+                barrier=barrier, parties=2,
+            )
+        )
+    assert [result_of(p) for p in procs] == [{"ok": True}, {"ok": True}]
+    reader = KeyStore.open(reader_keys(tmp_path / "reader-keys", writers[0]))
+    reader.import_public(writers[1].export_public(writers[1].primary().kid))
+    local = store_of(store)
+    versions = sorted(
+        local.list_versions(entity=ENTITY, project=PROJECT, name="model"), key=lambda v: v.version
+    )
+    sequences = []
+    for av in versions:
+        vm = signed_manifest_of(local, reader, av)
+        assert vm is not None and vm.position is not None, av.version_label
+        sequences.append(vm.position.sequence)
+    assert sequences == list(range(1, 7)), sequences  # distinct, and in publish order
+    fresh = machine("read", keys=reader.path, store=store, base=tmp_path, ledger=pg_url)
+    assert fresh["ok"], fresh
+    assert fresh["value"]["value"] in (102, 202)
 
 
 def test_signed_offline_but_never_recorded_is_refused(tmp_path: Path, pg_url: str) -> None:

@@ -4,12 +4,17 @@
 ``write`` materializes the asset ``model`` once per value in ``values``; ``read`` materializes a
 reader of ``model`` (a SourceAsset, as on a machine that does not produce it) and reports the
 value it received or the failed step's error chain. Each process has only what its settings
-name: its own key store folder, the shared local store and the (shared) ledger URL."""
+name: its own key store folder, the shared local store and the (shared) ledger URL. With
+``barrier`` (a folder) and ``parties``, a writer waits until that many writers are ready, so
+their publishes overlap."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from dagster import asset, materialize
@@ -39,9 +44,20 @@ def _model(value: Any) -> Any:
     return model
 
 
+def wait_for_the_others(folder: str, parties: int) -> None:
+    (Path(folder) / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + 120
+    while len(list(Path(folder).glob("ready-*"))) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other writers never became ready")
+        time.sleep(0.01)
+
+
 def main(role: str, cfg: dict[str, Any]) -> dict[str, Any]:
     iom = io_manager(cfg)
     if role == "write":
+        if cfg.get("barrier"):
+            wait_for_the_others(cfg["barrier"], int(cfg["parties"]))
         for value in cfg["values"]:
             result = materialize([_model(value)], resources={"m": iom}, raise_on_error=False)
             if not result.success:

@@ -35,7 +35,7 @@ def status_cmd(
         return
     console = out_console()
     for name in ("backend", "location", "schema", "schema_version", "signatures", "artifacts",
-                 "marks"):
+                 "marks", "sequences", "history_marks", "manifests"):
         if status.get(name) is not None:
             console.print(f"{name}: {status[name]}", markup=False)
 
@@ -54,8 +54,9 @@ def migrate_cmd(
     ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Copy every signature and alias mark of --from into --to. Idempotent: a second run
-    copies nothing. The source is only read."""
+    """Copy every signature, alias mark and signed-history record (sequences, history marks,
+    seen manifests) of --from into --to. Idempotent: a second run copies nothing. The source
+    is only read."""
 
     if not (source.startswith(("sqlite:", "postgres")) or "://" in source):
         path = Path(source).expanduser()
@@ -76,6 +77,8 @@ def migrate_cmd(
     out_console().print(
         f"copied {result.signatures_copied} signature row(s) ({result.signatures_skipped} "
         f"already there, {result.versions_attached} version(s) attached) and "
-        f"{result.marks_copied} alias mark(s) into {redact(target)}",
+        f"{result.marks_copied} alias mark(s); history: {result.sequences_raised} sequence(s) "
+        f"raised, {result.history_marks_advanced} mark(s) advanced, {result.manifests_copied} "
+        f"manifest(s) copied into {redact(target)}",
         markup=False,
     )

@@ -16,17 +16,20 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from .errors import KeyStoreError, SignatureVerificationError
+from .history import Position, SeenManifest
 from .ledger import LedgerRow
 
 __all__ = [
     "ENV_VAR",
     "LedgerBackend",
     "LedgerError",
+    "LedgerLockTimeoutError",
     "LedgerRecordMissingError",
     "LedgerSchemaError",
     "LedgerUnavailableError",
     "check_spec",
     "is_postgres_url",
+    "export_history",
     "export_marks",
     "ledger_status",
     "open_ledger",
@@ -60,6 +63,15 @@ class LedgerSchemaError(LedgerError):
     default_hint = "upgrade dagster-wandb-secure on this machine to the version that migrated it"
 
 
+class LedgerLockTimeoutError(LedgerError):
+    """Another writer held an artifact's history lock longer than the lock timeout."""
+
+    default_hint = (
+        "another writer of this artifact is publishing (or hung while holding the lock); retry, "
+        "or raise the ledger's lock_timeout (milliseconds) if publishes are legitimately slow"
+    )
+
+
 class LedgerRecordMissingError(SignatureVerificationError):
     """``require_ledger_record``: the ledger holds no writer's record of this signed version."""
 
@@ -72,12 +84,19 @@ class LedgerRecordMissingError(SignatureVerificationError):
 
 @runtime_checkable
 class LedgerBackend(Protocol):
-    """What every ledger offers (the public methods of today's SQLite ``Ledger``).
+    """What every ledger offers (the public methods of the SQLite ``Ledger``).
 
     Semantics shared by every backend (tests/core/test_ledger_contract.py checks them):
     rows are never deleted and ids only grow; every input is validated (``KeyStoreError``);
     alias marks only move forward; ``batch()`` makes the writes of this thread one transaction,
-    all or nothing; errors are typed (``KeyStoreError`` and subclasses), never a driver error."""
+    all or nothing; errors are typed (``KeyStoreError`` and subclasses), never a driver error.
+
+    The signed version history (``core/ledger.py``'s docstring, ``core/history.py``), keyed by
+    ``entity/project/artifact``: ``history_lock`` is held by a writer from allocation until it
+    has published, and serializes the writers of one artifact across every process (and, on a
+    shared backend, every machine) sharing the ledger; ``allocate_sequence`` returns
+    ``max(last allocated, floor) + 1`` atomically (monotonic, never reused); history marks only
+    move forward; ``record_manifest`` keeps the first sighting of a manifest digest."""
 
     def record_signature(
         self,
@@ -113,6 +132,32 @@ class LedgerBackend(Protocol):
     def count(self) -> int: ...
 
     def batch(self) -> AbstractContextManager[Any]: ...
+
+    def history_lock(self, artifact: str) -> AbstractContextManager[None]: ...
+
+    def allocate_sequence(self, artifact: str, *, floor: int) -> int: ...
+
+    def history_mark(self, artifact: str, alias: str) -> Position | None: ...
+
+    def history_marks(self, artifact: str) -> dict[str, Position]: ...
+
+    def advance_mark(
+        self, artifact: str, alias: str, position: Position, *, source: str
+    ) -> None: ...
+
+    def record_manifest(
+        self,
+        artifact: str,
+        digest: str,
+        position: Position | None,
+        *,
+        version: str | None,
+        source: str,
+    ) -> None: ...
+
+    def seen_manifest(self, artifact: str, digest: str) -> SeenManifest | None: ...
+
+    def newest_seen(self, artifact: str) -> SeenManifest | None: ...
 
     def close(self) -> None: ...
 
@@ -195,6 +240,7 @@ def ledger_status(ledger: LedgerBackend) -> dict[str, Any]:
 
     rows = ledger.rows()
     marks = export_marks(ledger)
+    history = export_history(ledger)
     return {
         "backend": "sqlite",
         "location": str(getattr(ledger, "path", "")),
@@ -204,6 +250,9 @@ def ledger_status(ledger: LedgerBackend) -> dict[str, Any]:
         "signatures": len(rows),
         "artifacts": len({r.artifact for r in rows if r.artifact is not None}),
         "marks": len(marks),
+        "sequences": len(history["sequences"]),
+        "history_marks": len(history["marks"]),
+        "manifests": len(history["manifests"]),
     }
 
 
@@ -225,3 +274,41 @@ def export_marks(ledger: LedgerBackend) -> list[tuple[str, str, int, str]]:
             "SELECT artifact, alias, version, source FROM aliases ORDER BY artifact, alias"
         )
     ]
+
+
+def export_history(ledger: LedgerBackend) -> dict[str, list[tuple[Any, ...]]]:
+    """The whole signed history a ledger holds (``ledger migrate``, ``ledger status``):
+    ``sequences``: (artifact, last allocated); ``marks``: (artifact, alias, Position, source);
+    ``manifests``: (artifact, SeenManifest, source), each ordered.
+
+    A backend offering ``history_rows()`` answers itself (PostgreSQL); the SQLite ``Ledger``
+    has no public method listing every artifact's history, so its tables are read through its
+    own connection (TODO: a ``Ledger.history_rows()`` in core/ledger.py)."""
+    own = getattr(ledger, "history_rows", None)
+    if callable(own):
+        found: dict[str, list[tuple[Any, ...]]] = own()
+        return found
+    read = ledger._read  # type: ignore[attr-defined]
+    return {
+        "sequences": [
+            (str(a), int(n))
+            for a, n in read(
+                "SELECT artifact, last_sequence FROM history_sequences ORDER BY artifact"
+            )
+        ],
+        "marks": [
+            (str(a), str(b), Position(int(seq), at, d), str(src))
+            for a, b, seq, at, d, src in read(
+                "SELECT artifact, alias, sequence, signed_at, digest, source FROM history_marks "
+                "ORDER BY artifact, alias"
+            )
+        ],
+        "manifests": [
+            (str(a), SeenManifest(d, None if seq is None else Position(int(seq), at, pd), v),
+             str(src))
+            for a, d, seq, at, pd, v, src in read(
+                "SELECT artifact, digest, sequence, signed_at, position_digest, version, source "
+                "FROM history_seen ORDER BY artifact, recorded_at, digest"
+            )
+        ],
+    }

@@ -5,11 +5,17 @@ difference is where it lives: in its own PostgreSQL schema (default ``dagster_wa
 so it can share the database of ``dagster-postgres``), reached through a small
 ``psycopg_pool`` pool. psycopg is imported lazily (the ``postgres`` extra).
 
-Schema: versioned migrations (``_MIGRATIONS``) applied on first use inside one transaction
+Schema: versioned migrations (``MIGRATIONS`` in ``core/ledger_postgres_sql.py``: 1 the
+signatures and alias marks, 2 the signed version history) applied on first use inside one transaction
 holding a transaction-level advisory lock (two processes migrating at once: one waits, then
 finds the work done); the applied versions are recorded in ``schema_migrations``; a database
 migrated by newer code is refused (``LedgerSchemaError``). A role that may only read and
 write the tables (no CREATE) works once the schema is current.
+
+History: a sequence is allocated by one atomic statement (monotonic across every writer of
+every machine, never reused); history marks advance under a row lock, only forward; an
+artifact's ``history_lock`` is a session advisory lock on a connection of its own, so writers
+on different machines allocate and publish one artifact in turn (bounded by ``lock_timeout``).
 
 Faults: connect and statement timeouts are bounded (``connect_timeout`` seconds,
 ``statement_timeout`` milliseconds, both configurable as URL query parameters or keyword
@@ -32,121 +38,41 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import KeyStoreError
-from .ledger import LATEST, Ledger, LedgerRow, _short, _text, parse_version
-from .ledger_api import LedgerError, LedgerSchemaError, LedgerUnavailableError
+from .history import Position, SeenManifest
+from .ledger import (
+    HISTORY_SOURCES,
+    LATEST,
+    Ledger,
+    LedgerRow,
+    _check_position,
+    _now_text,
+    _position_values,
+    _short,
+    _text,
+    parse_version,
+)
+from .ledger_api import (
+    LedgerError,
+    LedgerLockTimeoutError,
+    LedgerSchemaError,
+    LedgerUnavailableError,
+)
+from .ledger_postgres_sql import MIGRATIONS as _MIGRATIONS
+from .ledger_postgres_sql import SCHEMA_VERSION
+from .ledger_postgres_sql import STATEMENTS as _SQL
 
 __all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresLedger", "redact_url"]
 
 DEFAULT_SCHEMA = "dagster_wandb_secure"
 DEFAULT_CONNECT_TIMEOUT_S = 5
 DEFAULT_STATEMENT_TIMEOUT_MS = 15_000
-MIGRATION_TIMEOUT_MS = 120_000
 DEFAULT_POOL_MAX = 4
+DEFAULT_LOCK_TIMEOUT_MS = 60_000  # a writer waits this long for another's history lock
 RECHECK_AFTER_S = 1.0  # a pooled connection idle longer than this is checked before use
-_OUR_PARAMS = ("schema", "statement_timeout", "pool_max")
+_OUR_PARAMS = ("schema", "statement_timeout", "pool_max", "lock_timeout")
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
-# --- every statement of this backend ----------------------------------------------------------
-# ``{s}`` is the schema, substituted as a quoted identifier (psycopg.sql), never as text.
-
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """CREATE TABLE {s}.signatures (
-            id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            key_id           TEXT   NOT NULL,
-            alg              TEXT   NOT NULL,
-            digest           TEXT   NOT NULL,
-            length           BIGINT NOT NULL CHECK (length >= 0),
-            artifact         TEXT,
-            artifact_type    TEXT,
-            partition        TEXT,
-            asset_key        TEXT,
-            context_json     TEXT   NOT NULL,
-            serializer       TEXT   NOT NULL,
-            signed_at        TEXT   NOT NULL,
-            run_id           TEXT,
-            artifact_version TEXT,
-            version_num      BIGINT,
-            origin           TEXT   NOT NULL CHECK (origin IN ('signed', 'adopted', 'resigned')),
-            recorded_at      TEXT   NOT NULL
-        )""",
-        "CREATE INDEX signatures_by_digest ON {s}.signatures (digest)",
-        "CREATE INDEX signatures_by_artifact ON {s}.signatures (artifact, version_num)",
-        """CREATE TABLE {s}.aliases (
-            artifact   TEXT   NOT NULL,
-            alias      TEXT   NOT NULL,
-            version    BIGINT NOT NULL CHECK (version >= 0),
-            source     TEXT   NOT NULL CHECK (source IN ('writer', 'reader')),
-            updated_at TEXT   NOT NULL,
-            PRIMARY KEY (artifact, alias)
-        )""",
-    ),
-}
-SCHEMA_VERSION = max(_MIGRATIONS)
-
-_SQL: dict[str, str] = {
-    "regclass": "SELECT to_regclass(%s)",
-    "has_schema": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
-    "create_schema": "CREATE SCHEMA {s}",
-    "create_migrations": (
-        "CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
-        " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-    ),
-    "schema_version": "SELECT MAX(version) FROM {s}.schema_migrations",
-    "record_migration": "INSERT INTO {s}.schema_migrations (version) VALUES (%s)",
-    "lock": "SELECT pg_advisory_xact_lock(%s)",
-    "migration_timeout": f"SET LOCAL statement_timeout = {MIGRATION_TIMEOUT_MS}",
-    "insert": (
-        "INSERT INTO {s}.signatures (key_id, alg, digest, length, artifact, artifact_type, "
-        "partition, asset_key, context_json, serializer, signed_at, run_id, artifact_version, "
-        "version_num, origin, recorded_at) VALUES "
-        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-        # recorded_at is the database's clock, not the writer's: a writer cannot backdate it
-        "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) "
-        "RETURNING id"
-    ),
-    "row_artifact": "SELECT artifact FROM {s}.signatures WHERE id = %s FOR UPDATE",
-    "set_version": (
-        "UPDATE {s}.signatures SET artifact_version = %s, version_num = %s WHERE id = %s"
-    ),
-    "raise_mark": (
-        "INSERT INTO {s}.aliases AS a (artifact, alias, version, source, updated_at) "
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (artifact, alias) DO UPDATE SET "
-        "version = excluded.version, source = excluded.source, "
-        "updated_at = excluded.updated_at WHERE excluded.version > a.version"
-    ),
-    "newest_latest": (
-        "SELECT GREATEST((SELECT MAX(version) FROM {s}.aliases WHERE artifact = %s), "
-        "(SELECT MAX(version_num) FROM {s}.signatures WHERE artifact = %s))"
-    ),
-    "newest_alias": "SELECT version FROM {s}.aliases WHERE artifact = %s AND alias = %s",
-    "aliases": "SELECT alias, version FROM {s}.aliases WHERE artifact = %s ORDER BY alias",
-    "marks": (
-        "SELECT artifact, alias, version, source FROM {s}.aliases ORDER BY artifact, alias"
-    ),
-    "select_all": (
-        "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
-        "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
-        "FROM {s}.signatures ORDER BY id"
-    ),
-    "select_by_digest": (
-        "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
-        "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
-        "FROM {s}.signatures WHERE digest = %s ORDER BY id"
-    ),
-    "select_by_artifact": (
-        "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
-        "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
-        "FROM {s}.signatures WHERE artifact = %s ORDER BY id"
-    ),
-    "count": "SELECT COUNT(*) FROM {s}.signatures",
-    "counts": (
-        "SELECT (SELECT COUNT(*) FROM {s}.signatures), "
-        "(SELECT COUNT(DISTINCT artifact) FROM {s}.signatures), (SELECT COUNT(*) FROM {s}.aliases)"
-    ),
-    "ping": "SELECT 1",
-}
 
 
 def redact_url(url: str) -> str:
@@ -187,6 +113,7 @@ class PostgresLedger:
         connect_timeout: int | None = None,
         statement_timeout_ms: int | None = None,
         pool_max: int | None = None,
+        lock_timeout_ms: int | None = None,
     ) -> None:
         parts = urlsplit(url)
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -207,6 +134,10 @@ class PostgresLedger:
         )
         self.pool_max = _int_param(pool_max or ours.get("pool_max", DEFAULT_POOL_MAX),
                                    "pool_max", 1, 64)
+        self.lock_timeout_ms = _int_param(
+            lock_timeout_ms or ours.get("lock_timeout", DEFAULT_LOCK_TIMEOUT_MS),
+            "lock_timeout (milliseconds)", 1, 3_600_000,
+        )
         self._conninfo = urlunsplit(
             (parts.scheme, parts.netloc, parts.path, urlencode(params, safe="/"), "")
         )
@@ -271,12 +202,7 @@ class PostgresLedger:
                 "the PostgreSQL ledger needs psycopg 3 and psycopg_pool",
                 hint="pip install 'dagster-wandb-secure[postgres]'",
             ) from None
-        kwargs = {
-            "autocommit": True,
-            "connect_timeout": self.connect_timeout,
-            "options": f"-c statement_timeout={self.statement_timeout_ms}",
-            "application_name": "dagster-wandb-secure",
-        }
+        kwargs = self._connect_kwargs()
         with self._errors("connect to"):
             # First contact on a plain connection: a clear driver message when the server is
             # not there (a pool would only say it timed out), and the migrations.
@@ -298,6 +224,14 @@ class PostgresLedger:
         with self._errors("connect to"):
             pool.open(wait=False)
         return pool
+
+    def _connect_kwargs(self, options: str = "") -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            "connect_timeout": self.connect_timeout,
+            "options": options or f"-c statement_timeout={self.statement_timeout_ms}",
+            "application_name": "dagster-wandb-secure",
+        }
 
     def _check_connection(self, conn: Any) -> None:
         """Before a pooled connection is handed out: a round trip proves it alive (a server
@@ -388,14 +322,35 @@ class PostgresLedger:
             with self._errors(doing):
                 yield joined
             return
-        pool = self._get_pool()
-        with self._errors(doing), pool.connection() as conn:
+        with self._errors(doing), self._pooled() as conn:
             if single:  # one statement: atomic by itself in autocommit, one round trip
                 yield conn
             else:
                 with conn.transaction():
                     yield conn
             self._last_ok[id(conn)] = time.monotonic()
+
+    @contextmanager
+    def _pooled(self) -> Iterator[Any]:
+        """A connection from the pool. A pool that saw the server go away backs off before it
+        reconnects (seconds, growing): when it cannot hand out a connection in time, a fresh
+        pool is opened once, whose first contact says at once whether the server is back."""
+        from psycopg_pool import PoolTimeout
+
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except PoolTimeout:
+            with self._mutex:
+                if self._pool is pool:
+                    self._pool = None
+            pool.close(timeout=0)
+            pool = self._get_pool()  # LedgerUnavailableError if the server is still away
+            conn = pool.getconn()
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
 
     def _read(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         q = self._statements()
@@ -583,6 +538,7 @@ class PostgresLedger:
     def status(self) -> dict[str, Any]:
         """Backend, schema version and counts (``ledger status``)."""
         signatures, artifacts, marks = self._read("counts")[0]
+        sequences, history_marks, manifests = self._read("history_counts")[0]
         version = self._read("schema_version")[0][0]
         return {
             "backend": self.backend,
@@ -593,4 +549,150 @@ class PostgresLedger:
             "signatures": int(signatures),
             "artifacts": int(artifacts),
             "marks": int(marks),
+            "sequences": int(sequences),
+            "history_marks": int(history_marks),
+            "manifests": int(manifests),
+        }
+
+    # -- signed history (the interface of core/ledger.py's docstring) ---------------------------
+
+    def _history_lock_key(self, artifact: str) -> int:
+        """The 64-bit advisory lock key of one artifact's history in this schema."""
+        text = f"dagster-wandb-secure history {self.schema} {artifact}"
+        return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big", signed=True)
+
+    @contextmanager
+    def history_lock(self, artifact: str) -> Iterator[None]:
+        """Hold ``artifact``'s history lock: a session advisory lock on a connection of its own
+        (not the pool's), held until exit, so writers on every machine sharing this ledger
+        allocate and publish one artifact in turn. Waits at most ``lock_timeout`` ms, then
+        ``LedgerLockTimeoutError``; a writer that dies releases it with its connection."""
+        _text(artifact, "artifact")
+        import psycopg
+
+        key = self._history_lock_key(artifact)
+        self._get_pool()  # migrations applied, and the driver present (typed error if not)
+        options = (
+            f"-c lock_timeout={self.lock_timeout_ms} "
+            f"-c statement_timeout={self.lock_timeout_ms + self.statement_timeout_ms}"
+        )
+        q = self._statements()
+        with self._errors("connect to"):
+            conn = psycopg.connect(self._conninfo, **self._connect_kwargs(options))
+        try:
+            with self._errors("lock the history of an artifact in"):
+                try:
+                    conn.execute(q["history_lock"], (key,))
+                except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+                    raise LedgerLockTimeoutError(
+                        f"another writer held the history lock of {artifact} in the PostgreSQL "
+                        f"ledger at {self.where} for more than {self.lock_timeout_ms} ms",
+                        artifact=artifact,
+                    ) from None
+            yield
+            try:
+                conn.execute(q["history_unlock"], (key,))
+            except psycopg.Error:
+                pass  # closing the connection below releases it anyway
+        finally:
+            conn.close()
+
+    def allocate_sequence(self, artifact: str, *, floor: int) -> int:
+        """``max(last allocated, floor) + 1``, remembered: one atomic statement, so sequences
+        are monotonic and never reused across every writer of every machine."""
+        _text(artifact, "artifact")
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+            raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
+        q = self._statements()
+        with self._conn("write to", single=True) as conn:
+            row = conn.execute(q["allocate"], (artifact, floor + 1, _now_text())).fetchone()
+            return int(row[0])
+
+    def history_mark(self, artifact: str, alias: str) -> Position | None:
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        rows = self._read("mark", (artifact, alias))
+        return Position(int(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    def history_marks(self, artifact: str) -> dict[str, Position]:
+        _text(artifact, "artifact")
+        return {
+            str(alias): Position(int(seq), at, digest)
+            for alias, seq, at, digest in self._read("marks_of", (artifact,))
+        }
+
+    def advance_mark(
+        self, artifact: str, alias: str, position: Position, *, source: str
+    ) -> None:
+        """Move the mark of (artifact, alias) up to ``position``; never down (the row is locked
+        while it is compared, so concurrent readers and writers never move it back)."""
+        _text(artifact, "artifact")
+        _text(alias, "alias")
+        _check_position(position)
+        if source not in HISTORY_SOURCES:
+            raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
+        q = self._statements()
+        with self._conn("write to") as conn:
+            row = conn.execute(q["mark_for_update"], (artifact, alias)).fetchone()
+            if row is not None and position <= Position(int(row[0]), row[1], row[2]):
+                return
+            conn.execute(
+                q["advance_mark"],
+                (artifact, alias, *_position_values(position), source, _now_text()),
+            )
+
+    def record_manifest(
+        self,
+        artifact: str,
+        digest: str,
+        position: Position | None,
+        *,
+        version: str | None,
+        source: str,
+    ) -> None:
+        """Remember a manifest envelope seen for ``artifact`` (the first sighting is kept)."""
+        _text(artifact, "artifact")
+        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+            raise KeyStoreError(f"not a sha256 hex digest: {_short(digest)}")
+        if position is not None:
+            _check_position(position)
+        _text(version, "version", optional=True)
+        if source not in HISTORY_SOURCES:
+            raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
+        values = _position_values(position) if position is not None else (None, None, None)
+        with self._conn("write to", single=True) as conn:
+            conn.execute(
+                self._statements()["record_manifest"],
+                (artifact, digest, *values, version, source, _now_text()),
+            )
+
+    @staticmethod
+    def _seen(row: Sequence[Any]) -> SeenManifest:
+        d, seq, at, pd, version = row
+        return SeenManifest(d, None if seq is None else Position(int(seq), at, pd), version)
+
+    def seen_manifest(self, artifact: str, digest: str) -> SeenManifest | None:
+        _text(artifact, "artifact")
+        rows = self._read("seen_manifest", (artifact, digest))
+        return self._seen(rows[0]) if rows else None
+
+    def newest_seen(self, artifact: str) -> SeenManifest | None:
+        """The seen manifest of ``artifact`` highest in the signed order (format 2 only)."""
+        _text(artifact, "artifact")
+        rows = self._read("newest_seen", (artifact,))
+        return self._seen(rows[0]) if rows else None
+
+    def history_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every sequence, history mark and seen manifest (``ledger migrate``): the same
+        shapes as ``ledger_api.export_history``."""
+        return {
+            "sequences": [(str(a), int(n)) for a, n in self._read("all_sequences")],
+            "marks": [
+                (str(a), str(b), Position(int(seq), at, d), str(src))
+                for a, b, seq, at, d, src in self._read("all_history_marks")
+            ],
+            "manifests": [
+                (str(a), self._seen((d, seq, at, pd, v)), str(src))
+                for a, d, seq, at, pd, v, src in self._read("all_seen")
+            ],
         }

@@ -1,0 +1,201 @@
+"""Every SQL statement of the PostgreSQL ledger (``core/ledger_postgres.py``): the versioned
+schema migrations and the named queries, as literal text."""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "MIGRATION_TIMEOUT_MS", "SCHEMA_VERSION", "STATEMENTS"]
+
+MIGRATION_TIMEOUT_MS = 120_000
+
+# ``{s}`` is the schema, substituted as a quoted identifier (psycopg.sql), never as text.
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE {s}.signatures (
+            id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            key_id           TEXT   NOT NULL,
+            alg              TEXT   NOT NULL,
+            digest           TEXT   NOT NULL,
+            length           BIGINT NOT NULL CHECK (length >= 0),
+            artifact         TEXT,
+            artifact_type    TEXT,
+            partition        TEXT,
+            asset_key        TEXT,
+            context_json     TEXT   NOT NULL,
+            serializer       TEXT   NOT NULL,
+            signed_at        TEXT   NOT NULL,
+            run_id           TEXT,
+            artifact_version TEXT,
+            version_num      BIGINT,
+            origin           TEXT   NOT NULL CHECK (origin IN ('signed', 'adopted', 'resigned')),
+            recorded_at      TEXT   NOT NULL
+        )""",
+        "CREATE INDEX signatures_by_digest ON {s}.signatures (digest)",
+        "CREATE INDEX signatures_by_artifact ON {s}.signatures (artifact, version_num)",
+        """CREATE TABLE {s}.aliases (
+            artifact   TEXT   NOT NULL,
+            alias      TEXT   NOT NULL,
+            version    BIGINT NOT NULL CHECK (version >= 0),
+            source     TEXT   NOT NULL CHECK (source IN ('writer', 'reader')),
+            updated_at TEXT   NOT NULL,
+            PRIMARY KEY (artifact, alias)
+        )""",
+    ),
+    # the signed version history (core/history.py; SQLite's schema 2): text compared in a
+    # position uses the "C" collation, so the database orders as Python's Position does
+    2: (
+        """CREATE TABLE {s}.history_sequences (
+            artifact      TEXT   PRIMARY KEY,
+            last_sequence BIGINT NOT NULL CHECK (last_sequence >= 0),
+            updated_at    TEXT   NOT NULL
+        )""",
+        """CREATE TABLE {s}.history_marks (
+            artifact   TEXT   NOT NULL,
+            alias      TEXT   NOT NULL,
+            sequence   BIGINT NOT NULL CHECK (sequence >= 1),
+            signed_at  TEXT   COLLATE "C" NOT NULL,
+            digest     TEXT   COLLATE "C" NOT NULL,
+            source     TEXT   NOT NULL CHECK (source IN ('writer', 'reader')),
+            updated_at TEXT   NOT NULL,
+            PRIMARY KEY (artifact, alias)
+        )""",
+        """CREATE TABLE {s}.history_seen (
+            artifact        TEXT   NOT NULL,
+            digest          TEXT   COLLATE "C" NOT NULL,
+            sequence        BIGINT CHECK (sequence >= 1),
+            signed_at       TEXT   COLLATE "C",
+            position_digest TEXT   COLLATE "C",
+            version         TEXT,
+            source          TEXT   NOT NULL CHECK (source IN ('writer', 'reader')),
+            recorded_at     TEXT   NOT NULL,
+            PRIMARY KEY (artifact, digest)
+        )""",
+        "CREATE INDEX history_seen_by_position ON {s}.history_seen "
+        "(artifact, sequence DESC, signed_at DESC, position_digest DESC, digest DESC) "
+        "WHERE sequence IS NOT NULL",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+STATEMENTS: dict[str, str] = {
+    "regclass": "SELECT to_regclass(%s)",
+    "has_schema": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
+    "create_schema": "CREATE SCHEMA {s}",
+    "create_migrations": (
+        "CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
+        " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    ),
+    "schema_version": "SELECT MAX(version) FROM {s}.schema_migrations",
+    "record_migration": "INSERT INTO {s}.schema_migrations (version) VALUES (%s)",
+    "lock": "SELECT pg_advisory_xact_lock(%s)",
+    "migration_timeout": f"SET LOCAL statement_timeout = {MIGRATION_TIMEOUT_MS}",
+    "insert": (
+        "INSERT INTO {s}.signatures (key_id, alg, digest, length, artifact, artifact_type, "
+        "partition, asset_key, context_json, serializer, signed_at, run_id, artifact_version, "
+        "version_num, origin, recorded_at) VALUES "
+        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+        # recorded_at is the database's clock, not the writer's: a writer cannot backdate it
+        "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) "
+        "RETURNING id"
+    ),
+    "row_artifact": "SELECT artifact FROM {s}.signatures WHERE id = %s FOR UPDATE",
+    "set_version": (
+        "UPDATE {s}.signatures SET artifact_version = %s, version_num = %s WHERE id = %s"
+    ),
+    "raise_mark": (
+        "INSERT INTO {s}.aliases AS a (artifact, alias, version, source, updated_at) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (artifact, alias) DO UPDATE SET "
+        "version = excluded.version, source = excluded.source, "
+        "updated_at = excluded.updated_at WHERE excluded.version > a.version"
+    ),
+    "newest_latest": (
+        "SELECT GREATEST((SELECT MAX(version) FROM {s}.aliases WHERE artifact = %s), "
+        "(SELECT MAX(version_num) FROM {s}.signatures WHERE artifact = %s))"
+    ),
+    "newest_alias": "SELECT version FROM {s}.aliases WHERE artifact = %s AND alias = %s",
+    "aliases": "SELECT alias, version FROM {s}.aliases WHERE artifact = %s ORDER BY alias",
+    "marks": (
+        "SELECT artifact, alias, version, source FROM {s}.aliases ORDER BY artifact, alias"
+    ),
+    "select_all": (
+        "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
+        "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
+        "FROM {s}.signatures ORDER BY id"
+    ),
+    "select_by_digest": (
+        "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
+        "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
+        "FROM {s}.signatures WHERE digest = %s ORDER BY id"
+    ),
+    "select_by_artifact": (
+        "SELECT id, key_id, alg, digest, length, artifact, artifact_type, partition, asset_key, "
+        "context_json, serializer, signed_at, run_id, artifact_version, origin, recorded_at "
+        "FROM {s}.signatures WHERE artifact = %s ORDER BY id"
+    ),
+    "count": "SELECT COUNT(*) FROM {s}.signatures",
+    "counts": (
+        "SELECT (SELECT COUNT(*) FROM {s}.signatures), "
+        "(SELECT COUNT(DISTINCT artifact) FROM {s}.signatures), (SELECT COUNT(*) FROM {s}.aliases)"
+    ),
+    "ping": "SELECT 1",
+    "history_counts": (
+        "SELECT (SELECT COUNT(*) FROM {s}.history_sequences), "
+        "(SELECT COUNT(*) FROM {s}.history_marks), (SELECT COUNT(*) FROM {s}.history_seen)"
+    ),
+    "history_lock": "SELECT pg_advisory_lock(%s)",
+    "history_unlock": "SELECT pg_advisory_unlock(%s)",
+    # one statement: max(last, floor) + 1, atomic under concurrency (the row is locked by the
+    # conflicting insert), never reused
+    "allocate": (
+        "INSERT INTO {s}.history_sequences AS h (artifact, last_sequence, updated_at) "
+        "VALUES (%s, %s, %s) ON CONFLICT (artifact) DO UPDATE SET "
+        "last_sequence = GREATEST(h.last_sequence + 1, excluded.last_sequence), "
+        "updated_at = excluded.updated_at RETURNING last_sequence"
+    ),
+    "mark": (
+        "SELECT sequence, signed_at, digest FROM {s}.history_marks "
+        "WHERE artifact = %s AND alias = %s"
+    ),
+    "mark_for_update": (
+        "SELECT sequence, signed_at, digest FROM {s}.history_marks "
+        "WHERE artifact = %s AND alias = %s FOR UPDATE"
+    ),
+    # guarded twice: the row lock above, and the WHERE (two first inserts racing)
+    "advance_mark": (
+        "INSERT INTO {s}.history_marks AS m (artifact, alias, sequence, signed_at, digest, "
+        "source, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (artifact, alias) DO UPDATE SET sequence = excluded.sequence, "
+        "signed_at = excluded.signed_at, digest = excluded.digest, source = excluded.source, "
+        "updated_at = excluded.updated_at WHERE (excluded.sequence, excluded.signed_at, "
+        "excluded.digest) > (m.sequence, m.signed_at, m.digest)"
+    ),
+    "marks_of": (
+        "SELECT alias, sequence, signed_at, digest FROM {s}.history_marks "
+        "WHERE artifact = %s ORDER BY alias"
+    ),
+    "record_manifest": (
+        "INSERT INTO {s}.history_seen (artifact, digest, sequence, signed_at, position_digest, "
+        "version, source, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (artifact, digest) DO NOTHING"
+    ),
+    "seen_manifest": (
+        "SELECT digest, sequence, signed_at, position_digest, version FROM {s}.history_seen "
+        "WHERE artifact = %s AND digest = %s"
+    ),
+    "newest_seen": (
+        "SELECT digest, sequence, signed_at, position_digest, version FROM {s}.history_seen "
+        "WHERE artifact = %s AND sequence IS NOT NULL "
+        "ORDER BY sequence DESC, signed_at DESC, position_digest DESC, digest DESC LIMIT 1"
+    ),
+    "all_sequences": (
+        "SELECT artifact, last_sequence FROM {s}.history_sequences ORDER BY artifact"
+    ),
+    "all_history_marks": (
+        "SELECT artifact, alias, sequence, signed_at, digest, source FROM {s}.history_marks "
+        "ORDER BY artifact, alias"
+    ),
+    "all_seen": (
+        "SELECT artifact, digest, sequence, signed_at, position_digest, version, source "
+        "FROM {s}.history_seen ORDER BY artifact, recorded_at, digest"
+    ),
+}
