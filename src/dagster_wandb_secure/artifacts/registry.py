@@ -91,6 +91,7 @@ class RegistryLink:
     key_id: str
     algorithm: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    statement_sha256: str = ""  # payload_sha256 of the verified statement envelope (ledger row)
 
     @property
     def version_label(self) -> str:
@@ -283,7 +284,8 @@ def _read_statement(
             "the link statement does not describe this registry version",
             artifact=path.qualified, version=f"v{version}", key_id=header.kid,
         )
-    return RegistryLink(path, version, tuple(doc["aliases"]), doc["source"], header.kid, header.alg)
+    return RegistryLink(path, version, tuple(doc["aliases"]), doc["source"], header.kid, header.alg,
+                        statement_sha256=header.payload_sha256)
 
 
 def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> RegistryLink:
@@ -298,7 +300,7 @@ def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> Registr
             raise ArtifactNotFoundError(
                 f"the registry has no version v{wanted}", artifact=path.qualified
             )
-        return _read_statement(ks, policy, path, folder / f"v{wanted}.link", wanted)
+        return _attested(session, _read_statement(ks, policy, path, folder / f"v{wanted}.link", wanted))
     alias = read.alias or "latest"
     chosen: RegistryLink | None = None
     for version in reversed(versions):
@@ -310,6 +312,7 @@ def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> Registr
         raise ArtifactNotFoundError(
             f"no link of the registry carries the alias {alias!r}", artifact=path.qualified
         )
+    _attested(session, chosen)
     newest = ks.ledger.newest_version(path.qualified, alias=alias)
     if newest is not None and chosen.version < newest:
         raise RollbackError(
@@ -319,6 +322,17 @@ def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> Registr
         )
     ks.ledger.note_seen(path.qualified, alias, chosen.version)
     return chosen
+
+
+def _attested(session: Session, link: RegistryLink) -> RegistryLink:
+    """``require_ledger_record`` applies to the link statement as to any manifest: a statement
+    signed with a stolen key but never recorded by a writer re-points nothing."""
+    if session.settings.require_ledger_record:
+        from .verification import check_recorded
+
+        check_recorded(session, link.path.qualified, link.version_label, link.statement_sha256,
+                       link.key_id, what="registry link statement")
+    return link
 
 
 def load_registered(
