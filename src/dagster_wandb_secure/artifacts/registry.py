@@ -32,7 +32,7 @@ from ..core.errors import (
     TamperedPayloadError,
 )
 from ..core.fsutil import InterProcessLock, atomic_write, open_no_follow
-from ..stores.base import ArtifactNotFoundError, check_alias, check_artifact_name
+from ..stores.base import ArtifactNotFoundError, check_alias, check_artifact_name, check_inside
 from .config import ReadConfig, WandbArtifactsIOManagerError
 from .target import Target
 from .view import manifest_digest
@@ -168,6 +168,13 @@ def _registry_root(session: Session) -> Path:
     )
 
 
+def _registry_folder(session: Session, path: RegistryPath) -> Path:
+    """The collection's folder, refused (``UnsafePathError``) when a symlink planted anywhere
+    under ``<store>/registry`` leads it outside the store: the folder is store data."""
+    root = _registry_root(session)
+    return check_inside(root, path.folder(root), f"the registry folder of {path.qualified}")
+
+
 def _online(session: Session) -> bool:
     return session.store_kind == "wandb" and not session.offline
 
@@ -222,8 +229,9 @@ def link_verified(
                             extra={"wandb": "linked online"})
     from ..core.envelope import seal_with_header
 
-    folder = path.folder(_registry_root(session))
+    folder = _registry_folder(session, path)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _registry_folder(session, path)  # a symlink swapped in while the folders were made
     with InterProcessLock(folder / ".lock"):
         known = _existing_versions(folder)
         newest = session.key_store.ledger.newest_version(path.qualified)
@@ -291,7 +299,7 @@ def _read_statement(
 def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> RegistryLink:
     """The verified link statement a read names (``version``, else ``alias``, default
     ``latest``), rollback-checked against the ledger."""
-    folder = path.folder(_registry_root(session))
+    folder = _registry_folder(session, path)
     versions = _existing_versions(folder)
     ks, policy = session.key_store, session.policy
     if read.version is not None:
@@ -407,6 +415,11 @@ def list_links(root: Path, key_store: Any, policy: Any = None) -> Iterator[tuple
                     path = RegistryPath(entity_dir.name, project_dir.name, name_dir.name)
                     parse_registry_path(path.qualified, path.entity)
                 except SecureArtifactError:
+                    continue
+                try:
+                    check_inside(root, name_dir, f"the registry folder of {path.qualified}")
+                except SecureArtifactError as exc:
+                    yield path, 0, exc  # one row says the collection is not read through
                     continue
                 for version in _existing_versions(name_dir):
                     try:
