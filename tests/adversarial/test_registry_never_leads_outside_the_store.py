@@ -108,3 +108,14 @@ def test_audit_does_not_verify_statements_through_a_symlinked_registry(root: Pat
         ks.ledger.close()
     assert rows and all(r["status"] != "valid" for r in rows), rows
     assert "outside the store" in rows[0]["reason"]
+
+
+@pytest.mark.parametrize("store", ["local", "wandb"])
+def test_a_file_planted_where_a_registry_folder_goes_is_a_typed_error(
+    root: Path, store: str
+) -> None:
+    assert _write(root, store, link=False)[0]
+    (_store_root(root) / "registry").write_bytes(b"not a folder")
+    ok, text = _write(root, store, link=True)
+    assert not ok and "StoreError" in text and "registry" in text, text
+    assert "NotADirectoryError" not in text and "FileExistsError" not in text, text

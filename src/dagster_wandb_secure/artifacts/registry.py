@@ -19,6 +19,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,13 @@ from ..core.errors import (
     TamperedPayloadError,
 )
 from ..core.fsutil import InterProcessLock, atomic_write, open_no_follow
-from ..stores.base import ArtifactNotFoundError, check_alias, check_artifact_name, check_inside
+from ..stores.base import (
+    ArtifactNotFoundError,
+    StoreError,
+    check_alias,
+    check_artifact_name,
+    check_inside,
+)
 from .config import ReadConfig, WandbArtifactsIOManagerError
 from .target import Target
 from .view import manifest_digest
@@ -175,6 +182,25 @@ def _registry_folder(session: Session, path: RegistryPath) -> Path:
     return check_inside(root, path.folder(root), f"the registry folder of {path.qualified}")
 
 
+def _folder_error(path: RegistryPath, exc: OSError) -> StoreError:
+    return StoreError(
+        f"the registry folder of {path.qualified} cannot be used: "
+        f"{exc.strerror or type(exc).__name__}",
+        artifact=path.qualified,
+        hint="something that is not a folder (or not readable) is in the store's registry/ "
+        "folder: the store was changed outside dagster-wandb-secure; remove it and run "
+        "`dagster-wandb-secure audit`",
+    )
+
+
+@contextmanager
+def _typed_os_errors(path: RegistryPath) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _folder_error(path, exc) from None
+
+
 def _online(session: Session) -> bool:
     return session.store_kind == "wandb" and not session.offline
 
@@ -230,9 +256,12 @@ def link_verified(
     from ..core.envelope import seal_with_header
 
     folder = _registry_folder(session, path)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise _folder_error(path, exc) from None
     _registry_folder(session, path)  # a symlink swapped in while the folders were made
-    with InterProcessLock(folder / ".lock"):
+    with _typed_os_errors(path), InterProcessLock(folder / ".lock"):
         known = _existing_versions(folder)
         newest = session.key_store.ledger.newest_version(path.qualified)
         version = max([*known, -1 if newest is None else newest]) + 1
@@ -300,7 +329,8 @@ def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> Registr
     """The verified link statement a read names (``version``, else ``alias``, default
     ``latest``), rollback-checked against the ledger."""
     folder = _registry_folder(session, path)
-    versions = _existing_versions(folder)
+    with _typed_os_errors(path):
+        versions = _existing_versions(folder)
     ks, policy = session.key_store, session.policy
     if read.version is not None:
         wanted = int(read.version.lstrip("v"))
