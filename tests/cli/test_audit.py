@@ -15,6 +15,7 @@ ENTRY_KEYS = {
 TOP_KEYS = {
     "schema", "generated_at", "key_store", "store", "mode", "elapsed_s", "summary", "keys",
     "versions", "fail_on", "failed", "ok", "verdict", "payloads_rehashed", "needs_attention",
+    "registry_links",
 }
 
 

@@ -19,6 +19,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,13 @@ from ..core.errors import (
     TamperedPayloadError,
 )
 from ..core.fsutil import InterProcessLock, atomic_write, open_no_follow
-from ..stores.base import ArtifactNotFoundError, check_alias, check_artifact_name
+from ..stores.base import (
+    ArtifactNotFoundError,
+    StoreError,
+    check_alias,
+    check_artifact_name,
+    check_inside,
+)
 from .config import ReadConfig, WandbArtifactsIOManagerError
 from .target import REGISTRY_ROLE, Target, registry_link_context
 from .view import manifest_digest
@@ -90,6 +97,7 @@ class RegistryLink:
     key_id: str
     algorithm: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    statement_sha256: str = ""  # payload_sha256 of the verified statement envelope (ledger row)
 
     @property
     def version_label(self) -> str:
@@ -166,6 +174,32 @@ def _registry_root(session: Session) -> Path:
     )
 
 
+def _registry_folder(session: Session, path: RegistryPath) -> Path:
+    """The collection's folder, refused (``UnsafePathError``) when a symlink planted anywhere
+    under ``<store>/registry`` leads it outside the store: the folder is store data."""
+    root = _registry_root(session)
+    return check_inside(root, path.folder(root), f"the registry folder of {path.qualified}")
+
+
+def _folder_error(path: RegistryPath, exc: OSError) -> StoreError:
+    return StoreError(
+        f"the registry folder of {path.qualified} cannot be used: "
+        f"{exc.strerror or type(exc).__name__}",
+        artifact=path.qualified,
+        hint="something that is not a folder (or not readable) is in the store's registry/ "
+        "folder: the store was changed outside dagster-wandb-secure; remove it and run "
+        "`dagster-wandb-secure audit`",
+    )
+
+
+@contextmanager
+def _typed_os_errors(path: RegistryPath) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _folder_error(path, exc) from None
+
+
 def _online(session: Session) -> bool:
     return session.store_kind == "wandb" and not session.offline
 
@@ -207,9 +241,13 @@ def link_verified(
                             extra={"wandb": "linked online"})
     from ..core.envelope import seal_with_header
 
-    folder = path.folder(_registry_root(session))
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with InterProcessLock(folder / ".lock"):
+    folder = _registry_folder(session, path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise _folder_error(path, exc) from None
+    _registry_folder(session, path)  # a symlink swapped in while the folders were made
+    with _typed_os_errors(path), InterProcessLock(folder / ".lock"):
         known = _existing_versions(folder)
         newest = session.key_store.ledger.newest_version(path.qualified)
         version = max([*known, -1 if newest is None else newest]) + 1
@@ -269,14 +307,16 @@ def _read_statement(
             "the link statement does not describe this registry version",
             artifact=path.qualified, version=f"v{version}", key_id=header.kid,
         )
-    return RegistryLink(path, version, tuple(doc["aliases"]), doc["source"], header.kid, header.alg)
+    return RegistryLink(path, version, tuple(doc["aliases"]), doc["source"], header.kid, header.alg,
+                        statement_sha256=header.payload_sha256)
 
 
 def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> RegistryLink:
     """The verified link statement a read names (``version``, else ``alias``, default
     ``latest``), rollback-checked against the ledger."""
-    folder = path.folder(_registry_root(session))
-    versions = _existing_versions(folder)
+    folder = _registry_folder(session, path)
+    with _typed_os_errors(path):
+        versions = _existing_versions(folder)
     ks, policy = session.key_store, session.policy
     if read.version is not None:
         wanted = int(read.version.lstrip("v"))
@@ -284,7 +324,7 @@ def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> Registr
             raise ArtifactNotFoundError(
                 f"the registry has no version v{wanted}", artifact=path.qualified
             )
-        return _read_statement(ks, policy, path, folder / f"v{wanted}.link", wanted)
+        return _attested(session, _read_statement(ks, policy, path, folder / f"v{wanted}.link", wanted))
     alias = read.alias or "latest"
     chosen: RegistryLink | None = None
     for version in reversed(versions):
@@ -296,6 +336,7 @@ def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> Registr
         raise ArtifactNotFoundError(
             f"no link of the registry carries the alias {alias!r}", artifact=path.qualified
         )
+    _attested(session, chosen)
     newest = ks.ledger.newest_version(path.qualified, alias=alias)
     if newest is not None and chosen.version < newest:
         raise RollbackError(
@@ -305,6 +346,17 @@ def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> Registr
         )
     ks.ledger.note_seen(path.qualified, alias, chosen.version)
     return chosen
+
+
+def _attested(session: Session, link: RegistryLink) -> RegistryLink:
+    """``require_ledger_record`` applies to the link statement as to any manifest: a statement
+    signed with a stolen key but never recorded by a writer re-points nothing."""
+    if session.settings.require_ledger_record:
+        from .verification import check_recorded
+
+        check_recorded(session, link.path.qualified, link.version_label, link.statement_sha256,
+                       link.key_id, what="registry link statement")
+    return link
 
 
 def load_registered(
@@ -379,6 +431,11 @@ def list_links(root: Path, key_store: Any, policy: Any = None) -> Iterator[tuple
                     path = RegistryPath(entity_dir.name, project_dir.name, name_dir.name)
                     parse_registry_path(path.qualified, path.entity)
                 except SecureArtifactError:
+                    continue
+                try:
+                    check_inside(root, name_dir, f"the registry folder of {path.qualified}")
+                except SecureArtifactError as exc:
+                    yield path, 0, exc  # one row says the collection is not read through
                     continue
                 for version in _existing_versions(name_dir):
                     try:

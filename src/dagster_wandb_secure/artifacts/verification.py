@@ -35,7 +35,13 @@ from ..core.errors import (
 from ..core.fsutil import safe_relpath
 from ..core.ledger_api import LedgerRecordMissingError
 from ..core.serializers import PICKLE_FAMILY_NAMES
-from ..stores.base import ArtifactStore, ArtifactVersion
+from ..stores.base import (
+    ArtifactStore,
+    ArtifactVersion,
+    VersionRowError,
+    shown,
+    version_ref_label,
+)
 from .config import ReadConfig, WandbArtifactsIOManagerError
 from .history import check_alias_history
 from .private_copies import PrivateCopies, copy_verified
@@ -81,15 +87,37 @@ def files_on_disk(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
 def resolve_version(
     session: Session, target: Target, read: ReadConfig
 ) -> tuple[ArtifactVersion, str | None]:
-    """The version to read and the alias it was resolved through (``None`` for a version)."""
+    """The version to read and the alias it was resolved through (``None`` for a version).
+
+    The store's answer must be the artifact asked for (and, for a pinned read, the version
+    asked for): the history check keys its marks by the version's name, so an index that
+    answers ``victim`` with a row named ``VICTIM`` would otherwise read past every mark."""
     if read.version is not None:
         av = session.store.resolve(
             session.entity, session.project, target.name, version=read.version
         )
+        _check_answer(session, target, av, version_ref_label(read.version))
         return av, None
     alias = read.alias or "latest"
     av = session.store.resolve(session.entity, session.project, target.name, alias=alias)
+    _check_answer(session, target, av, None)
     return av, alias
+
+
+def _check_answer(
+    session: Session, target: Target, av: ArtifactVersion, version: str | None
+) -> None:
+    asked = (session.entity, session.project, target.name)
+    got = (av.entity, av.project, av.name)
+    if got != asked or (version is not None and av.version_label != version):
+        raise VersionRowError(
+            f"the store answered a read of {'/'.join(asked)}:{version or 'alias'} with "
+            f"{'/'.join(map(shown, got))}:{shown(av.version_label)}",
+            entity=av.entity,
+            project=av.project,
+            name=av.name,
+            number=av.version,
+        )
 
 
 def check_ledger_record(
@@ -98,12 +126,22 @@ def check_ledger_record(
     """``require_ledger_record``: accept a version only if the ledger holds the writer's record
     of its signed manifest (this artifact, this key, recorded while the key was valid), so a
     stolen signing key alone cannot make a reader accept anything (SECURITY.md)."""
+    check_recorded(session, av.name, av.version_label, manifest_digest, kid, what="manifest")
+
+
+def check_recorded(
+    session: Session, artifact: str, version: str, digest: str, kid: str, *, what: str
+) -> None:
+    """The ledger holds a writer's record of the signed payload ``digest`` for ``artifact``
+    (its version ``version`` or none attached yet) by ``kid``, recorded while the key was
+    valid; else ``LedgerRecordMissingError``. Used for manifests and registry link
+    statements alike."""
 
     record = session.key_store.get(kid)
-    for row in session.key_store.ledger.find_digest(manifest_digest):
-        if row.artifact != av.name or row.key_id != kid:
+    for row in session.key_store.ledger.find_digest(digest):
+        if row.artifact != artifact or row.key_id != kid:
             continue
-        if row.artifact_version not in (None, av.version_label):
+        if row.artifact_version not in (None, version):
             continue
         try:
             recorded = datetime.fromisoformat(row.recorded_at.replace("Z", "+00:00"))
@@ -112,11 +150,11 @@ def check_ledger_record(
         if record.not_after is None or recorded <= record.not_after:
             return
     raise LedgerRecordMissingError(
-        f"the ledger holds no writer's record of this version's signed manifest "
-        f"(sha256 {manifest_digest[:16]}...) for {av.name} by this key while it was valid, "
+        f"the ledger holds no writer's record of this version's signed {what} "
+        f"(sha256 {digest[:16]}...) for {artifact} by this key while it was valid, "
         "and require_ledger_record is set",
-        artifact=av.name,
-        version=av.version_label,
+        artifact=artifact,
+        version=version,
         key_id=kid,
     )
 
@@ -394,4 +432,4 @@ def load(
         raise verified.locate(exc) from None
 
 
-__all__ = ["VerifiedVersion", "files_on_disk", "load", "verify_version"]
+__all__ = ["VerifiedVersion", "check_recorded", "files_on_disk", "load", "verify_version"]

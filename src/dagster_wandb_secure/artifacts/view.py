@@ -102,8 +102,10 @@ class VerifiedEntry:
 class ArtifactView:
     """A read-only, verified view of one artifact version (what a whole-artifact read returns).
 
-    Attributes: ``name`` (``name:vN``), ``version``, ``type`` (both bound in the signed context),
+    Attributes: ``name`` (``name:vN``: the name and ``type`` are bound in the signed context;
+    ``version`` is the store's number, which a pinned read checks equals the one asked for),
     ``metadata``, ``description``, ``aliases`` (signed when the verifier provides them),
+    ``created_at`` (the manifest's signed time),
     ``digest`` (of the signed manifest), ``id`` (W&B's, when known), ``entity``, ``project``,
     ``qualified_name``, ``signing_key_id``, ``signature_algorithm``. Content: ``get``,
     ``get_entry``, ``get_path``, ``download``, ``checkout``, ``files``, ``file``, ``verify``,
@@ -220,7 +222,10 @@ class ArtifactView:
 
     @property
     def created_at(self) -> str:  # type: ignore[override]
-        return self._v.av.created_at.isoformat()
+        """When the version's manifest was signed (the index's ``created_at`` is unsigned)."""
+        if self._v.manifest is None:
+            self._refuse("created_at without a verified manifest")
+        return self._v.manifest.header.signed_at.isoformat()
 
     @property
     def url(self) -> str:  # type: ignore[override]

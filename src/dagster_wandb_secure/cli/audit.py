@@ -21,6 +21,7 @@ from ..maintenance.audit import (
     AuditEntry,
     AuditReport,
     Status,
+    audit_links,
     audit_store,
 )
 from ..maintenance.report import render_html
@@ -361,14 +362,17 @@ def audit_cmd(
         )
 
     failing = report.failing(wanted) if wanted else []
+    links = _registry_rows(art_store, ks)
+    failing_links = [r for r in links if _link_status(r) in wanted]
     if not as_json and format_ != "table":
         err_console().print(verdict_line(report), markup=False)
     if format_ == "json":
 
         doc = report.to_json()
         doc["fail_on"] = sorted(s.value for s in wanted)
-        doc["failed"] = len(failing)
-        doc["ok"] = not failing
+        doc["failed"] = len(failing) + len(failing_links)
+        doc["ok"] = not failing and not failing_links
+        doc["registry_links"] = links
         doc["verdict"] = verdict_line(report)
         doc["payloads_rehashed"] = report.deep
         doc["needs_attention"] = [e.qualified_name for e in needs_attention(report)]
@@ -388,6 +392,15 @@ def audit_cmd(
         _print_table(report)
     if output is not None and not as_json:
         err_console().print(f"wrote {format_} report to {output}", markup=False)
+    if failing_links and not as_json:
+        err_console().print(
+            f"audit failed: {len(failing_links)} registry link statement(s): "
+            + ", ".join(f"{r['registry']} ({r['status']}: {r.get('reason', '')})"
+                        for r in failing_links[:10]),
+            markup=False,
+        )
+    if failing_links and not failing:
+        raise typer.Exit(EXIT_FAILED)
     if failing:
         if not as_json:
             counts: dict[str, int] = {}
@@ -402,3 +415,19 @@ def audit_cmd(
                 markup=False,
             )
         raise typer.Exit(EXIT_FAILED)
+
+
+def _registry_rows(art_store: Any, ks: Any) -> list[dict[str, Any]]:
+    """``audit_links`` rows of the store's model registry folder (local store, W&B offline
+    mirror); none for a store without a local folder."""
+    root = getattr(art_store, "local_dir", None) or getattr(art_store, "root", None)
+    if root is None:
+        return []
+    return audit_links(Path(root), ks)
+
+
+def _link_status(row: dict[str, Any]) -> Status:
+    try:
+        return Status(row["status"])
+    except ValueError:
+        return Status.ERROR
