@@ -46,7 +46,8 @@ SECURE_METADATA_KEYS = {
     "signature_status",
     "signing_key_id",
     "signature_algorithm",
-    "payload_sha256",
+    "payload_blake3",
+    "payload_digest_alg",
     "serializer",
 }
 

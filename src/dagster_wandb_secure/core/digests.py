@@ -25,6 +25,8 @@ from .fsutil import open_no_follow
 __all__ = [
     "DEFAULT_DIGEST",
     "DIGESTS",
+    "ENVELOPE_FIELDS",
+    "FILE_FIELDS",
     "HEX_DIGEST_RE",
     "Digest",
     "Hasher",
@@ -92,6 +94,9 @@ DIGESTS: dict[str, Digest] = {
     "blake3": Digest("blake3", _blake3_hasher),
 }
 DEFAULT_DIGEST = "blake3"
+# manifest entry key -> digest algorithm, for plain files and for payload envelopes
+FILE_FIELDS = {d.file_field: d.name for d in DIGESTS.values()}
+ENVELOPE_FIELDS = {d.envelope_field: d.name for d in DIGESTS.values()}
 
 
 def get_digest(name: Any) -> Digest:
