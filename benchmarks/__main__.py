@@ -48,7 +48,11 @@ def run_all(cfg: Config, log: Any) -> tuple[list[MetricResult], dict[str, Any]]:
 
             results += io_manager_metrics.run(cfg)
         except Exception as exc:
-            names = ("io_manager_ratio_large", "io_manager_ratio_small")
+            names = (
+                "io_manager_ratio_large",
+                "io_manager_ratio_large_durable",
+                "io_manager_ratio_small",
+            )
             results += [failed(n, exc) for n in names]
     if cfg.wants("audit") or cfg.wants("scaling"):
         log("audit: fast audit of the local store")
@@ -60,6 +64,13 @@ def run_all(cfg: Config, log: Any) -> tuple[list[MetricResult], dict[str, Any]]:
             scaling.update(sc)
         except Exception as exc:
             results.append(failed("audit_fast_10k_s", exc))
+        try:
+            from . import audit_metrics
+
+            log("audit: deep audit vs raw read + hash of the same bytes")
+            results.append(audit_metrics.run_deep_fraction(cfg))
+        except Exception as exc:
+            results.append(failed("audit_deep_fraction_of_limit", exc))
     if cfg.wants("ledger"):
         log("ledger: the PostgreSQL ledger's share of a publish, 4 writers")
         try:
@@ -110,21 +121,21 @@ def table(data: dict[str, Any]) -> str:
         f"load average (1/5/15 min) at start {m['load_average_at_start']}, "
         f"at end {m['load_average_1_5_15min']} (other processes share these cores)",
         "",
-        f"{'metric':<27} {'baseline':>12} {'candidate':>12} {'value':>10} {'target':>12}  ok",
-        "-" * 82,
+        f"{'metric':<31} {'baseline':>12} {'candidate':>12} {'value':>10} {'target':>12}  ok",
+        "-" * 86,
     ]
     for name in METRICS:
         det = data["details"].get(name)
         if det is None:
-            lines.append(f"{name:<27} {'(not run)':>12}")
+            lines.append(f"{name:<31} {'(not run)':>12}")
             continue
         if det["error"]:
-            lines.append(f"{name:<27} ERROR: {det['error'][:120]}")
+            lines.append(f"{name:<31} ERROR: {det['error'][:120]}")
             continue
         unit = det["unit"]
         ok = {True: "yes", False: "NO", None: "-"}[det["ok"]]
         lines.append(
-            f"{name:<27} {_fmt(det['baseline'], unit):>12} {_fmt(det['candidate'], unit):>12} "
+            f"{name:<31} {_fmt(det['baseline'], unit):>12} {_fmt(det['candidate'], unit):>12} "
             f"{_fmt(det['value']):>10} {det['target']:>12}  {ok}"
         )
     lines.append("")

@@ -36,7 +36,7 @@ class StoreBuilder:
         self.staging.mkdir(parents=True, exist_ok=True)
         self.count = 0
 
-    def publish_one(self) -> None:
+    def publish_one(self, payload_obj: Any = None) -> None:
         from dagster_wandb_secure.core.envelope import seal_to
         from dagster_wandb_secure.core.manifest import MANIFEST_NAME, History, write_manifest
 
@@ -55,7 +55,10 @@ class StoreBuilder:
         ledger = self.ks.ledger
         with ledger.batch():
             header = seal_to(
-                payload, dict(small_object(), index=i), key_store=self.ks, context=ctx
+                payload,
+                dict(small_object(), index=i) if payload_obj is None else payload_obj,
+                key_store=self.ks,
+                context=ctx,
             )
             # format 2: version i // ARTIFACTS of its artifact, so the signed order is the
             # publish order (what the IO manager's allocation produces)
@@ -160,3 +163,66 @@ def _du(root: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+DEEP_NAME = "audit_deep_fraction_of_limit"
+
+
+def _raw_read_hash(paths: list[Path], algs: list[str]) -> float:
+    """Read and hash every file (its own digest algorithm), one thread per core, as the audit
+    does: the limit a deep audit of these bytes can reach on this machine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dagster_wandb_secure.core.digests import digest_file
+
+    with Timer() as t, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(digest_file, algs, paths))
+    return t.seconds
+
+
+def run_deep_fraction(cfg: Config) -> MetricResult:
+    """Deep audit of ``cfg.deep_versions`` versions of ``cfg.deep_bytes`` each vs raw read+hash."""
+    from dagster_wandb_secure.core.envelope import read_header_unverified
+
+    from .common import interleaved
+    from .envelope_metrics import large_array
+
+    work = cfg.workdir / "audit-deep"
+    work.mkdir(parents=True, exist_ok=True)
+    builder = StoreBuilder(work)
+    array = large_array(cfg.deep_bytes)
+    for _ in range(cfg.deep_versions):
+        builder.publish_one(array)
+    del array
+    paths: list[Path] = []
+    algs: list[str] = []
+    for dirpath, _dirs, files in os.walk(builder.store.root / "artifacts"):
+        for name in files:
+            path = Path(dirpath) / name
+            alg = read_header_unverified(path)["header"]["digest_alg"]
+            paths.append(path)
+            algs.append(alg)
+    total = sum(p.stat().st_size for p in paths)
+    statuses: Counter[str] = Counter()
+
+    def deep() -> float:
+        seconds, got = _audit(builder, deep=True)
+        statuses.update(got)
+        return seconds
+
+    _raw_read_hash(paths, algs)  # warm the page cache for both sides
+    runs = 1 if cfg.quick else 3
+    base, cand = interleaved(lambda: _raw_read_hash(paths, algs), deep, runs)
+    bad = {k: v for k, v in statuses.items() if k != "valid"}
+    return MetricResult(
+        name=DEEP_NAME,
+        value=median(base) / median(cand) if not bad else None,
+        baseline=median(base),
+        candidate=median(cand),
+        baseline_label=f"read + hash {len(paths)} files ({total >> 20} MiB), 1 thread per core",
+        candidate_label=f"audit_store(deep=True), {cfg.deep_versions} versions",
+        runs=runs,
+        note="fraction = raw time / deep audit time; files in the page cache for both sides",
+        error=f"versions not valid: {bad}" if bad else None,
+        extra={"bytes": total, "files": len(paths), "digest_algs": sorted(set(algs))},
+    )

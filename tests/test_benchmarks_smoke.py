@@ -14,12 +14,14 @@ METRICS = (
     "write_ratio_large",
     "read_ratio_large",
     "io_manager_ratio_large",
+    "io_manager_ratio_large_durable",
     "io_manager_ratio_small",
     "small_overhead_us_ed25519",
     "small_overhead_us_hmac",
     "peak_rss_overhead_mib",
     "hash_fraction_of_limit",
     "audit_fast_10k_s",
+    "audit_deep_fraction_of_limit",
     "ledger_publish_ms_postgres",
 )
 

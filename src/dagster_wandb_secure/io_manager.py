@@ -64,6 +64,7 @@ from .artifacts.session import (
 )
 from .artifacts.target import Target
 from .artifacts.verification import verify_version
+from .core.digests import get_digest
 from .core.errors import SecureArtifactError
 from .resources import WandbResource, credentials_of, refuse_unknown_settings
 from .types import Config as _UpstreamConfig
@@ -226,7 +227,8 @@ class ArtifactIOEngine(IOManager):
             "signature_status": "signed",
             "signing_key_id": p.key_id,
             "signature_algorithm": p.algorithm,
-            "payload_sha256": p.payload_sha256,
+            get_digest(p.digest_alg).header_field: p.payload_sha256,
+            "payload_digest_alg": p.digest_alg,
             "serializer": p.serializer or "wandb-files",
             "signed_sequence": p.sequence,
         }
@@ -562,6 +564,9 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
     max_payload_bytes: int | None = Setting(
         None, description="refuse payloads larger than this many bytes"
     )
+    digest_algorithm: str | None = Setting(
+        None, description="payload digest of new artifacts: blake3 (default) or sha256 (FIPS)"
+    )
     ledger: str | None = Setting(
         None,
         description="shared ledger: a postgresql:// URL (use an EnvVar; the password is never "
@@ -640,6 +645,7 @@ _LEGACY_SCHEMA = {
     "allowed_serializers": Field(Noneable([str]), is_required=False),
     "allowed_algorithms": Field(Noneable([str]), is_required=False),
     "max_payload_bytes": Field(Noneable(int), is_required=False),
+    "digest_algorithm": Field(Noneable(str), is_required=False, description="blake3 | sha256"),
     "ledger": Field(
         Noneable(StringSource),
         is_required=False,

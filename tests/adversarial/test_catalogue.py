@@ -145,7 +145,7 @@ def test_attack_01_one_bit_flipped(world: World, region: str, marker: Path) -> N
     av = world.write("bits", {"secret": payloads.TouchOnLoad(marker).marker.name})
     env = world.bytes_of(av)
     world.overwrite(av, "output.pickle", flip_bit(env, _offset_in(world, env, region)))
-    reason = "SHA-256 does not match" if region == "payload" else "signature"
+    reason = "digest does not match the signed" if region == "payload" else "signature"
     refused(lambda: world.read("bits", source=False), TamperedPayloadError,
             artifact="bits", reason=reason)
     assert not marker.exists()
@@ -156,7 +156,7 @@ def test_attack_01_bit_flipped_in_manifest(world: World) -> None:
     menv = world.bytes_of(av, MANIFEST_NAME)
     world.overwrite(av, MANIFEST_NAME, flip_bit(menv, len(menv) - 3))
     refused(lambda: world.read("bits_m"), TamperedPayloadError,
-            artifact="bits_m", reason="SHA-256 does not match")
+            artifact="bits_m", reason="digest does not match the signed")
 
 
 def test_attack_01_every_bit_of_a_small_envelope(world: World) -> None:
@@ -788,7 +788,7 @@ def test_attack_22_symlink_inside_add_dirs(world: World, tmp_path: Path) -> None
 def test_attack_22_manifest_names(world: World, bad: str) -> None:
     """A signed manifest (a buggy or hostile writer) naming an unsafe path is refused."""
     ctx = source_context("mnames")
-    env = seal("x", key_store=world.ks, context=ctx, record=False)
+    env = seal("x", key_store=world.ks, context=ctx, record=False, digest_alg="sha256")
     doc = {"manifest_version": 1, "references": [],
            "files": {"output.pickle": {"size": len(env),
                                        "envelope_payload_sha256": parse(env).fields[
@@ -917,7 +917,7 @@ def test_attacks_01_04_10_through_the_wandb_store_offline(world: World, marker: 
     env = world.bytes_of(av)
     world.overwrite(av, "output.pickle", flip_bit(env, len(env) - 2))
     refused(lambda: world.read("wb", iom=iom), TamperedPayloadError, artifact="wb",
-            reason="SHA-256 does not match")
+            reason="digest does not match the signed")
     world.store.move_alias(ENTITY, PROJECT, "wb", "latest", 0)
     refused(lambda: world.read("wb", iom=iom), RollbackError, artifact="wb", reason="v1")
     forged_version(world, "wb_foreign", payloads.TouchOnLoad(marker), ks=world.attacker)

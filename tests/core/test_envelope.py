@@ -3,7 +3,6 @@ its "Verification procedure") ending in a typed error with nothing executed."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from dagster_wandb_secure.core import _envelope_read, canonical, envelope
+from dagster_wandb_secure.core.digests import digest_bytes
 from dagster_wandb_secure.core.envelope import (
     MAGIC,
     PREAMBLE,
@@ -112,9 +112,10 @@ def test_round_trip_large_numpy_via_file(
     assert path.stat().st_size == header.payload_offset + header.payload_length
     back = unseal_from(path, key_store=key_store, expected_context=CTX)
     assert np.array_equal(back, arr)
-    # the digest in the header is the SHA-256 of exactly the payload bytes on disk
+    # the digest in the header is the digest (default BLAKE3) of exactly the payload bytes on disk
     raw = path.read_bytes()
-    assert hashlib.sha256(raw[header.payload_offset :]).hexdigest() == header.payload_sha256
+    assert header.digest_alg == "blake3"
+    assert digest_bytes("blake3", raw[header.payload_offset :]) == header.payload_digest
 
 
 def test_pickle_large_read_is_zero_copy_and_writable(tmp_path: Path, key_store: KeyStore) -> None:
@@ -169,7 +170,7 @@ def test_onnx_round_trip(key_store: KeyStore) -> None:
 def test_seal_records_the_digest_in_the_ledger(key_store: KeyStore) -> None:
     data = seal([1], key_store=key_store, context=CTX, run_id="run-1")
     header = read_header_unverified(data)["header"]
-    rows = key_store.ledger.find_digest(header["payload_sha256"])
+    rows = key_store.ledger.find_digest(header["payload_" + header["digest_alg"]])
     assert len(rows) == 1
     assert rows[0].key_id == header["kid"]
 

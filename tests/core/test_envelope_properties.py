@@ -3,7 +3,6 @@ and the deserializer only ever sees bytes whose digest a trusted key signed."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagster_wandb_secure.core import envelope
+from dagster_wandb_secure.core.digests import digest_bytes
 from dagster_wandb_secure.core.envelope import seal, unseal
 from dagster_wandb_secure.core.errors import SecureArtifactError
 from dagster_wandb_secure.core.keys import KeyStore
@@ -76,7 +76,7 @@ def test_mutations_end_in_original_or_typed_error(material, mutations) -> None:
 
     def spy(header, payload, policy):
         assert header.verified
-        assert hashlib.sha256(payload).hexdigest() == header.payload_sha256
+        assert digest_bytes(header.digest_alg, payload) == header.payload_digest
         seen.append(bytes(payload))
         return real(header, payload, policy)
 

@@ -46,7 +46,8 @@ SECURE_METADATA_KEYS = {
     "signature_status",
     "signing_key_id",
     "signature_algorithm",
-    "payload_sha256",
+    "payload_blake3",
+    "payload_digest_alg",
     "serializer",
 }
 
@@ -589,3 +590,38 @@ def test_wandb_config_errors(key_store: Any, make_io_manager: Any) -> None:
         from dagster_wandb_secure.artifacts.config import validate_write_config
 
         validate_write_config({"serialization_module": {"name": "pickle", "x": 1}}, where="t")
+
+
+@pytest.mark.parametrize("digest", ["sha256", "blake3"])
+def test_digest_algorithm_setting(
+    key_store: Any, make_io_manager: Any, store_dir: Path, digest: str
+) -> None:
+    """``digest_algorithm`` picks the signed payload digest of the envelope and the manifest."""
+    from dagster_wandb_secure.core.envelope import read_header_unverified
+
+    @asset(io_manager_key="m")
+    def hashed() -> dict[str, int]:
+        return {"a": 1}
+
+    @asset(ins={"hashed": AssetIn(input_manager_key="m")})
+    def reader(hashed: dict[str, int]) -> None:
+        assert hashed == {"a": 1}
+
+    result = materialize([hashed, reader], resources={"m": make_io_manager(digest_algorithm=digest)})
+    assert result.success
+    meta = _materialization_metadata(result, "hashed")
+    assert meta["payload_digest_alg"] == digest and len(meta[f"payload_{digest}"]) == 64
+    av = LocalArtifactStore(store_dir).resolve("team", "proj", "hashed", alias="latest")
+    for name in ("output.pickle", MANIFEST_NAME):
+        assert read_header_unverified(av.root / name)["header"]["digest_alg"] == digest
+
+
+def test_digest_algorithm_setting_refuses_unknown(key_store: Any, make_io_manager: Any) -> None:
+    @asset(io_manager_key="m")
+    def hashed() -> int:
+        return 1
+
+    result = materialize(
+        [hashed], resources={"m": make_io_manager(digest_algorithm="md5")}, raise_on_error=False
+    )
+    assert not result.success

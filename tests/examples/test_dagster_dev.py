@@ -227,7 +227,7 @@ def test_dagster_dev_shows_signature_metadata(tmp_path: Path) -> None:
         assert entries["signature_status"]["text"] == "signed"
         assert entries["signing_key_id"]["text"] == kid
         assert entries["signature_algorithm"]["text"] == "ed25519"
-        assert len(entries["payload_sha256"]["text"]) == 64
+        assert len(entries["payload_blake3"]["text"]) == 64
         assert entries["serializer"]["text"] == "pickle"
         assert entries["wandb_artifact_version"]["text"] == "v0"
         assert "wandb_run_url" not in entries  # unknown on the local store: no empty row

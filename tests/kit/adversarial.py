@@ -149,11 +149,13 @@ def forge(
         else:
             fields[key] = value
     if payload is not None:
-        import hashlib
+        from dagster_wandb_secure.core.digests import digest_bytes, get_digest
 
-        fields.setdefault("payload_sha256", "")
-        if "payload_sha256" not in changes:
-            fields["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+        alg = fields.get("digest_alg", "sha256")
+        field = get_digest(alg).header_field
+        fields.setdefault(field, "")
+        if field not in changes:
+            fields[field] = digest_bytes(alg, payload)
         if "payload_length" not in changes:
             fields["payload_length"] = len(payload)
     body = header_bytes if header_bytes is not None else canonical.encode(fields)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.digests import DEFAULT_DIGEST, DIGESTS
 from ..core.errors import ConfigurationError, SecureArtifactError
 from ..core.fsutil import safe_relpath
 from ..core.ledger_api import check_spec
@@ -125,6 +126,8 @@ class Settings:
     allowed_serializers: tuple[str, ...] | None = None
     allowed_algorithms: tuple[str, ...] | None = None
     max_payload_bytes: int | None = None
+    # the payload digest of new envelopes and manifests ("blake3"; "sha256" for FIPS)
+    digest_algorithm: str = DEFAULT_DIGEST
     # None: ledger.sqlite3 in the key store; a postgresql:// URL: the shared ledger. Not in
     # repr: a URL may carry a password.
     ledger: str | None = field(default=None, repr=False)
@@ -229,6 +232,12 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
     require_record = raw.get("require_ledger_record")
     if require_record is not None and not isinstance(require_record, bool):
         _fail(f"require_ledger_record must be true or false, not {require_record!r}")
+    digest_algorithm = _opt_str(raw, "digest_algorithm") or DEFAULT_DIGEST
+    if digest_algorithm not in DIGESTS:
+        _fail(
+            f"digest_algorithm must be one of {', '.join(sorted(DIGESTS))}, "
+            f"not {digest_algorithm[:40]!r}"
+        )
     return Settings(
         run_name=_opt_str(raw, "run_name"),
         run_id=run_id,
@@ -243,6 +252,7 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
         allowed_serializers=_opt_str_list(raw, "allowed_serializers"),
         allowed_algorithms=_opt_str_list(raw, "allowed_algorithms"),
         max_payload_bytes=max_payload,
+        digest_algorithm=digest_algorithm,
         ledger=ledger,
         require_ledger_record=bool(require_record),
     )

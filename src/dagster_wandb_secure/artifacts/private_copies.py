@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import hmac
 import os
 import secrets
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from ..core.digests import get_digest
 from ..core.errors import TamperedPayloadError, UnsafePathError
 from ..core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
 
@@ -50,12 +50,14 @@ def copy_verified(
     artifact: str,
     key_id: str | None,
     version: str | None = None,
+    digest_alg: str = "sha256",
 ) -> Path:
-    """Copy ``source`` to ``target`` (0600) hashing the bytes copied; refuse on digest mismatch.
+    """Copy ``source`` to ``target`` (0600) hashing the bytes copied (under ``digest_alg``, the
+    manifest entry's algorithm); refuse on digest mismatch.
 
     The source is opened without following symlinks; ``target`` must not exist."""
     target.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    digest = hashlib.sha256()
+    digest = get_digest(digest_alg).new()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(target, flags, 0o600)
     try:
@@ -74,7 +76,7 @@ def copy_verified(
         target.unlink()
         raise TamperedPayloadError(
             f"file {target.name!r} changed between the manifest check and the copy "
-            "(its SHA-256 differs from the signed one)",
+            f"(its {digest_alg} digest differs from the signed one)",
             artifact=artifact,
             key_id=key_id,
             version=version,

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..core.digests import DEFAULT_DIGEST, digest_file
 from ..core.envelope import EnvelopeHeader, format_time, record_header, seal_serialized_to, seal_to
 from ..core.errors import SecureArtifactError, TamperedPayloadError, UnsafePathError
 from ..core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
 from ..core.history import Position
 from ..core.keys import KeyStore
-from ..core.manifest import MANIFEST_NAME, History, Resigns, file_sha256, write_manifest
+from ..core.manifest import MANIFEST_NAME, History, Resigns, write_manifest
 from ..core.policy import Policy
 from ..core.serializers import auto_serializer_name, get_serializer
 from ..stores.base import ArtifactStore, ArtifactVersion, check_alias
@@ -56,10 +57,11 @@ class Published:
     version: ArtifactVersion
     key_id: str
     algorithm: str
-    payload_sha256: str
+    payload_sha256: str  # the signed payload digest, under ``digest_alg`` (historical name)
     serializer: str | None
     size: int
     sequence: int = 0  # the signed sequence of the version in its artifact's history
+    digest_alg: str = "sha256"
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ def publish_output(
         context = target.context(type_, session.qualified_project)
         rows: list[int] = []
         payload_digest: str | None = None
+        digest_alg = "sha256"
         key_id = session.signing_key_id
         alg: str | None = None
         if serializer is not None:
@@ -249,9 +252,10 @@ def publish_output(
                 key_id=key_id,
                 policy=session.policy,
                 run_id=dagster_run_id,
+                digest_alg=session.settings.digest_algorithm,
             )
             files[name] = path
-            payload_digest = header.payload_sha256
+            payload_digest, digest_alg = header.payload_digest, header.digest_alg
             key_id, alg = header.kid, header.alg
             if header.ledger_row is not None:
                 rows.append(header.ledger_row)
@@ -291,6 +295,7 @@ def publish_output(
                 run_id=dagster_run_id,
                 references=refs,
                 history=history,
+                digest_alg=session.settings.digest_algorithm,
             )
             mheader = signed.header
             key_id, alg = mheader.kid, mheader.alg
@@ -315,10 +320,11 @@ def publish_output(
             version=version,
             key_id=key_id,
             algorithm=alg,
-            payload_sha256=payload_digest or mheader.payload_sha256,
+            payload_sha256=payload_digest or mheader.payload_digest,
             serializer=serializer,
             size=size,
             sequence=slot.sequence,
+            digest_alg=digest_alg if payload_digest else mheader.digest_alg,
         )
     except SecureArtifactError as exc:
         raise exc.with_location(artifact=target.name) from None
@@ -339,6 +345,7 @@ def add_signed_manifest(
     references: list[dict[str, Any]] | None = None,
     origin: str = "signed",
     history: History | None = None,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> SignedManifest:
     """Sign the manifest over ``files`` into ``staging/MANIFEST_NAME``, add it to ``files`` and
     its ledger row to ``rows``; the one manifest step of every publisher."""
@@ -354,6 +361,7 @@ def add_signed_manifest(
         references=references or (),
         record=False,
         history=history,
+        digest_alg=digest_alg,
     )
     rows.append(record_header(key_store, mheader, run_id=run_id, origin=origin))
     manifest_path = staging / MANIFEST_NAME
@@ -433,11 +441,12 @@ def publish_signed(
     origin: str,
     aliases: tuple[str, ...] = (),
     metadata: Mapping[str, Any] | None = None,
-    expected_digests: Mapping[str, str] | None = None,
+    expected_digests: Mapping[str, str | tuple[str, str]] | None = None,
     history: History | None = None,
     signed_metadata: Mapping[str, Any] | None = None,
     signed_description: str | None = None,
     resigns: Resigns | None = None,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> ArtifactVersion:
     """Publish a new version of ``av``'s artifact from already-serialized bytes (``adopt``'s
     scanned legacy bytes, ``resign``'s verified payloads; never deserialized here): the payload
@@ -463,6 +472,7 @@ def publish_signed(
                 serializer_params=serializer_params,
                 context=context,
                 record=False,
+                digest_alg=digest_alg,
             )
             rows.append(record_header(key_store, header, origin=origin))
             files[payload_name] = target
@@ -471,8 +481,9 @@ def publish_signed(
             dst.parent.mkdir(parents=True, exist_ok=True)
             with open_no_follow(src) as fin, open(dst, "xb") as fout:
                 shutil.copyfileobj(fin, fout, 1 << 20)
-            want = (expected_digests or {}).get(rel)
-            if want is not None and not hmac.compare_digest(file_sha256(dst)[0], want):
+            want = (expected_digests or {}).get(rel)  # SHA-256 hex, or (digest_alg, hex)
+            alg, hexdigest = ("sha256", want) if isinstance(want, str) else (want or ("", ""))
+            if want is not None and not hmac.compare_digest(digest_file(alg, dst)[0], hexdigest):
                 raise TamperedPayloadError(
                     f"{rel!r} changed after it was checked", artifact=av.qualified_name
                 )
@@ -500,6 +511,7 @@ def publish_signed(
                 rows=rows,
                 origin=origin,
                 history=history,
+                digest_alg=digest_alg,
             )
             return publish_version(
                 store,

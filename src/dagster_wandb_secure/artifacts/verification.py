@@ -241,6 +241,7 @@ class VerifiedVersion:
                 artifact=self.av.name,
                 key_id=self.key_id,
                 version=self.av.version_label,
+                digest_alg=entry.digest_alg,
             )
         else:
             path = self._materialize_envelope(relpath, entry, target)
@@ -263,7 +264,9 @@ class VerifiedVersion:
             policy=self.session.policy,
             deep=True,
         )
-        if not hmac.compare_digest(header.payload_sha256, entry.envelope_payload_sha256 or ""):
+        if header.digest_alg != entry.digest_alg or not hmac.compare_digest(
+            header.payload_digest, entry.envelope_payload_sha256 or ""
+        ):
             raise TamperedPayloadError(
                 f"envelope {relpath!r} is not the one the manifest signed "
                 "(swapped after the check)",
@@ -307,7 +310,9 @@ class VerifiedVersion:
                 expected_serializer=suffix,
                 policy=self.session.policy,
             )
-        if not hmac.compare_digest(header.payload_sha256, entry.envelope_payload_sha256 or ""):
+        if header.digest_alg != entry.digest_alg or not hmac.compare_digest(
+            header.payload_digest, entry.envelope_payload_sha256 or ""
+        ):
             raise TamperedPayloadError(
                 f"envelope {relpath!r} is not the one the manifest signed (mix-and-match)",
                 artifact=self.av.name,

@@ -65,6 +65,13 @@ LedgerOption = typer.Option(
     envvar="DAGSTER_WANDB_SECURE_LEDGER",
     show_default=False,
 )
+DigestOption = typer.Option(
+    "blake3",
+    "--digest-algorithm",
+    help="Payload digest of what this command signs: blake3, or sha256 (FIPS).",
+    envvar="DAGSTER_WANDB_SECURE_DIGEST_ALGORITHM",
+    show_default=True,
+)
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON (see docs/cli.md).")
 
 

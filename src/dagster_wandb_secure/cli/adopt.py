@@ -12,6 +12,7 @@ from ..core.errors import SecureArtifactError
 from ..maintenance.adopt import adopt_version, find_candidates
 from ._common import (
     EXIT_FAILED,
+    DigestOption,
     KeyStoreOption,
     LedgerOption,
     emit_json,
@@ -63,6 +64,7 @@ def register(app: typer.Typer) -> None:
 def adopt_cmd(
     key_store: Path = KeyStoreOption,
     ledger: str | None = LedgerOption,
+    digest_algorithm: str = DigestOption,
     store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
@@ -131,6 +133,7 @@ def adopt_cmd(
                 allow_flagged=accept_flagged,
                 asset_key=(asset_key or None) if asset_key is not None else cand.version.name,
                 partition=partition,
+                digest_alg=digest_algorithm,
             )
         except SecureArtifactError as exc:
             doc["outcome"] = "refused"

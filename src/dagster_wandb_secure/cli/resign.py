@@ -11,6 +11,7 @@ from rich.table import Table
 from ..maintenance.resign import resign_from
 from ._common import (
     EXIT_FAILED,
+    DigestOption,
     KeyStoreOption,
     LedgerOption,
     emit_json,
@@ -41,6 +42,7 @@ def resign_cmd(
     from_kid: str = FromOption,
     key_store: Path = KeyStoreOption,
     ledger: str | None = LedgerOption,
+    digest_algorithm: str = DigestOption,
     store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
@@ -65,6 +67,7 @@ def resign_cmd(
         project=filt_project,
         name=name,
         dry_run=dry_run,
+        digest_alg=digest_algorithm,
     )
     refused = [r for r in results if r.outcome == "refused"]
     if json_out:

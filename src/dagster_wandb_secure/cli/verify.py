@@ -189,7 +189,7 @@ def verify_cmd(
     table.add_row("signed at", format_time(header.signed_at))
     table.add_row("serializer", header.serializer)
     table.add_row("context", ", ".join(f"{k}={v}" for k, v in sorted(header.context.items())))
-    table.add_row("payload sha256", header.payload_sha256)
+    table.add_row(f"payload {header.digest_alg}", header.payload_digest)
     table.add_row("files", ", ".join(listed))
     table.add_row("mode", "fast (signatures and sizes)" if fast else "deep (every byte hashed)")
     out_console().print(table)

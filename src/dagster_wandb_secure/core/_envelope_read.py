@@ -5,7 +5,6 @@ in ``core/envelope_format.py``."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import io
 import mmap
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import canonical
 from .algorithms import SIGNATURE_SIZES
+from .digests import get_digest
 from .errors import (
     ContextMismatchError,
     MalformedEnvelopeError,
@@ -209,6 +209,7 @@ def _verify_open(
     signed_at = check_schema(fields, label)
     kid, alg = fields["kid"], fields["alg"]
     policy.check_algorithm(alg, artifact=label, key_id=kid[:80])
+    policy.check_digest(fields["digest_alg"], artifact=label, key_id=kid[:80])
     if SIGNATURE_SIZES.get(alg) != len(signature):
         raise TamperedPayloadError(
             f"signature is {len(signature)} bytes, {alg} signatures are {SIGNATURE_SIZES[alg]}",
@@ -251,10 +252,10 @@ def _verify_open(
             )
     if not load_payload:
         if hash_payload:
-            digest = _stream_digest(src, length, label, kid)
+            digest = _stream_digest(src, header.digest_alg, length, label, kid)
             _compare_digest(digest, header, label)
         return header, None
-    payload, digest = _read_payload(src, length, label, kid)
+    payload, digest = _read_payload(src, header.digest_alg, length, label, kid)
     if size is None and src.read(1):
         raise TamperedPayloadError("unexpected bytes after the payload", artifact=label, key_id=kid)
     _compare_digest(digest, header, label)
@@ -284,18 +285,22 @@ def _check_expected(
         )
 
 
-def _read_payload(src: Any, length: int, label: str | None, kid: str) -> tuple[memoryview, str]:
-    """Read exactly ``length`` payload bytes into private memory; returns them and their SHA-256.
+def _read_payload(
+    src: Any, digest_alg: str, length: int, label: str | None, kid: str
+) -> tuple[memoryview, str]:
+    """Read exactly ``length`` payload bytes into private memory; returns them and their digest.
 
     A large payload is read in chunks into an anonymous mapping, and each chunk is hashed in a
-    worker thread while the next one is read (``readinto`` and ``hashlib`` release the GIL). The
+    worker thread while the next one is read (``readinto`` and the hashers release the GIL). The
     digest is over the bytes in our own buffer, which are exactly the bytes later deserialized."""
     if isinstance(src, _MemorySource):
         view = src.read_view(length)
         _check_read_length(view.nbytes, length, label, kid)
-        return view, hashlib.sha256(view).hexdigest()
+        hasher = get_digest(digest_alg).new(view.nbytes)
+        hasher.update(view)
+        return view, hasher.hexdigest()
     view = _private_buffer(length)
-    digest = hashlib.sha256()
+    digest = get_digest(digest_alg).new(length)
     got = 0
     if length < LARGE_PAYLOAD:
         while got < length:
@@ -354,8 +359,8 @@ def _private_buffer(length: int) -> memoryview:
     return memoryview(bytearray(length))
 
 
-def _stream_digest(src: Any, length: int, label: str | None, kid: str) -> str:
-    digest = hashlib.sha256()
+def _stream_digest(src: Any, digest_alg: str, length: int, label: str | None, kid: str) -> str:
+    digest = get_digest(digest_alg).new(length)
     remaining = length
     if isinstance(src, _MemorySource):
         view = src.read_view(length)
@@ -378,9 +383,11 @@ def _stream_digest(src: Any, length: int, label: str | None, kid: str) -> str:
 
 
 def _compare_digest(actual: str, header: EnvelopeHeader, label: str | None) -> None:
-    if not hmac.compare_digest(actual, header.payload_sha256):
+    if not hmac.compare_digest(actual, header.payload_digest):
         raise TamperedPayloadError(
-            "payload SHA-256 does not match the signed digest", artifact=label, key_id=header.kid
+            f"payload {header.digest_alg} digest does not match the signed digest",
+            artifact=label,
+            key_id=header.kid,
         )
 
 

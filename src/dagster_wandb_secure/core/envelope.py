@@ -6,7 +6,6 @@ verify one (signature, context, exact length and digest) before a byte is deseri
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -22,6 +21,7 @@ from ._envelope_read import (
     _verify_source,
 )
 from .algorithms import SIGNATURE_SIZES
+from .digests import DEFAULT_DIGEST, Digest, get_digest
 from .envelope_format import (
     FORMAT_VERSION,
     MAGIC,
@@ -91,9 +91,10 @@ def seal(
     policy: Policy | None = None,
     record: bool = True,
     run_id: str | None = None,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> bytes:
     """Serialize ``obj`` and return the complete signed envelope as bytes."""
-    sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy)
+    sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy, digest_alg)
     return _join_sealed(sealed, key_store, record, run_id)[0]
 
 
@@ -108,16 +109,17 @@ def seal_with_header(
     policy: Policy | None = None,
     record: bool = True,
     run_id: str | None = None,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> tuple[bytes, EnvelopeHeader]:
     """Like ``seal``, also returning the signed header (with its ledger row id when recorded)."""
-    sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy)
+    sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy, digest_alg)
     return _join_sealed(sealed, key_store, record, run_id)
 
 
 def _join_sealed(
     sealed: _Sealed, key_store: KeyStore, record: bool, run_id: str | None
 ) -> tuple[bytes, EnvelopeHeader]:
-    head = sealed.finish(_hash_chunks(sealed.chunks))
+    head = sealed.finish(_hash_chunks(sealed.digest, sealed.chunks, sealed.length))
     out = b"".join([head, *sealed.chunks])
     row = _record(sealed, key_store, record, run_id)
     assert sealed.header is not None
@@ -137,12 +139,14 @@ def seal_to(
     record: bool = True,
     run_id: str | None = None,
     durable: bool = False,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> EnvelopeHeader:
     """Serialize ``obj`` into a signed envelope written to a path or a binary file.
 
     A path is replaced atomically (temporary file + rename); ``durable=True`` also fsyncs. The
-    payload is hashed in a worker thread while it is written, and never copied as a whole."""
-    sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy)
+    payload is hashed in a worker thread while it is written, and never copied as a whole.
+    ``digest_alg`` names the payload digest (``core/digests.py``; "sha256" for FIPS)."""
+    sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy, digest_alg)
     return _write_target(target, sealed, key_store, record, run_id, durable)
 
 
@@ -167,8 +171,11 @@ def _write_target(
 class _Sealed:
     """A payload ready to be written: chunks, the signer, and the header minus its digest."""
 
-    def __init__(self, chunks: list[memoryview], fields: dict[str, Any], signer: Any) -> None:
+    def __init__(
+        self, chunks: list[memoryview], fields: dict[str, Any], signer: Any, digest: Digest
+    ) -> None:
         self.chunks = chunks
+        self.digest = digest
         self.length = sum(c.nbytes for c in chunks)
         self.fields = fields
         self.signer = signer
@@ -186,7 +193,8 @@ class _Sealed:
         return self._prefix_size
 
     def _header_bytes(self, digest: str) -> bytes:
-        fields = dict(self.fields, payload_sha256=digest, payload_length=self.length)
+        fields = dict(self.fields, payload_length=self.length)
+        fields[self.digest.header_field] = digest
         return canonical.encode(fields)
 
     def finish(self, digest: str) -> bytes:
@@ -195,8 +203,10 @@ class _Sealed:
         signature = self.signer.sign(TAG + preamble + header_bytes)
         if len(signature) != self.sig_size:  # pragma: no cover - a key store bug
             raise SecureArtifactError("signer returned a signature of unexpected size")
+        fields = dict(self.fields, payload_length=self.length)
+        fields[self.digest.header_field] = digest
         self.header = header_from_fields(
-            dict(self.fields, payload_sha256=digest, payload_length=self.length),
+            fields,
             header_bytes,
             PREAMBLE_SIZE + len(header_bytes) + self.sig_size,
             verified=True,
@@ -214,6 +224,7 @@ def _prepare(
     parameters: Mapping[str, Any] | None,
     key_id: str | None,
     policy: Policy | None,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> _Sealed:
     policy = policy or default_policy()
     ctx = check_context(dict(context or {}))
@@ -223,8 +234,21 @@ def _prepare(
     params = ser.validate_parameters(parameters)
     signer = key_store.signer(key_id)
     policy.check_algorithm(signer.alg, artifact=artifact, key_id=signer.kid)
+    digest = _digest_for(digest_alg, policy, artifact, signer.kid)
     raw_chunks, extra = ser.dump(obj, params)
-    return _assemble(raw_chunks, ser.name, ser.module_version(), extra, ctx, signer, policy)
+    return _assemble(
+        raw_chunks, ser.name, ser.module_version(), extra, ctx, signer, policy, digest
+    )
+
+
+def _digest_for(name: str, policy: Policy, artifact: str | None, kid: str) -> Digest:
+    """The registry entry for ``name``; a writer also refuses what its own policy refuses."""
+    try:
+        digest = get_digest(name)
+    except ValueError as exc:
+        raise MalformedEnvelopeError(str(exc), artifact=artifact, key_id=kid) from None
+    policy.check_digest(digest.name, artifact=artifact, key_id=kid)
+    return digest
 
 
 def _assemble(
@@ -235,6 +259,7 @@ def _assemble(
     ctx: dict[str, str | None],
     signer: Any,
     policy: Policy,
+    digest: Digest,
 ) -> _Sealed:
     chunks = [c if isinstance(c, memoryview) else memoryview(c) for c in raw_chunks]
     chunks = [c.cast("B") if c.format != "B" or c.ndim != 1 else c for c in chunks]
@@ -242,14 +267,14 @@ def _assemble(
         "format": FORMAT_VERSION,
         "alg": signer.alg,
         "kid": signer.kid,
-        "digest_alg": "sha256",
+        "digest_alg": digest.name,
         "serializer": serializer,
         "serializer_version": serializer_version,
         "serializer_params": dict(serializer_params),
         "context": ctx,
         "signed_at": format_time(datetime.now(UTC)),
     }
-    sealed = _Sealed(chunks, fields, signer)
+    sealed = _Sealed(chunks, fields, signer, digest)
     policy.check_payload_size(sealed.length, artifact=ctx.get("artifact"), key_id=signer.kid)
     return sealed
 
@@ -268,6 +293,7 @@ def seal_serialized_to(
     record: bool = False,
     run_id: str | None = None,
     durable: bool = False,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> EnvelopeHeader:
     """Seal bytes that are already serialized (never deserialized here) into an envelope.
 
@@ -280,17 +306,18 @@ def seal_serialized_to(
     policy.check_serializer(serializer, artifact=ctx.get("artifact"))
     signer = key_store.signer(key_id)
     policy.check_algorithm(signer.alg, artifact=ctx.get("artifact"), key_id=signer.kid)
+    digest = _digest_for(digest_alg, policy, ctx.get("artifact"), signer.kid)
     sealed = _assemble(
-        [payload], serializer, serializer_version, serializer_params, ctx, signer, policy
+        [payload], serializer, serializer_version, serializer_params, ctx, signer, policy, digest
     )
     return _write_target(target, sealed, key_store, record, run_id, durable)
 
 
-def _hash_chunks(chunks: list[memoryview]) -> str:
-    digest = hashlib.sha256()
+def _hash_chunks(digest: Digest, chunks: list[memoryview], length: int) -> str:
+    hasher = digest.new(length)
     for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()
+        hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def _write_sealed(fh: BinaryIO, sealed: _Sealed) -> None:
@@ -301,7 +328,7 @@ def _write_sealed(fh: BinaryIO, sealed: _Sealed) -> None:
         start = fh.tell()
         fh.seek(start + sealed.prefix_size)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(_hash_chunks, sealed.chunks)
+            future = pool.submit(_hash_chunks, sealed.digest, sealed.chunks, sealed.length)
             for chunk in sealed.chunks:
                 fh.write(chunk)
             digest = future.result()
@@ -310,7 +337,7 @@ def _write_sealed(fh: BinaryIO, sealed: _Sealed) -> None:
         fh.write(sealed.finish(digest))
         fh.seek(end)
     else:
-        fh.write(sealed.finish(_hash_chunks(sealed.chunks)))
+        fh.write(sealed.finish(_hash_chunks(sealed.digest, sealed.chunks, sealed.length)))
         for chunk in sealed.chunks:
             fh.write(chunk)
 
@@ -339,7 +366,7 @@ def record_header(
     return key_store.ledger.record_signature(
         key_id=header.kid,
         alg=header.alg,
-        digest=header.payload_sha256,
+        digest=header.payload_digest,
         length=header.payload_length,
         context=dict(header.context),
         serializer=header.serializer,

@@ -16,16 +16,18 @@ Layout (all integers big-endian; the byte-level spec with an example is in SECUR
 
 ``TAG`` is the domain-separation string ``b"dagster-wandb-secure/envelope/v1\\x00"``. The header
 is a JSON object with exactly these keys: ``format`` (1), ``alg``, ``kid``, ``digest_alg``
-("sha256"), ``payload_sha256`` (64 lowercase hex), ``payload_length``, ``serializer``,
+("sha256" or "blake3", see ``core/digests.py``), ``payload_<digest_alg>`` (the payload's digest,
+64 lowercase hex: ``payload_sha256`` or ``payload_blake3``), ``payload_length``, ``serializer``,
 ``serializer_version``, ``serializer_params`` (object), ``context`` (object of string to string
-or null), ``signed_at`` (``YYYY-MM-DDTHH:MM:SS.ffffffZ``).
+or null), ``signed_at`` (``YYYY-MM-DDTHH:MM:SS.ffffffZ``). ``digest_alg`` is signed with the
+rest of the header, and a reader accepts only the algorithms on its policy's allow-list.
 
 Reading order (nothing from the payload is interpreted before step 6):
 1. preamble: magic, version, flags, bounded lengths (no allocation before the caps are checked);
 2. header: strict canonical JSON and exact schema; algorithm on the policy's allow-list;
 3. signature: the key store checks key id, algorithm binding, status, expiry and the signature;
 4. context: the reader's expected context (artifact, type, partition, asset key) and serializer;
-5. payload: exact length (no truncation, nothing appended) and SHA-256 digest, compared in
+5. payload: exact length (no truncation, nothing appended) and digest (``digest_alg``), compared in
    constant time, over bytes already held in memory;
 6. only then are *exactly those bytes* handed to the deserializer, if policy allows it.
 """
@@ -38,15 +40,13 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .digests import DIGESTS, UnknownDigestError, get_digest
 from .errors import (
     MalformedEnvelopeError,
 )
 from .policy import Policy
-
-if TYPE_CHECKING:
-    pass
 
 MAGIC = b"\x89DWSENV\n"
 FORMAT_VERSION = 1
@@ -54,13 +54,13 @@ TAG = b"dagster-wandb-secure/envelope/v1\x00"
 PREAMBLE = struct.Struct(">8sBBIH")
 PREAMBLE_SIZE = PREAMBLE.size  # 16
 MAX_SIGNATURE_SIZE = 512
-HEADER_KEYS = frozenset(
+# Every header key but the digest's, whose name depends on ``digest_alg`` (``payload_<alg>``).
+BASE_HEADER_KEYS = frozenset(
     {
         "format",
         "alg",
         "kid",
         "digest_alg",
-        "payload_sha256",
         "payload_length",
         "serializer",
         "serializer_version",
@@ -69,6 +69,10 @@ HEADER_KEYS = frozenset(
         "signed_at",
     }
 )
+HEADER_KEYS_BY_DIGEST = {
+    name: BASE_HEADER_KEYS | {d.header_field} for name, d in DIGESTS.items()
+}
+HEADER_KEYS = HEADER_KEYS_BY_DIGEST["sha256"]  # the keys of a SHA-256 envelope
 CONTEXT_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_CONTEXT_ENTRIES = 16
 MAX_CONTEXT_VALUE = 1024
@@ -85,7 +89,7 @@ class EnvelopeHeader:
 
     alg: str
     kid: str
-    payload_sha256: str
+    payload_digest: str  # hex, under ``digest_alg``
     payload_length: int
     serializer: str
     serializer_version: str
@@ -96,18 +100,25 @@ class EnvelopeHeader:
     payload_offset: int
     verified: bool = False
     ledger_row: int | None = None
+    digest_alg: str = "sha256"
 
     @property
     def artifact(self) -> str | None:
         return self.context.get("artifact")
+
+    @property
+    def payload_sha256(self) -> str:
+        """The signed payload digest (historical name: under ``digest_alg``, not always SHA-256).
+        Compare it only with digests computed by ``digest_alg``."""
+        return self.payload_digest
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
             "alg": self.alg,
             "kid": self.kid,
-            "digest_alg": "sha256",
-            "payload_sha256": self.payload_sha256,
+            "digest_alg": self.digest_alg,
+            get_digest(self.digest_alg).header_field: self.payload_digest,
             "payload_length": self.payload_length,
             "serializer": self.serializer,
             "serializer_version": self.serializer_version,
@@ -162,10 +173,12 @@ def header_from_fields(
     verified: bool,
     signed_at: datetime | None = None,
 ) -> EnvelopeHeader:
+    digest = get_digest(fields["digest_alg"])
     return EnvelopeHeader(
         alg=fields["alg"],
         kid=fields["kid"],
-        payload_sha256=fields["payload_sha256"],
+        digest_alg=digest.name,
+        payload_digest=fields[digest.header_field],
         payload_length=fields["payload_length"],
         serializer=fields["serializer"],
         serializer_version=fields["serializer_version"],
@@ -181,9 +194,16 @@ def header_from_fields(
 def check_schema(fields: dict[str, Any], label: str | None) -> datetime:
     """Check the header's exact schema; returns the parsed ``signed_at``."""
     keys = set(fields)
-    if keys != HEADER_KEYS:
-        unknown = sorted(keys - HEADER_KEYS)[:5]
-        missing = sorted(HEADER_KEYS - keys)[:5]
+    alg = fields.get("digest_alg")
+    if isinstance(alg, str) and alg not in DIGESTS:
+        raise MalformedEnvelopeError(
+            f"digest algorithm {alg[:40]!r} is unknown (known: {', '.join(sorted(DIGESTS))})",
+            artifact=label,
+        )
+    wanted = HEADER_KEYS_BY_DIGEST[alg] if isinstance(alg, str) else HEADER_KEYS
+    if keys != wanted:
+        unknown = sorted(keys - wanted)[:5]
+        missing = sorted(wanted - keys)[:5]
         raise MalformedEnvelopeError(
             f"header fields differ from format 1 (unknown: {unknown}, missing: {missing})",
             artifact=label,
@@ -200,12 +220,13 @@ def check_schema(fields: dict[str, Any], label: str | None) -> datetime:
     for name in ("alg", "kid", "serializer", "serializer_version", "signed_at", "digest_alg"):
         if not isinstance(fields[name], str):
             raise bad(f"header field {name!r} must be a string")
-    if fields["digest_alg"] != "sha256":
-        raise bad(f"digest algorithm {fields['digest_alg'][:40]!r} is not allowed (only sha256)")
-    if not HEX64_RE.fullmatch(
-        fields["payload_sha256"] if isinstance(fields["payload_sha256"], str) else ""
-    ):
-        raise bad("payload_sha256 must be 64 lowercase hex digits")
+    try:
+        digest = get_digest(fields["digest_alg"])
+    except UnknownDigestError as exc:
+        raise bad(str(exc)) from None
+    value = fields[digest.header_field]
+    if not HEX64_RE.fullmatch(value if isinstance(value, str) else ""):
+        raise bad(f"{digest.header_field} must be 64 lowercase hex digits")
     length = fields["payload_length"]
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         raise bad("payload_length must be a non-negative integer")

@@ -1,12 +1,14 @@
 """Signed manifests: one signature over every file of a multi-file artifact version.
 
 A version may hold W&B objects, added files and directories, and payload envelopes. The manifest
-lists each file's relative path, size and SHA-256, plus any external references, and is itself
+lists each file's relative path, size and digest (SHA-256 or BLAKE3, from ``core/digests.py``:
+key ``sha256`` or ``blake3``), plus any external references, and is itself
 stored as an envelope (serializer ``json``) named ``MANIFEST_NAME`` whose signed context binds it
 to the artifact name, type, partition and asset key with ``role="manifest"``.
 
-Payload envelopes are listed by the digest of their *payload* (``envelope_payload_sha256``) and
-their serializer, so a reader that unseals them anyway hashes those bytes once, not twice.
+Payload envelopes are listed by the digest of their *payload* under the envelope's own signed
+``digest_alg`` (``envelope_payload_sha256`` or ``envelope_payload_blake3``) and their serializer,
+so a reader that unseals them anyway hashes those bytes once, not twice.
 
 Format 2 (what this library writes) also signs the version's place in its artifact's history
 (``sequence``, ``parent``, ``resigns``; see ``core/history.py``), the metadata, description and
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .digests import DEFAULT_DIGEST, ENVELOPE_FIELDS, FILE_FIELDS, digest_file, get_digest
 from .envelope import (
     Context,
     EnvelopeHeader,
@@ -80,18 +83,28 @@ MANIFEST_BYTES_PER_ENTRY = 1400
 
 @dataclass(frozen=True)
 class ManifestEntry:
+    """One signed file. The two digest attributes keep their historical names: each holds the
+    hex digest under ``digest_alg`` (the entry's key on disk is ``<alg>`` or
+    ``envelope_payload_<alg>``)."""
+
     path: str
     size: int
-    sha256: str | None = None  # for plain files
-    envelope_payload_sha256: str | None = None  # for payload envelopes
+    sha256: str | None = None  # for plain files (under digest_alg)
+    envelope_payload_sha256: str | None = None  # for payload envelopes (under digest_alg)
     serializer: str | None = None
+    digest_alg: str = "sha256"
+
+    @property
+    def digest(self) -> str:
+        return self.sha256 or self.envelope_payload_sha256 or ""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"size": self.size}
+        algo = get_digest(self.digest_alg)
         if self.sha256 is not None:
-            out["sha256"] = self.sha256
+            out[algo.file_field] = self.sha256
         if self.envelope_payload_sha256 is not None:
-            out["envelope_payload_sha256"] = self.envelope_payload_sha256
+            out[algo.envelope_field] = self.envelope_payload_sha256
             out["serializer"] = self.serializer
         return out
 
@@ -167,42 +180,35 @@ def manifest_context(context: Context) -> dict[str, str | None]:
 
 def file_sha256(path: Path) -> tuple[str, int]:
     """Stream a regular file (symlinks refused) through SHA-256; returns (hex, size)."""
-    digest = hashlib.sha256()
-    size = 0
-    buf = bytearray(HASH_CHUNK)
-    view = memoryview(buf)
-    with open_no_follow(path) as fh:
-        while True:
-            n = fh.readinto(buf)
-            if not n:
-                break
-            digest.update(view[:n])
-            size += n
-    return digest.hexdigest(), size
+    return digest_file("sha256", path)
 
 
-def describe_file(relpath: str, path: Path) -> ManifestEntry:
-    """Build the manifest entry for one file: envelopes by payload digest, others by file digest."""
+def describe_file(relpath: str, path: Path, digest_alg: str = DEFAULT_DIGEST) -> ManifestEntry:
+    """Build the manifest entry for one file: envelopes by payload digest (under their own
+    ``digest_alg``), others by the digest of the whole file under ``digest_alg``."""
     relpath = safe_relpath(relpath)
     with open_no_follow(path) as fh:
         prefix = fh.read(16)
     if is_envelope(prefix):
         info = read_header_unverified(path)["header"]
+        algo = get_digest(info.get("digest_alg"))
         size = path.stat().st_size
         return ManifestEntry(
             relpath,
             size,
-            envelope_payload_sha256=info["payload_sha256"],
+            envelope_payload_sha256=info[algo.header_field],
             serializer=info["serializer"],
+            digest_alg=algo.name,
         )
-    digest, size = file_sha256(path)
-    return ManifestEntry(relpath, size, sha256=digest)
+    digest, size = digest_file(digest_alg, path)
+    return ManifestEntry(relpath, size, sha256=digest, digest_alg=get_digest(digest_alg).name)
 
 
 def build_manifest(
     files: Mapping[str, Path],
     references: Iterable[Mapping[str, Any]] = (),
     history: History | None = None,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> dict[str, Any]:
     """The manifest document: format 2 with ``history``; format 1 without (tests of readers of
     older versions only). An empty file list is signed only when ``history.empty`` says so."""
@@ -210,7 +216,7 @@ def build_manifest(
     for relpath, path in files.items():
         if relpath == MANIFEST_NAME:
             raise ConfigurationError(f"an artifact file may not be named {MANIFEST_NAME!r}")
-        entry = describe_file(relpath, Path(path))
+        entry = describe_file(relpath, Path(path), digest_alg)
         entries[entry.path] = entry.as_dict()
     refs = [dict(r) for r in references]
     if history is None:
@@ -237,11 +243,13 @@ def write_manifest(
     references: Iterable[Mapping[str, Any]] = (),
     record: bool = True,
     history: History | None = None,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> tuple[bytes, EnvelopeHeader]:
     """Hash ``files`` (relative name -> local path) and return the signed manifest envelope.
 
-    The caller stores the bytes as ``MANIFEST_NAME`` next to the files."""
-    document = build_manifest(files, references, history)
+    The caller stores the bytes as ``MANIFEST_NAME`` next to the files. ``digest_alg`` is used
+    for plain files and for the manifest envelope itself."""
+    document = build_manifest(files, references, history, digest_alg)
     return seal_with_header(
         document,
         key_store=key_store,
@@ -251,6 +259,7 @@ def write_manifest(
         policy=policy,
         record=record,
         run_id=run_id,
+        digest_alg=digest_alg,
     )
 
 
@@ -327,6 +336,7 @@ def _verify(
                 artifact=artifact,
                 key_id=kid,
             )
+        policy.check_digest(entry.digest_alg, artifact=artifact, key_id=kid)
         if entry.envelope_payload_sha256 is not None:
             env = verify_path(
                 path,
@@ -336,17 +346,19 @@ def _verify(
                 policy=policy,
                 deep=deep and hash_envelopes,
             )
-            if not hmac.compare_digest(env.payload_sha256, entry.envelope_payload_sha256):
+            if env.digest_alg != entry.digest_alg or not hmac.compare_digest(
+                env.payload_digest, entry.envelope_payload_sha256
+            ):
                 raise TamperedPayloadError(
                     f"envelope {name!r} is not the one the manifest signed (mix-and-match)",
                     artifact=artifact,
                     key_id=env.kid,
                 )
         elif deep:
-            digest, _ = file_sha256(path)
+            digest, _ = digest_file(entry.digest_alg, path)
             if not hmac.compare_digest(digest, entry.sha256 or ""):
                 raise TamperedPayloadError(
-                    f"file {name!r} does not match its signed SHA-256",
+                    f"file {name!r} does not match its signed {entry.digest_alg} digest",
                     artifact=artifact,
                     key_id=kid,
                 )
@@ -443,18 +455,26 @@ def _parse_document(
         size = raw.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise bad(f"entry {name!r} has an invalid size")
-        if set(raw) == {"size", "sha256"} and isinstance(raw["sha256"], str):
-            entries[name] = ManifestEntry(name, size, sha256=raw["sha256"])
+        keys = set(raw) - {"size", "serializer"}
+        key = next(iter(keys)) if len(keys) == 1 else None
+        if (
+            key in FILE_FIELDS
+            and set(raw) == {"size", key}
+            and isinstance(raw[key], str)
+        ):
+            entries[name] = ManifestEntry(name, size, sha256=raw[key], digest_alg=FILE_FIELDS[key])
         elif (
-            set(raw) == {"size", "envelope_payload_sha256", "serializer"}
-            and isinstance(raw["envelope_payload_sha256"], str)
+            key in ENVELOPE_FIELDS
+            and set(raw) == {"size", key, "serializer"}
+            and isinstance(raw[key], str)
             and isinstance(raw["serializer"], str)
         ):
             entries[name] = ManifestEntry(
                 name,
                 size,
-                envelope_payload_sha256=raw["envelope_payload_sha256"],
+                envelope_payload_sha256=raw[key],
                 serializer=raw["serializer"],
+                digest_alg=ENVELOPE_FIELDS[key],
             )
         else:
             raise bad(f"entry {name!r} has unexpected fields")

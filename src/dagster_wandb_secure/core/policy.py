@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .algorithms import ALGORITHMS
+from .digests import DIGESTS
 from .errors import (
     AlgorithmMismatchError,
     ConfigurationError,
@@ -29,7 +30,12 @@ KNOWN_ALGORITHMS: tuple[str, ...] = ALGORITHMS  # the algorithm table's allow-li
 SAFE_FORMATS: frozenset[str] = frozenset({"skops", "onnx"})
 GiB = 1 << 30
 
-_SET_FIELDS = {"allowed_serializers": SERIALIZERS, "allowed_algorithms": KNOWN_ALGORITHMS}
+KNOWN_DIGESTS: tuple[str, ...] = tuple(DIGESTS)  # the digest registry's names
+_SET_FIELDS = {
+    "allowed_serializers": SERIALIZERS,
+    "allowed_algorithms": KNOWN_ALGORITHMS,
+    "allowed_digests": KNOWN_DIGESTS,
+}
 _INT_FIELDS = (
     "max_header_bytes",
     "max_payload_bytes",
@@ -48,6 +54,8 @@ class Policy:
 
     - ``allowed_serializers``: serializers whose (signed) payloads may be deserialized.
     - ``allowed_algorithms``: signature algorithms accepted in an envelope header (exact names).
+    - ``allowed_digests``: payload digest algorithms (the header's signed ``digest_alg`` and the
+      manifest entries' digests) accepted; ``["sha256"]`` for FIPS-only readers.
     - ``max_header_bytes`` / ``max_payload_bytes``: envelope size caps, checked before allocating.
     - ``max_manifest_entries`` / ``max_files``: caps for multi-file artifacts and their manifests.
     - ``max_manifest_bytes``: cap of a manifest file; a reader checks the preamble and reads only
@@ -61,6 +69,7 @@ class Policy:
 
     allowed_serializers: frozenset[str] = frozenset(SERIALIZERS)
     allowed_algorithms: frozenset[str] = frozenset(KNOWN_ALGORITHMS)
+    allowed_digests: frozenset[str] = frozenset(KNOWN_DIGESTS)
     max_header_bytes: int = 65536
     max_payload_bytes: int = 64 * GiB
     max_manifest_entries: int = 100_000
@@ -165,6 +174,18 @@ class Policy:
             raise AlgorithmMismatchError(
                 f"signature algorithm {_shown(alg)} is not allowed "
                 f"(allowed: {', '.join(sorted(self.allowed_algorithms))})",
+                artifact=artifact,
+                key_id=key_id,
+            )
+
+    def check_digest(
+        self, alg: str, *, artifact: str | None = None, key_id: str | None = None
+    ) -> None:
+        """AlgorithmMismatchError unless ``alg`` is exactly an allowed digest algorithm name."""
+        if not isinstance(alg, str) or alg not in self.allowed_digests:
+            raise AlgorithmMismatchError(
+                f"digest algorithm {_shown(alg)} is not allowed "
+                f"(allowed: {', '.join(sorted(self.allowed_digests))})",
                 artifact=artifact,
                 key_id=key_id,
             )

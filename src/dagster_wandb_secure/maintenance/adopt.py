@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ..artifacts.publishing import publish_signed
 from ..artifacts.target import project_path, signed_context
 from ..artifacts.verification import files_on_disk
+from ..core.digests import DEFAULT_DIGEST
 from ..core.errors import (
     ConfigurationError,
     ResourceLimitError,
@@ -293,8 +294,10 @@ def adopt_version(
     allow_flagged: bool = False,
     asset_key: str | None = None,
     partition: str | None = None,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> ArtifactVersion:
-    """Re-publish a scanned legacy version as a new signed version (``origin="adopted"``).
+    """Re-publish a scanned legacy version as a new signed version (``origin="adopted"``),
+    its payload and manifest digests under ``digest_alg`` (``core/digests.py``).
 
     The payload is re-read into memory, its SHA-256 compared with the scan's, and scanned again;
     exactly those bytes are sealed. ``asset_key`` / ``partition`` go into the signed context (the
@@ -333,7 +336,8 @@ def adopt_version(
     try:
         others, digests = _private_copies(files, candidate, scans, private, allow_flagged, label)
         return _publish_adopted(
-            store, key_store, candidate, data, scan, others, digests, asset_key, partition
+            store, key_store, candidate, data, scan, others, digests, asset_key, partition,
+            digest_alg,
         )
     finally:
         shutil.rmtree(private, ignore_errors=True)
@@ -390,6 +394,7 @@ def _publish_adopted(
     digests: dict[str, str],
     asset_key: str | None,
     partition: str | None,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> ArtifactVersion:
     """Seal the checked payload bytes and publish them with the private copies of the others."""
     av = candidate.version
@@ -412,6 +417,7 @@ def _publish_adopted(
         serializer_params=_pickle_params(candidate.serializer, data),
         other_files=others,
         expected_digests=digests,
+        digest_alg=digest_alg,
         context=context,
         origin=ADOPTED,
         aliases=tuple(av.aliases),

@@ -422,7 +422,8 @@ def check_version(
     if row is None:
         entry.status = Status.MISSING_FROM_LEDGER
         entry.reason = (
-            f"the manifest's signature (sha256 {header.payload_sha256[:16]}...) verifies, but "
+            f"the manifest's signature ({header.digest_alg} {header.payload_digest[:16]}...) "
+            "verifies, but "
             "this key store's ledger has no record of signing it"
         )
         return entry

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,8 +41,17 @@ from typing import TYPE_CHECKING, Any
 from ..artifacts.history import history_key, signed_manifest_of
 from ..artifacts.publishing import publish_signed
 from ..artifacts.verification import files_on_disk
+from ..core.digests import (
+    DEFAULT_DIGEST,
+    ENVELOPE_FIELDS,
+    FILE_FIELDS,
+    digest_bytes,
+    digest_file,
+    get_digest,
+)
 from ..core.envelope import format_time, parse_time, read_header_unverified, verify_bytes
 from ..core.errors import (
+    ConfigurationError,
     ExpiredKeyError,
     KeyStoreError,
     RollbackError,
@@ -52,7 +62,7 @@ from ..core.errors import (
 from ..core.fsutil import open_no_follow
 from ..core.history import Position, judge
 from ..core.keys import KeyStatus, check_kid
-from ..core.manifest import MANIFEST_NAME, History, Resigns, file_sha256, history_of_document
+from ..core.manifest import MANIFEST_NAME, History, Resigns, history_of_document
 from .audit import verification_policy, verify_version_manifest
 
 if TYPE_CHECKING:
@@ -102,8 +112,26 @@ def _split_envelope(data: bytes, label: str) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
+def _claimed_digest(header: dict[str, Any]) -> tuple[str, str]:
+    """(digest_alg, hex digest) an unverified header claims; ("", "") when it names none known."""
+    try:
+        algo = get_digest(header.get("digest_alg"))
+    except ValueError:
+        return "", ""
+    value = header.get(algo.header_field)
+    return (algo.name, value) if isinstance(value, str) else ("", "")
+
+
+def _entry_digest(entry: dict[str, Any], fields: Mapping[str, str]) -> tuple[str, str] | None:
+    """(digest_alg, hex) of a raw manifest entry under one of ``fields`` (key -> algorithm)."""
+    for key, alg in fields.items():
+        if isinstance(entry.get(key), str):
+            return alg, entry[key]
+    return None
+
+
 def _ledger_vouches(key_store: KeyStore, header: dict[str, Any], kid: str, artifact: str) -> bool:
-    digest = header.get("payload_sha256")
+    digest = _claimed_digest(header)[1]
     if not isinstance(digest, str) or len(digest) != 64:
         return False
     for row in key_store.ledger.find_digest(digest):
@@ -120,7 +148,7 @@ def _ledger_vouches(key_store: KeyStore, header: dict[str, Any], kid: str, artif
 
 def _check_by_ledger(
     key_store: KeyStore, kid: str, av: ArtifactVersion, files: dict[str, Path]
-) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], bytes]], dict[str, str]]:
+) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], bytes]], dict[str, tuple[str, str]]]:
     """The revoked-key path: digests and ledger instead of signatures. Returns the manifest
     header, {payload file: (header, payload bytes)} and {plain file: sha256}."""
 
@@ -128,8 +156,9 @@ def _check_by_ledger(
     with open_no_follow(files[MANIFEST_NAME]) as fh:
         mdata = fh.read(MAX_MANIFEST_BYTES)
     mheader, mpayload = _split_envelope(mdata, label)
-    sha = hashlib.sha256(mpayload).hexdigest()
-    if not hmac.compare_digest(sha, str(mheader.get("payload_sha256"))) or not _ledger_vouches(
+    malg, mclaimed = _claimed_digest(mheader)
+    actual = digest_bytes(malg, mpayload) if malg else ""
+    if not malg or not hmac.compare_digest(actual, mclaimed) or not _ledger_vouches(
         key_store, mheader, kid, av.name
     ):
         raise TamperedPayloadError(
@@ -147,16 +176,19 @@ def _check_by_ledger(
             "the files on disk differ from the manifest's list", artifact=label, key_id=kid
         )
     payloads: dict[str, tuple[dict[str, Any], bytes]] = {}
-    plain: dict[str, str] = {}
+    plain: dict[str, tuple[str, str]] = {}
     for rel, entry in entries.items():
-        if "envelope_payload_sha256" in entry:
+        signed = _entry_digest(entry, ENVELOPE_FIELDS)
+        if signed is not None:
             with open_no_follow(files[rel]) as fh:
                 data = fh.read()
             header, payload = _split_envelope(data, label)
-            digest = hashlib.sha256(payload).hexdigest()
+            alg, claimed = _claimed_digest(header)
+            digest = digest_bytes(alg, payload) if alg else ""
             if not (
-                hmac.compare_digest(digest, str(header.get("payload_sha256")))
-                and hmac.compare_digest(digest, str(entry["envelope_payload_sha256"]))
+                alg == signed[0]
+                and hmac.compare_digest(digest, claimed)
+                and hmac.compare_digest(digest, signed[1])
                 and header.get("kid") == kid
                 and _ledger_vouches(key_store, header, kid, av.name)
             ):
@@ -168,12 +200,13 @@ def _check_by_ledger(
                 )
             payloads[rel] = (header, payload)
         else:
-            digest, _ = file_sha256(files[rel])
-            if not hmac.compare_digest(digest, str(entry.get("sha256"))):
+            want = _entry_digest(entry, FILE_FIELDS) or ("sha256", "")
+            digest, _ = digest_file(want[0], files[rel])
+            if not hmac.compare_digest(digest, want[1]):
                 raise TamperedPayloadError(
                     f"{rel!r} does not match the manifest", artifact=label, key_id=kid
                 )
-            plain[rel] = digest
+            plain[rel] = (want[0], digest)
     mheader["_document"] = document
     mheader["_digest"] = hashlib.sha256(mdata).hexdigest()
     return mheader, payloads, plain
@@ -181,11 +214,11 @@ def _check_by_ledger(
 
 def _check_by_signature(
     key_store: KeyStore, av: ArtifactVersion, files: dict[str, Path], policy: Any
-) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], bytes]], dict[str, str]]:
+) -> tuple[dict[str, Any], dict[str, tuple[dict[str, Any], bytes]], dict[str, tuple[str, str]]]:
 
     vm = verify_version_manifest(files, av, key_store=key_store, policy=policy, deep=True)
     payloads: dict[str, tuple[dict[str, Any], bytes]] = {}
-    plain: dict[str, str] = {}
+    plain: dict[str, tuple[str, str]] = {}
     for rel, entry in vm.entries.items():
         if entry.envelope_payload_sha256 is not None:
             with open_no_follow(files[rel]) as fh:
@@ -196,11 +229,13 @@ def _check_by_signature(
                 expected_context=dict(vm.header.context) | {"role": None},
                 policy=policy,
             )
-            if not hmac.compare_digest(header.payload_sha256, entry.envelope_payload_sha256):
+            if header.digest_alg != entry.digest_alg or not hmac.compare_digest(
+                header.payload_digest, entry.envelope_payload_sha256
+            ):
                 raise TamperedPayloadError(f"{rel!r} changed", artifact=av.qualified_name)
             payloads[rel] = (header.as_dict(), bytes(payload))
         else:
-            plain[rel] = entry.sha256 or ""
+            plain[rel] = (entry.digest_alg, entry.sha256 or "")
     out = vm.header.as_dict()
     out["_history"] = vm.history
     out["_digest"] = vm.digest
@@ -334,8 +369,14 @@ def resign_from(
     project: str | None = None,
     name: str | None = None,
     dry_run: bool = False,
+    digest_alg: str = DEFAULT_DIGEST,
 ) -> list[ResignResult]:
-    """Re-sign every aliased version signed by ``kid`` (see the module docstring)."""
+    """Re-sign every aliased version signed by ``kid`` (see the module docstring); the new
+    versions use ``digest_alg`` (``core/digests.py``)."""
+    try:  # an unknown name fails before anything is published
+        get_digest(digest_alg)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
     check_kid(kid)
     record = key_store.get(kid)
@@ -435,6 +476,7 @@ def resign_from(
             expected_digests=plain,
             history=kept,
             resigns=None if kept else Resigns(None, mdigest, None),
+            digest_alg=digest_alg,
         )
         results.append(ResignResult(av, "resigned", None, new.version_label, check=check))
     return results
