@@ -79,7 +79,7 @@ class TamperedPayloadError(SignatureVerificationError):
 
     default_hint = (
         "the stored bytes differ from what was signed; treat the store as compromised, "
-        "re-materialize the asset and run `dagster-wandb-secure audit --deep`"
+        "re-materialize the asset and run `dagster-wandb-secure audit` (it re-hashes every payload)"
     )
 
 
