@@ -87,7 +87,8 @@ def _forge_link_to_v0(root: Path) -> None:
     v0_manifest = next(p for p in root.rglob(MANIFEST_NAME) if p.parent.name == "v0"
                        and p.parent.parent.name == "clf")
     doc["source"]["version"] = "v0"
-    v0_digest = read_header_unverified(v0_manifest)["header"]["payload_sha256"]
+    v0_header = read_header_unverified(v0_manifest)["header"]
+    v0_digest = v0_header["payload_" + v0_header["digest_alg"]]  # the signed digest_alg's field
     doc["source"]["manifest_sha256"] = v0_digest
     doc["registry_version"] = "v1"
     context = {**header.context, "registry_version": "v1"}
