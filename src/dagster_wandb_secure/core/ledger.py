@@ -685,15 +685,7 @@ class Ledger:
         source: str,
     ) -> None:
         """Remember a manifest envelope seen for ``artifact`` (the first sighting is kept)."""
-        _text(artifact, "artifact")
-        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
-            raise KeyStoreError(f"not a sha256 hex digest: {_short(digest)}")
-        if position is not None:
-            _check_position(position)
-        _text(version, "version", optional=True)
-        if source not in HISTORY_SOURCES:
-            raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
-        values = _position_values(position) if position is not None else (None, None, None)
+        values = _manifest_record_values(artifact, digest, position, version, source)
         with self._write() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO history_seen (artifact, digest, sequence, signed_at, "
@@ -728,6 +720,22 @@ class Ledger:
         d, seq, at, pd, version = rows[0]
         return SeenManifest(d, Position(int(seq), at, pd), version)
 
+
+
+def _manifest_record_values(
+    artifact: str, digest: str, position: Position | None, version: str | None, source: str
+) -> tuple[Any, ...]:
+    """Validate ``record_manifest``'s arguments (every backend) and return the position's
+    column values (``None`` x 3 when the manifest has no signed position)."""
+    _text(artifact, "artifact")
+    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+        raise KeyStoreError(f"not a sha256 hex digest: {_short(digest)}")
+    if position is not None:
+        _check_position(position)
+    _text(version, "version", optional=True)
+    if source not in HISTORY_SOURCES:
+        raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
+    return _position_values(position) if position is not None else (None, None, None)
 
 def _check_position(position: object) -> None:
     if (

@@ -45,6 +45,7 @@ from .ledger import (
     Ledger,
     LedgerRow,
     _check_position,
+    _manifest_record_values,
     _now_text,
     _position_values,
     _short,
@@ -651,15 +652,7 @@ class PostgresLedger:
         source: str,
     ) -> None:
         """Remember a manifest envelope seen for ``artifact`` (the first sighting is kept)."""
-        _text(artifact, "artifact")
-        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
-            raise KeyStoreError(f"not a sha256 hex digest: {_short(digest)}")
-        if position is not None:
-            _check_position(position)
-        _text(version, "version", optional=True)
-        if source not in HISTORY_SOURCES:
-            raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
-        values = _position_values(position) if position is not None else (None, None, None)
+        values = _manifest_record_values(artifact, digest, position, version, source)
         with self._conn("write to", single=True) as conn:
             conn.execute(
                 self._statements()["record_manifest"],
