@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from ..stores.base import ArtifactStore, ArtifactVersion
 
 __all__ = [
-    "HEAD_SCAN_LIMIT",
     "Allocation",
     "allocate",
     "check_alias_history",
@@ -31,11 +30,6 @@ __all__ = [
     "note_published",
     "store_head",
 ]
-
-# How many of an artifact's newest store versions a writer reads to find the highest signed
-# sequence (each costs one manifest signature check, no file is hashed).
-HEAD_SCAN_LIMIT = 64
-
 
 def history_key(entity: str, project: str, name: str) -> str:
     """The ledger key of one artifact's history: ``entity/project/name`` (partition suffix
@@ -69,17 +63,20 @@ def store_head(
     name: str,
     *,
     policy: Policy | None = None,
-    limit: int = HEAD_SCAN_LIMIT,
 ) -> VerifiedManifest | None:
-    """The verified format-2 manifest highest in the signed order among the ``limit`` newest
-    store versions of the artifact (what another writer without our ledger published)."""
+    """The verified format-2 manifest highest in the signed order among **every** store version
+    of the artifact (what another writer without our ledger published).
+
+    Every version is read, whatever its store number: the numbers are attacker-chosen, so a
+    scan of only the "newest" ones lets planted junk at the top hide the real head and make a
+    writer whose ledger has not seen the artifact restart the sequence below it. Each version
+    costs one bounded manifest read and signature check (no payload is hashed)."""
     try:
         versions = list(store.list_versions(entity=entity, project=project, name=name))
     except SecureArtifactError:
         return None
-    versions.sort(key=lambda v: v.version, reverse=True)
     best: VerifiedManifest | None = None
-    for av in versions[:limit]:
+    for av in versions:
         vm = signed_manifest_of(store, key_store, av, policy)
         if vm is None or vm.position is None:
             continue

@@ -18,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Position", "SeenManifest", "Verdict", "judge"]
+from .envelope_format import parse_time
+from .keyrecords import MAX_CLOCK_SKEW
+
+__all__ = ["Position", "SeenManifest", "Verdict", "judge", "signed_long_before"]
 
 ROLLED_BACK = "rolled-back"
 FORKED = "forked"
@@ -39,6 +42,15 @@ class Position:
 
     def as_dict(self) -> dict[str, Any]:
         return {"sequence": self.sequence, "signed_at": self.signed_at, "digest": self.digest}
+
+
+def signed_long_before(earlier: Position, later: Position) -> bool:
+    """True when ``earlier`` was signed more than the allowed clock skew (5 minutes) before
+    ``later``: two signing times that far apart cannot be a clock difference between writers."""
+    try:
+        return parse_time(earlier.signed_at) < parse_time(later.signed_at) - MAX_CLOCK_SKEW
+    except ValueError:  # positions come from verified manifests; be strict if one is odd
+        return True
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,18 @@ def judge(
                 f"alias {alias!r} resolves to {candidate.short(candidate_version)}, older than the "
                 f"{mark.short(mark_version)} already accepted for it{also}",
             )
+        elif candidate > mark and signed_long_before(candidate, mark):
+            # A higher sequence signed well before the accepted version: the accepted one was
+            # signed later with a lower sequence, by a writer that was shown the store with this
+            # content hidden (no shared ledger); this is the old content resurfacing.
+            return Verdict(
+                ROLLED_BACK,
+                f"alias {alias!r} resolves to {candidate.short(candidate_version)}: a higher "
+                f"sequence, but signed more than {_minutes(MAX_CLOCK_SKEW.total_seconds())} "
+                f"minutes before the {mark.short(mark_version)} already accepted for it, so it "
+                f"is older content (the later version was signed by a writer shown the store "
+                f"with this one hidden){also}",
+            )
     if seen is not None and seen.version is not None and seen.version != candidate_version:
         older = newest is not None and (candidate is None or candidate < newest)
         if older:
@@ -108,3 +132,7 @@ def judge(
                 "version number",
             )
     return None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g}"

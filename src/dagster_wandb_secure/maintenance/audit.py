@@ -48,6 +48,7 @@ from ..core.errors import (
     UnsafePathError,
     UnsignedPayloadError,
 )
+from ..core.history import signed_long_before
 from ..core.manifest import MANIFEST_NAME, verify_manifest
 from ..core.policy import Policy
 from ..core.serializers import SERIALIZERS
@@ -122,7 +123,8 @@ STATUS_DESCRIPTIONS: dict[Status, str] = {
     Status.REPLAYED: "the same signed manifest is stored as an earlier version too: old content "
     "re-published under a new version number",
     Status.FORKED: "another manifest was signed with the same sequence and comes later in the "
-    "signed order (concurrent writers without a shared ledger, or a fork of the history)",
+    "signed order (concurrent writers without a shared ledger, or a fork of the history), or "
+    "a lower sequence was signed long after this one (the history was restarted below it)",
     Status.LEGACY_FORMAT: "format-1 manifest: content verifies, but it has no signed place in "
     "the history (no rollback protection); `resign` upgrades it",
     Status.MISSING_FROM_LEDGER: "signature verifies, but this key store's ledger never recorded it",
@@ -525,6 +527,7 @@ def _check_history(
                         _flag(entries[i], Status.FORKED, f"another manifest was signed with "
                               f"sequence {top.sequence} and is later in the signed order "
                               f"({top.short()})")
+        _flag_restarts(entries, signed)
         best = max(entries[i].position for i in signed)
         marks = ledger.history_marks(history_key(*art))
         digests = set(first_as)
@@ -544,6 +547,31 @@ def _check_history(
             if entry.parent is not None and entry.parent not in digests and entry.reason is None:
                 entry.reason = (f"chain gap: its parent manifest {entry.parent[:12]} is not in "
                                 "the store (deleted, or written to another store)")
+
+
+def _flag_restarts(entries: list[Any], signed: list[int]) -> None:
+    """Flag versions whose sequence is higher than one signed long (beyond the clock skew)
+    after them: a writer was shown the store without them and restarted the sequence below,
+    so the higher one is older content (``core.history.signed_long_before``, as readers
+    judge it). One pass in sequence order, keeping the latest signing among lower sequences."""
+    ordered = sorted(signed, key=lambda i: entries[i].position)
+    latest_below: Any = None  # the position signed last among strictly lower sequences
+    latest_here: Any = None
+    current = None
+    for i in ordered:
+        pos = entries[i].position
+        if pos.sequence != current:
+            if latest_here is not None and (
+                latest_below is None or latest_here.signed_at > latest_below.signed_at
+            ):
+                latest_below = latest_here
+            current, latest_here = pos.sequence, None
+        if latest_below is not None and signed_long_before(pos, latest_below):
+            _flag(entries[i], Status.FORKED, f"sequence {pos.sequence} was signed at "
+                  f"{pos.signed_at}, long before {latest_below.short()} with a lower sequence: "
+                  "the history was restarted below this version, which is older content")
+        if latest_here is None or pos.signed_at > latest_here.signed_at:
+            latest_here = pos
 
 
 def audit_store(
