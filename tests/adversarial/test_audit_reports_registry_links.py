@@ -53,11 +53,21 @@ def test_a_tampered_link_statement_fails_the_audit(root: Path) -> None:
     result = _audit(root)
     assert result.returncode != 0, result.stdout
     assert "model-registry/clf" in result.stdout
+    for fmt in ("html", "markdown"):  # the reports an auditor is handed show the statement too
+        out = root / f"report.{fmt}"
+        rendered = _audit(root, "--format", fmt, "--output", str(out))
+        assert rendered.returncode != 0, rendered.stdout + rendered.stderr
+        text = out.read_text()
+        assert "Registry link statements" in text
+        row = next(line for line in text.split("<tr") if "model-registry/clf:v0" in line) \
+            if fmt == "html" else next(line for line in text.splitlines()
+                                       if "model-registry/clf:v0" in line)
+        assert "tampered" in row, row
 
 
-def _audit(root: Path) -> subprocess.CompletedProcess[str]:
+def _audit(root: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dagster_wandb_secure.cli", "audit", "--json", "-k",
-         str(root / "keys"), "--store", "local", "--store-dir", str(root / "store")],
+        [sys.executable, "-m", "dagster_wandb_secure.cli", "audit", *(options or ("--json",)),
+         "-k", str(root / "keys"), "--store", "local", "--store-dir", str(root / "store")],
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": SRC},
     )

@@ -99,7 +99,7 @@ def _fail_on(values: list[str], as_json: bool) -> set[Status]:
     return wanted
 
 
-def render_markdown(report: AuditReport) -> str:
+def render_markdown(report: AuditReport, links: list[dict[str, Any]] | None = None) -> str:
     lines = [
         "# Signature audit",
         "",
@@ -152,6 +152,16 @@ def render_markdown(report: AuditReport) -> str:
             )
             + " |"
         )
+    lines += ["", "## Registry link statements", ""]
+    if links:
+        lines += ["| status | registry version | aliases | linked artifact | key id | reason |",
+                  "|---|---|---|---|---|---|"]
+        for row in links:
+            lines.append("| " + " | ".join(cell(v) for v in (
+                row.get("status"), row.get("registry"), ", ".join(row.get("aliases") or ()),
+                row.get("source"), row.get("key_id"), row.get("reason"))) + " |")
+    else:
+        lines.append("none in this store")
     return "\n".join(lines) + "\n"
 
 
@@ -383,9 +393,9 @@ def audit_cmd(
             _write(output, text)
     elif format_ == "html":
 
-        _write(output, render_html(report))
+        _write(output, render_html(report, links=links))
     elif format_ == "markdown":
-        _write(output, render_markdown(report))
+        _write(output, render_markdown(report, links))
     else:
         if output is not None:
             usage_error("--output needs --format json, html or markdown")

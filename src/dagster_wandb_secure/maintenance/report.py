@@ -6,8 +6,9 @@ file can be mailed, archived or opened offline. Every value from the store is HT
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from html import escape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .audit import GOOD_STATUSES, STATUS_DESCRIPTIONS, Status
 
@@ -200,13 +201,38 @@ def _legend(statuses: list[str]) -> str:
     )
 
 
-def render_html(report: AuditReport, *, title: str = "Signature audit") -> str:
-    """Render ``report`` as one self-contained HTML document (a str)."""
+def _link_rows(links: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for row in links:
+        status = str(row.get("status", ""))
+        rows.append(
+            f'<tr data-status="{escape(status)}">'
+            f'<td><span class="badge" style="background:{_color(status)}">{escape(status)}'
+            "</span></td>"
+            f"<td>{escape(str(row.get('registry', '')))}</td>"
+            f"<td>{escape(', '.join(str(a) for a in row.get('aliases') or ()))}</td>"
+            f"<td>{escape(str(row.get('source') or ''))}</td>"
+            f'<td class="mono">{escape(str(row.get("key_id") or ""))}</td>'
+            f'<td class="reason">{escape(str(row.get("reason") or ""))}</td>'
+            "</tr>"
+        )
+    return "".join(rows)
+
+
+def render_html(
+    report: AuditReport,
+    *,
+    title: str = "Signature audit",
+    links: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """Render ``report`` as one self-contained HTML document (a str); ``links`` are the
+    registry link statements' rows (``audit.audit_links``), listed in their own table."""
 
     by_status = report.counts_by_status
     by_key = report.counts_by_key
     total = len(report.entries)
     bad = sum(n for s, n in by_status.items() if Status(s) not in GOOD_STATUSES)
+    bad_links = sum(1 for row in links if row.get("status") != Status.VALID.value)
     present = [s for s, n in by_status.items() if n]
     cards = [
         f'<div class="card" style="border-left-color:#24292f"><div class="n">{total}</div>'
@@ -225,6 +251,11 @@ def render_html(report: AuditReport, *, title: str = "Signature audit") -> str:
         if bad == 0
         else f'<p class="verdict bad">{bad} of {total} versions need attention.</p>'
     )
+    if bad_links:
+        verdict += (
+            f'<p class="verdict bad">{bad_links} of {len(links)} registry link statements '
+            "need attention.</p>"
+        )
     filters = "".join(
         f'<label><input type="checkbox" data-status="{escape(s)}" checked>'
         f'<span class="dot" style="background:{_color(s)}"></span>{escape(s)} '
@@ -294,6 +325,10 @@ def render_html(report: AuditReport, *, title: str = "Signature audit") -> str:
 <th>reason</th></tr></thead><tbody>
 {"".join(rows)}
 </tbody></table>
+<div class="panel" style="margin-top:18px"><h2>Registry link statements</h2>
+<table id="links"><thead><tr><th>status</th><th>registry version</th><th>aliases</th>
+<th>linked artifact</th><th>key id</th><th>reason</th></tr></thead>
+<tbody>{_link_rows(links) or '<tr><td colspan="6">none in this store</td></tr>'}</tbody></table></div>
 <div class="panel" style="margin-top:18px"><h2>Keys in the key store</h2>
 <table><thead><tr><th>key id</th><th>alg</th><th>status</th><th>not after</th><th>origin</th></tr>
 </thead><tbody>{keys_rows}</tbody></table></div>
