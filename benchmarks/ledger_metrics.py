@@ -18,22 +18,53 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dagster_wandb_secure.core.history import Position
+
 from .common import Config, MetricResult, median
 
 NAME = "ledger_publish_ms_postgres"
 WRITERS = 4
 
 
+def _digest(worker: int, i: int, role: str) -> str:
+    return hashlib.sha256(f"{worker}-{i}-{role}".encode()).hexdigest()
+
+
 def _entry(worker: int, i: int, role: str) -> dict[str, Any]:
     return {
         "key_id": "0123456789abcdef",
         "alg": "ed25519",
-        "digest": hashlib.sha256(f"{worker}-{i}-{role}".encode()).hexdigest(),
+        "digest": _digest(worker, i, role),
         "length": 1024,
-        "context": {"artifact": f"asset-{worker}", "type": "dataset", "role": role},
+        "context": {"artifact": f"asset-{worker}", "type": "dataset", "project": "team/proj",
+                    "role": role},
         "serializer": "pickle",
         "signed_at": "2024-05-01T12:00:00.000000Z",
     }
+
+
+def publish_once(ledger: Any, worker: int, i: int) -> None:
+    """The ledger calls of one ``publish_output`` (artifacts/publishing.py), in its order: three
+    durable commits (the allocation; both signature rows, before the store publishes; the
+    version's records after it)."""
+    key = f"team/proj/asset-{worker}"
+    with ledger.history_lock(key):  # history.allocate
+        seen = ledger.newest_seen(key)
+        floor = seen.position.sequence if seen is not None and seen.position else 0
+        sequence = ledger.allocate_sequence(key, floor=floor)
+        with ledger.batch():  # add_signed_manifest: the payload's row and the manifest's
+            rows = [ledger.record_signature(**_entry(worker, i, role))
+                    for role in ("payload", "manifest")]
+        # ... store.publish(...) happens here ...
+        position = Position(sequence, "2024-05-01T12:00:00.000000Z", _digest(worker, i, "m"))
+        with ledger.batch():  # publish_version: attach_version + history.note_published
+            for row in rows:
+                ledger.attach_version(row, artifact_version=f"v{i + 1}",
+                                      aliases=("latest", "prod"))
+            ledger.record_manifest(key, position.digest, position, version=f"v{i + 1}",
+                                   source="writer")
+            for alias in ("latest", "prod"):
+                ledger.advance_mark(key, alias, position, source="writer")
 
 
 def _writer(spec: str | None, folder: str, worker: int, count: int, start: Any, out: Any) -> None:
@@ -41,13 +72,11 @@ def _writer(spec: str | None, folder: str, worker: int, count: int, start: Any, 
 
     ledger = open_ledger(spec, Path(folder))
     ping(ledger)
+    publish_once(ledger, worker, -1)  # warm: connections, prepared statements
     start.wait()
     t0 = time.perf_counter()
     for i in range(count):
-        payload = ledger.record_signature(**_entry(worker, i, "payload"))
-        manifest = ledger.record_signature(**_entry(worker, i, "manifest"))
-        for row in (payload, manifest):
-            ledger.attach_version(row, artifact_version=f"v{i}", aliases=("prod",))
+        publish_once(ledger, worker, i)
     out.put((time.perf_counter() - t0) / count)
     ledger.close()
 
