@@ -17,7 +17,7 @@ import platform
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,6 +230,7 @@ def publish_output(
 
         context = target.context(type_, session.qualified_project)
         rows: list[int] = []
+        unrecorded: list[EnvelopeHeader] = []  # recorded with the manifest's, one commit
         payload_digest: str | None = None
         digest_alg = "sha256"
         key_id = session.signing_key_id
@@ -253,12 +254,12 @@ def publish_output(
                 policy=session.policy,
                 run_id=dagster_run_id,
                 digest_alg=session.settings.digest_algorithm,
+                record=False,
             )
             files[name] = path
             payload_digest, digest_alg = header.payload_digest, header.digest_alg
             key_id, alg = header.kid, header.alg
-            if header.ledger_row is not None:
-                rows.append(header.ledger_row)
+            unrecorded.append(header)
         refs = _references(config, staged)
         aliases = _aliases(config, dagster_run_id)
         user_metadata = dict(metadata)
@@ -296,6 +297,7 @@ def publish_output(
                 references=refs,
                 history=history,
                 digest_alg=session.settings.digest_algorithm,
+                headers=unrecorded,
             )
             mheader = signed.header
             key_id, alg = mheader.kid, mheader.alg
@@ -346,9 +348,12 @@ def add_signed_manifest(
     origin: str = "signed",
     history: History | None = None,
     digest_alg: str = DEFAULT_DIGEST,
+    headers: Sequence[EnvelopeHeader] = (),
 ) -> SignedManifest:
     """Sign the manifest over ``files`` into ``staging/MANIFEST_NAME``, add it to ``files`` and
-    its ledger row to ``rows``; the one manifest step of every publisher."""
+    its ledger row to ``rows``; the one manifest step of every publisher. ``headers``: payload
+    envelopes sealed without a ledger row, recorded in the same transaction as the manifest's
+    (one durable commit, still before anything is published)."""
 
 
     manifest_bytes, mheader = write_manifest(
@@ -363,7 +368,10 @@ def add_signed_manifest(
         history=history,
         digest_alg=digest_alg,
     )
-    rows.append(record_header(key_store, mheader, run_id=run_id, origin=origin))
+    with key_store.ledger.batch():
+        for header in headers:
+            rows.append(record_header(key_store, header, run_id=run_id, origin=origin))
+        rows.append(record_header(key_store, mheader, run_id=run_id, origin=origin))
     manifest_path = staging / MANIFEST_NAME
     manifest_path.write_bytes(manifest_bytes)
     files[MANIFEST_NAME] = manifest_path
@@ -410,19 +418,20 @@ def publish_version(
         aliases=aliases,
         run_id=run_id,
     )
-    for row in rows:
-        key_store.ledger.attach_version(
-            row, artifact_version=version.version_label, aliases=tuple(version.aliases)
-        )
-    if signed is not None and signed.position is not None and history_key is not None:
-        note_published(
-            key_store,
-            history_key,
-            digest=signed.digest,
-            position=signed.position,
-            version=version.version_label,
-            aliases=aliases,
-        )
+    with key_store.ledger.batch():  # the writer's records of the version: one commit
+        for row in rows:
+            key_store.ledger.attach_version(
+                row, artifact_version=version.version_label, aliases=tuple(version.aliases)
+            )
+        if signed is not None and signed.position is not None and history_key is not None:
+            note_published(
+                key_store,
+                history_key,
+                digest=signed.digest,
+                position=signed.position,
+                version=version.version_label,
+                aliases=aliases,
+            )
     return version
 
 

@@ -602,6 +602,46 @@ class Ledger:
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[LedgerRow]:
         return [LedgerRow(*row) for row in self._read(sql, params)]
 
+    def marks(self) -> list[tuple[str, str, int, str]]:
+        """Every alias mark: (artifact, alias, version, source), ordered (``ledger migrate``)."""
+        return [
+            (str(a), str(b), int(v), str(s))
+            for a, b, v, s in self._read(
+                "SELECT artifact, alias, version, source FROM aliases ORDER BY artifact, alias"
+            )
+        ]
+
+    def history_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """The whole signed history (``ledger migrate``, ``ledger status``): ``sequences``
+        (artifact, last allocated); ``marks`` (artifact, alias, Position, source);
+        ``manifests`` (artifact, SeenManifest, source), each ordered."""
+        return {
+            "sequences": [
+                (str(a), int(n))
+                for a, n in self._read(
+                    "SELECT artifact, last_sequence FROM history_sequences ORDER BY artifact"
+                )
+            ],
+            "marks": [
+                (str(a), str(b), Position(int(seq), at, d), str(src))
+                for a, b, seq, at, d, src in self._read(
+                    "SELECT artifact, alias, sequence, signed_at, digest, source "
+                    "FROM history_marks ORDER BY artifact, alias"
+                )
+            ],
+            "manifests": [
+                (
+                    str(a),
+                    SeenManifest(d, None if seq is None else Position(int(seq), at, pd), v),
+                    str(src),
+                )
+                for a, d, seq, at, pd, v, src in self._read(
+                    "SELECT artifact, digest, sequence, signed_at, position_digest, version, "
+                    "source FROM history_seen ORDER BY artifact, recorded_at, digest"
+                )
+            ],
+        }
+
     # -- signed history (the interface in the module docstring) ------------------------------
 
     @contextmanager

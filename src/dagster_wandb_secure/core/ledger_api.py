@@ -159,6 +159,10 @@ class LedgerBackend(Protocol):
 
     def newest_seen(self, artifact: str) -> SeenManifest | None: ...
 
+    def marks(self) -> list[tuple[str, str, int, str]]: ...
+
+    def history_rows(self) -> dict[str, list[tuple[Any, ...]]]: ...
+
     def close(self) -> None: ...
 
 
@@ -257,58 +261,12 @@ def ledger_status(ledger: LedgerBackend) -> dict[str, Any]:
 
 
 def export_marks(ledger: LedgerBackend) -> list[tuple[str, str, int, str]]:
-    """Every alias mark as (artifact, alias, version, source), ordered.
-
-    TODO(issue 12): the SQLite ``Ledger`` has no public method listing every mark (``aliases``
-    wants an artifact name, and a reader's ledger holds marks of artifacts it never signed), so
-    this reads its table through its own connection; replace with ``Ledger.marks()`` when the
-    signed-history ledger adds it."""
-    marks = getattr(ledger, "marks", None)
-    if callable(marks):
-        found: list[tuple[str, str, int, str]] = marks()
-        return found
-    read = ledger._read  # type: ignore[attr-defined]
-    return [
-        (str(a), str(b), int(v), str(s))
-        for a, b, v, s in read(
-            "SELECT artifact, alias, version, source FROM aliases ORDER BY artifact, alias"
-        )
-    ]
+    """Every alias mark as (artifact, alias, version, source), ordered (``LedgerBackend.marks``)."""
+    return ledger.marks()
 
 
 def export_history(ledger: LedgerBackend) -> dict[str, list[tuple[Any, ...]]]:
     """The whole signed history a ledger holds (``ledger migrate``, ``ledger status``):
     ``sequences``: (artifact, last allocated); ``marks``: (artifact, alias, Position, source);
-    ``manifests``: (artifact, SeenManifest, source), each ordered.
-
-    A backend offering ``history_rows()`` answers itself (PostgreSQL); the SQLite ``Ledger``
-    has no public method listing every artifact's history, so its tables are read through its
-    own connection (TODO: a ``Ledger.history_rows()`` in core/ledger.py)."""
-    own = getattr(ledger, "history_rows", None)
-    if callable(own):
-        found: dict[str, list[tuple[Any, ...]]] = own()
-        return found
-    read = ledger._read  # type: ignore[attr-defined]
-    return {
-        "sequences": [
-            (str(a), int(n))
-            for a, n in read(
-                "SELECT artifact, last_sequence FROM history_sequences ORDER BY artifact"
-            )
-        ],
-        "marks": [
-            (str(a), str(b), Position(int(seq), at, d), str(src))
-            for a, b, seq, at, d, src in read(
-                "SELECT artifact, alias, sequence, signed_at, digest, source FROM history_marks "
-                "ORDER BY artifact, alias"
-            )
-        ],
-        "manifests": [
-            (str(a), SeenManifest(d, None if seq is None else Position(int(seq), at, pd), v),
-             str(src))
-            for a, d, seq, at, pd, v, src in read(
-                "SELECT artifact, digest, sequence, signed_at, position_digest, version, source "
-                "FROM history_seen ORDER BY artifact, recorded_at, digest"
-            )
-        ],
-    }
+    ``manifests``: (artifact, SeenManifest, source), each ordered (``LedgerBackend.history_rows``)."""
+    return ledger.history_rows()

@@ -69,6 +69,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 5
 DEFAULT_STATEMENT_TIMEOUT_MS = 15_000
 DEFAULT_POOL_MAX = 4
 DEFAULT_LOCK_TIMEOUT_MS = 60_000  # a writer waits this long for another's history lock
+LOCK_POOL_MAX = 16  # history-lock sessions one process may hold at once (nested artifacts)
 RECHECK_AFTER_S = 1.0  # a pooled connection idle longer than this is checked before use
 _OUR_PARAMS = ("schema", "statement_timeout", "pool_max", "lock_timeout")
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -144,6 +145,7 @@ class PostgresLedger:
         )
         self.where = self._describe(parts, params)
         self._pool: Any = None
+        self._lock_pool: Any = None
         self._pid: int | None = None
         self._mutex = threading.RLock()
         self._local = threading.local()
@@ -186,7 +188,7 @@ class PostgresLedger:
         with self._mutex:
             if self._pid is not None and self._pid != os.getpid():
                 # inherited across fork: abandon the parent's pool (its threads are not here)
-                self._pool, self._pid = None, None
+                self._pool, self._lock_pool, self._pid = None, None, None
                 self._mutex = threading.RLock()
                 self._local = threading.local()
                 self._last_ok = {}
@@ -194,6 +196,36 @@ class PostgresLedger:
                 self._pool = self._open_pool()
                 self._pid = os.getpid()
             return self._pool
+
+    def _get_lock_pool(self) -> Any:
+        """The pool of history-lock sessions: connections whose ``lock_timeout`` and
+        ``statement_timeout`` are set once at connect (no per-lock ``SET``), reused across
+        publishes so a lock costs a round trip, not a new server process."""
+        self._get_pool()  # migrations applied, the driver present (typed error if not)
+        with self._mutex:
+            if self._lock_pool is None:
+                from psycopg_pool import ConnectionPool
+
+                options = (
+                    f"-c lock_timeout={self.lock_timeout_ms} "
+                    f"-c statement_timeout={self.lock_timeout_ms + self.statement_timeout_ms}"
+                )
+                pool = ConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    # nested locks of different artifacts each hold one session
+                    max_size=max(self.pool_max, LOCK_POOL_MAX),
+                    open=False,
+                    timeout=self.connect_timeout + 1,
+                    reconnect_timeout=max(self.connect_timeout * 2, 10),
+                    check=self._check_connection,
+                    kwargs=self._connect_kwargs(options),
+                    name=f"dagster-wandb-secure-ledger-locks-{id(self):x}",
+                )
+                with self._errors("connect to"):
+                    pool.open(wait=False)
+                self._lock_pool = pool
+            return self._lock_pool
 
     def _open_pool(self) -> Any:
         try:
@@ -327,7 +359,9 @@ class PostgresLedger:
             if single:  # one statement: atomic by itself in autocommit, one round trip
                 yield conn
             else:
-                with conn.transaction():
+                # pipeline mode: BEGIN and every statement whose result is not read are sent
+                # without waiting; a transaction costs a round trip per result read + COMMIT
+                with conn.pipeline(), conn.transaction():
                     yield conn
             self._last_ok[id(conn)] = time.monotonic()
 
@@ -379,9 +413,11 @@ class PostgresLedger:
     def close(self) -> None:
         """Close this process's pool (a later call reopens it)."""
         with self._mutex:
-            pool, self._pool = self._pool, None
-            if pool is not None and self._pid == os.getpid():
-                pool.close(timeout=1)
+            pools = (self._pool, self._lock_pool)
+            self._pool = self._lock_pool = None
+            for pool in pools:
+                if pool is not None and self._pid == os.getpid():
+                    pool.close(timeout=1)
 
     def __enter__(self) -> PostgresLedger:
         return self
@@ -390,12 +426,12 @@ class PostgresLedger:
         self.close()
 
     def __del__(self) -> None:
-        pool = getattr(self, "_pool", None)
-        if pool is not None and getattr(self, "_pid", None) == os.getpid():
-            try:
-                pool.close(timeout=0)
-            except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing to report
-                pass
+        for pool in (getattr(self, "_pool", None), getattr(self, "_lock_pool", None)):
+            if pool is not None and getattr(self, "_pid", None) == os.getpid():
+                try:
+                    pool.close(timeout=0)
+                except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing to report
+                    pass
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -468,23 +504,29 @@ class PostgresLedger:
         if isinstance(aliases, str):
             raise KeyStoreError("aliases must be a sequence of names, not one string")
         names = [_text(a, "alias") for a in aliases]
-        q = self._statements()
-        with self._conn("write to") as conn:
-            row = conn.execute(q["row_artifact"], (row_id,)).fetchone()
-            if row is None:
-                raise KeyStoreError(f"the ledger has no row {row_id}", version=artifact_version)
-            artifact = row[0]
-            if artifact is None and names:
-                raise KeyStoreError(
-                    f"ledger row {row_id} has no artifact name; aliases cannot be recorded",
-                    version=artifact_version,
-                )
-            conn.execute(q["set_version"], (artifact_version, number, row_id))
-            if artifact is None:
-                return
-            for alias in dict.fromkeys([LATEST, *names]):
-                assert alias is not None
-                self._raise_mark(conn, artifact, alias, number, "writer")
+        marks = list(dict.fromkeys([LATEST, *names]))
+        # one statement (one round trip): the version is set and the marks raised only when
+        # the row exists and (has an artifact name or no alias was asked for); it answers
+        # whether the row exists and its artifact, for the errors below (nothing was changed)
+        with self._conn("write to", single=True) as conn:
+            found, artifact = conn.execute(
+                self._statements()["attach"],
+                {
+                    "id": row_id,
+                    "version": artifact_version,
+                    "number": number,
+                    "named": len(names),
+                    "aliases": marks,
+                    "now": _now_text(),
+                },
+            ).fetchone()
+        if not found:
+            raise KeyStoreError(f"the ledger has no row {row_id}", version=artifact_version)
+        if artifact is None and names:
+            raise KeyStoreError(
+                f"ledger row {row_id} has no artifact name; aliases cannot be recorded",
+                version=artifact_version,
+            )
 
     def note_seen(self, artifact: str, alias: str, version: int) -> None:
         """Reader side: ``alias`` of ``artifact`` resolved to ``version`` (monotonic)."""
@@ -570,16 +612,17 @@ class PostgresLedger:
         ``LedgerLockTimeoutError``; a writer that dies releases it with its connection."""
         _text(artifact, "artifact")
         import psycopg
+        from psycopg_pool import PoolTimeout
 
         key = self._history_lock_key(artifact)
-        self._get_pool()  # migrations applied, and the driver present (typed error if not)
-        options = (
-            f"-c lock_timeout={self.lock_timeout_ms} "
-            f"-c statement_timeout={self.lock_timeout_ms + self.statement_timeout_ms}"
-        )
+        pool = self._get_lock_pool()
         q = self._statements()
         with self._errors("connect to"):
-            conn = psycopg.connect(self._conninfo, **self._connect_kwargs(options))
+            try:
+                conn = pool.getconn()
+            except PoolTimeout:  # every session busy or the server away: a connection of its own
+                conn = psycopg.connect(self._conninfo, **pool.kwargs)
+        reusable = False
         try:
             with self._errors("lock the history of an artifact in"):
                 try:
@@ -590,13 +633,22 @@ class PostgresLedger:
                         f"ledger at {self.where} for more than {self.lock_timeout_ms} ms",
                         artifact=artifact,
                     ) from None
-            yield
+            self._last_ok[id(conn)] = time.monotonic()
             try:
-                conn.execute(q["history_unlock"], (key,))
-            except psycopg.Error:
-                pass  # closing the connection below releases it anyway
+                yield
+            finally:
+                try:
+                    # back to the pool only when the server confirms the lock is released
+                    reusable = conn.execute(q["history_unlock"], (key,)).fetchone()[0] is True
+                except psycopg.Error:
+                    reusable = False  # closing the connection releases it anyway
         finally:
-            conn.close()
+            if not reusable:
+                conn.close()  # the pool discards closed connections
+            if getattr(conn, "_pool", None) is pool:
+                pool.putconn(conn)
+            elif not conn.closed:
+                conn.close()
 
     def allocate_sequence(self, artifact: str, *, floor: int) -> int:
         """``max(last allocated, floor) + 1``, remembered: one atomic statement, so sequences
@@ -625,20 +677,17 @@ class PostgresLedger:
     def advance_mark(
         self, artifact: str, alias: str, position: Position, *, source: str
     ) -> None:
-        """Move the mark of (artifact, alias) up to ``position``; never down (the row is locked
-        while it is compared, so concurrent readers and writers never move it back)."""
+        """Move the mark of (artifact, alias) up to ``position``; never down."""
         _text(artifact, "artifact")
         _text(alias, "alias")
         _check_position(position)
         if source not in HISTORY_SOURCES:
             raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
-        q = self._statements()
-        with self._conn("write to") as conn:
-            row = conn.execute(q["mark_for_update"], (artifact, alias)).fetchone()
-            if row is not None and position <= Position(int(row[0]), row[1], row[2]):
-                return
+        with self._conn("write to", single=True) as conn:
+            # one statement: ON CONFLICT DO UPDATE locks the row and re-checks the WHERE on
+            # its newest version, so concurrent writers and readers never move it back
             conn.execute(
-                q["advance_mark"],
+                self._statements()["advance_mark"],
                 (artifact, alias, *_position_values(position), source, _now_text()),
             )
 

@@ -98,9 +98,21 @@ STATEMENTS: dict[str, str] = {
         "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) "
         "RETURNING id"
     ),
-    "row_artifact": "SELECT artifact FROM {s}.signatures WHERE id = %s FOR UPDATE",
-    "set_version": (
-        "UPDATE {s}.signatures SET artifact_version = %s, version_num = %s WHERE id = %s"
+    # attach_version in one statement: set the row's version, raise the writer's marks of its
+    # artifact; answers (row exists, its artifact). Nothing changes when the row is missing, or
+    # has no artifact name while aliases were asked for (``named`` > 0).
+    "attach": (
+        "WITH target AS (SELECT artifact FROM {s}.signatures WHERE id = %(id)s), "
+        "updated AS (UPDATE {s}.signatures SET artifact_version = %(version)s, "
+        "version_num = %(number)s WHERE id = %(id)s "
+        "AND (artifact IS NOT NULL OR %(named)s::int = 0) RETURNING artifact), "
+        "marked AS (INSERT INTO {s}.aliases AS a (artifact, alias, version, source, updated_at) "
+        "SELECT u.artifact, n.alias, %(number)s, 'writer', %(now)s "
+        "FROM updated u, unnest(%(aliases)s::text[]) AS n(alias) WHERE u.artifact IS NOT NULL "
+        "ON CONFLICT (artifact, alias) DO UPDATE SET version = excluded.version, "
+        "source = excluded.source, updated_at = excluded.updated_at "
+        "WHERE excluded.version > a.version RETURNING 1) "
+        "SELECT EXISTS (SELECT 1 FROM target), (SELECT artifact FROM target)"
     ),
     "raise_mark": (
         "INSERT INTO {s}.aliases AS a (artifact, alias, version, source, updated_at) "
@@ -156,11 +168,8 @@ STATEMENTS: dict[str, str] = {
         "SELECT sequence, signed_at, digest FROM {s}.history_marks "
         "WHERE artifact = %s AND alias = %s"
     ),
-    "mark_for_update": (
-        "SELECT sequence, signed_at, digest FROM {s}.history_marks "
-        "WHERE artifact = %s AND alias = %s FOR UPDATE"
-    ),
-    # guarded twice: the row lock above, and the WHERE (two first inserts racing)
+    # atomic under concurrency: ON CONFLICT DO UPDATE locks the row and evaluates the WHERE
+    # on its newest version (READ COMMITTED), so a mark never moves back
     "advance_mark": (
         "INSERT INTO {s}.history_marks AS m (artifact, alias, sequence, signed_at, digest, "
         "source, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
