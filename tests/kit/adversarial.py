@@ -214,7 +214,7 @@ class World:
     def iom(self, **overrides: Any) -> WandbArtifactsIOManager:
         settings: dict[str, Any] = {
             "key_store": str(self.keys),
-            "store": "local",
+            "store": self.extra.get("store", "local"),  # "wandb": offline, mirror = store_dir
             "local_store_dir": str(self.store_dir),
             "base_dir": str(self.root / "base"),
             "entity": ENTITY,
