@@ -355,13 +355,13 @@ def _no_warning(_: str) -> None:
 
 def _log_verified(context: InputContext, verified: Any) -> None:
     """One INFO line per verified read, and the same facts as input metadata."""
-    seq = verified.sequence
+    seq, digest = verified.sequence, verified.manifest_envelope_digest
     context.log.info(
-        signature_line("verified", verified.label, verified.key_id, verified.algorithm, seq)
+        signature_line("verified", verified.label, verified.key_id, verified.algorithm, seq, digest)
     )
     try:
         context.add_input_metadata(
-            signature_metadata(verified.label, verified.key_id, verified.algorithm, seq),
+            signature_metadata(verified.label, verified.key_id, verified.algorithm, seq, digest),
             description=f"verified {verified.label}",
         )
     except Exception:  # noqa: BLE001, S110 - e.g. an op input Dagster keeps no metadata for

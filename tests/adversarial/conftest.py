@@ -9,6 +9,7 @@ import pytest
 
 from dagster_wandb_secure.core.keys import KeyStore
 from kit.adversarial import ALGS, World
+from kit.adversarial import one_key_root as root  # noqa: F401 - the ``root`` fixture
 
 
 @pytest.fixture(params=ALGS)

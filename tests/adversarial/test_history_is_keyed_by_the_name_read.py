@@ -6,33 +6,13 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dagster import AssetIn, AssetKey, SourceAsset, asset, materialize
-from dagster_wandb_secure.core.keys import KeyStore
-from dagster_wandb_secure.io_manager import WandbArtifactsIOManager
-
-E, P = "team", "proj"
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    ks = KeyStore.open(tmp_path / "keys")
-    ks.generate("ed25519")
-    ks.ledger.close()
-    yield tmp_path
-
-
-def _iom(root: Path, store: str) -> WandbArtifactsIOManager:
-    return WandbArtifactsIOManager(
-        key_store=str(root / "keys"), store=store, local_store_dir=str(root / "store"),
-        base_dir=str(root / "base"), entity=E, project=P,
-    )
+from kit.adversarial import store_iom  # the ``root`` fixture: tests/adversarial/conftest.py
 
 
 def _write(root: Path, store: str, value: Any) -> None:
@@ -40,7 +20,7 @@ def _write(root: Path, store: str, value: Any) -> None:
     def producer() -> Any:
         return value
 
-    assert materialize([producer], resources={"m": _iom(root, store)}).success
+    assert materialize([producer], resources={"m": store_iom(root, store)}).success
 
 
 def _read(root: Path, store: str) -> tuple[bool, Any, str]:
@@ -51,7 +31,7 @@ def _read(root: Path, store: str) -> tuple[bool, Any, str]:
         seen["value"] = up
 
     result = materialize([SourceAsset(key=AssetKey("victim"), io_manager_key="m"), reader],
-                         resources={"m": _iom(root, store)}, selection=[reader],
+                         resources={"m": store_iom(root, store)}, selection=[reader],
                          raise_on_error=False)
     text = ""
     if not result.success:

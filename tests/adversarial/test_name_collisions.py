@@ -1,14 +1,18 @@
 """Issue 12 item 6: names that cannot collide, and asset reads that always bind the asset key.
 
-Each pair used to share one artifact name; written through real ``materialize`` with the local
-store, each must now get its own name and each reader the value its own asset wrote. A reader whose
-upstream asset is not in the run must refuse another asset's signed data (typed error)."""
+Each pair used to share one artifact name; written through real ``materialize`` on the local store
+and on the W&B store offline (its local mirror), each must now get its own name, each reader the
+value its own asset wrote, and the CLI (``audit``, ``verify``) must show them as distinct
+artifacts. A reader whose upstream asset is not in the run must refuse another asset's signed
+data (typed error)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from dagster import (
     AssetIn,
@@ -26,9 +30,17 @@ from dagster import (
     op,
 )
 from dagster_wandb_secure.artifacts import naming
+from dagster_wandb_secure.cli import app
 from dagster_wandb_secure.core.errors import ContextMismatchError
 from dagster_wandb_secure.stores.base import ArtifactNotFoundError
 from kit.adversarial import ENTITY, IOM_KEY, PROJECT, World, refused
+
+
+@pytest.fixture(params=["local", "wandb"])
+def world(world: World, request: pytest.FixtureRequest) -> World:
+    """Every test here on both stores (``wandb``: offline, the mirror is ``world.store_dir``)."""
+    world.extra["store"] = request.param
+    return world
 
 
 def _writer(path: list[str], value: Any, partitions_def: Any = None) -> Any:
@@ -61,6 +73,32 @@ def _names(world: World) -> set[str]:
     return {av.name for av in world.store.list_versions()}
 
 
+def _store_args(world: World) -> list[str]:
+    args = ["--store-dir", str(world.store_dir), "-k", str(world.keys)]
+    if world.extra["store"] == "wandb":
+        args += ["--store", "wandb", "--entity", ENTITY, "--project", PROJECT]
+    return args
+
+
+def _cli_shows_distinct(world: World, *names: str) -> None:
+    """``audit`` lists one valid artifact per name; ``verify`` accepts each version folder for
+    its own name and refuses it for the other."""
+    runner = CliRunner()
+    result = runner.invoke(app, ["audit", *_store_args(world), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stdout
+    report = json.loads(result.stdout)
+    rows = {row["name"]: row["status"] for row in report["versions"]}
+    assert len(names) == 2 and rows == {name: "valid" for name in names}, rows
+    for name, other in zip(names, reversed(names), strict=True):
+        folder = world.store.resolve(ENTITY, PROJECT, name, alias="latest").root
+        ok = runner.invoke(app, ["verify", str(folder), "--artifact", name, "-k",
+                                 str(world.keys), "--json"], catch_exceptions=False)
+        assert ok.exit_code == 0 and json.loads(ok.stdout)["verdict"] == "valid", ok.stdout
+        bad = runner.invoke(app, ["verify", str(folder), "--artifact", other, "-k",
+                                  str(world.keys), "--json"], catch_exceptions=False)
+        assert bad.exit_code == 1 and json.loads(bad.stdout)["verdict"] == "failed", bad.stdout
+
+
 def test_one_part_key_with_dash_vs_two_part_key(world: World) -> None:
     iom = world.iom()
     assert materialize([_writer(["a-b"], "one part")], resources={IOM_KEY: iom}).success
@@ -69,6 +107,8 @@ def test_one_part_key_with_dash_vs_two_part_key(world: World) -> None:
     assert "a-b" in _names(world)  # the upstream name of a one-part key is kept
     assert _read(world, ["a-b"]) == "one part"
     assert _read(world, ["a", "b"]) == "two parts"
+    _cli_shows_distinct(world, "a-b", naming.artifact_name_for_asset_key(["a", "b"]))
+
 
 
 def test_dotted_key_vs_partition_of_another_asset(world: World) -> None:
@@ -82,6 +122,8 @@ def test_dotted_key_vs_partition_of_another_asset(world: World) -> None:
     assert "x.y" in _names(world)  # partition y of x keeps its name
     assert _read(world, ["x.y"]) == "dotted"
     assert _read(world, ["x"], partitions_def=parts, key="y") == "x:y"
+    _cli_shows_distinct(world, "x.y", naming.artifact_name_for_asset_key(["x.y"]))
+
 
 
 def test_partitions_with_pipe_vs_dash(world: World) -> None:
@@ -95,6 +137,8 @@ def test_partitions_with_pipe_vs_dash(world: World) -> None:
     assert "p.a-b" in _names(world)
     assert _read(world, ["p"], partitions_def=parts, key="a|b") == "p:a|b"
     assert _read(world, ["p"], partitions_def=parts, key="a-b") == "p:a-b"
+    _cli_shows_distinct(world, naming.artifact_name("p", "a|b"), "p.a-b")
+
 
 
 def test_multi_partitions_that_join_alike(world: World) -> None:
@@ -115,7 +159,7 @@ def test_multi_partitions_that_join_alike(world: World) -> None:
     assert "m.a-b-c" in _names(world)  # only the last value has a dash: readable form kept
     assert _read(world, ["m"], partitions_def=parts, key=one) == "m:a|b-c"
     assert _read(world, ["m"], partitions_def=parts, key=two) == "m:a-b|c"
-
+    _cli_shows_distinct(world, naming.artifact_name("m", one), naming.artifact_name("m", two))
 
 
 

@@ -4,7 +4,6 @@ statements through it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +11,7 @@ import pytest
 
 from dagster import AssetIn, AssetKey, SourceAsset, asset, materialize
 from dagster_wandb_secure.core.keys import KeyStore
-from dagster_wandb_secure.io_manager import WandbArtifactsIOManager
-
-E, P = "team", "proj"
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    ks = KeyStore.open(tmp_path / "keys")
-    ks.generate("ed25519")
-    ks.ledger.close()
-    yield tmp_path
-
-
-def _iom(root: Path, store: str) -> WandbArtifactsIOManager:
-    return WandbArtifactsIOManager(
-        key_store=str(root / "keys"), store=store, local_store_dir=str(root / "store"),
-        base_dir=str(root / "base"), entity=E, project=P,
-    )
+from kit.adversarial import store_iom  # the ``root`` fixture: tests/adversarial/conftest.py
 
 
 def _write(root: Path, store: str, link: bool) -> tuple[bool, str]:
@@ -42,7 +23,7 @@ def _write(root: Path, store: str, link: bool) -> tuple[bool, str]:
     def clf() -> dict[str, int]:
         return {"depth": 1}
 
-    result = materialize([clf], resources={"m": _iom(root, store)}, raise_on_error=False)
+    result = materialize([clf], resources={"m": store_iom(root, store)}, raise_on_error=False)
     text = ""
     if not result.success:
         err = result.get_step_failure_events()[0].event_specific_data.error
@@ -61,7 +42,7 @@ def _read(root: Path, store: str) -> tuple[bool, Any]:
         seen["m"] = m
 
     result = materialize([SourceAsset(key=key, io_manager_key="m"), use], selection=[use],
-                         resources={"m": _iom(root, store)}, raise_on_error=False)
+                         resources={"m": store_iom(root, store)}, raise_on_error=False)
     return result.success, seen.get("m")
 
 

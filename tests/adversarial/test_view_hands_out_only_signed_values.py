@@ -5,7 +5,6 @@ derived from signed data: ``created_at`` is the manifest's signed time, not the 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,26 +12,7 @@ from typing import Any
 import pytest
 
 from dagster import AssetIn, AssetKey, SourceAsset, asset, materialize
-from dagster_wandb_secure.core.keys import KeyStore
-from dagster_wandb_secure.io_manager import WandbArtifactsIOManager
-
-E, P = "team", "proj"
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    ks = KeyStore.open(tmp_path / "keys")
-    ks.generate("ed25519")
-    ks.ledger.close()
-    yield tmp_path
-
-
-def _iom(root: Path, store: str) -> WandbArtifactsIOManager:
-    return WandbArtifactsIOManager(
-        key_store=str(root / "keys"), store=store, local_store_dir=str(root / "store"),
-        base_dir=str(root / "base"), entity=E, project=P,
-    )
+from kit.adversarial import store_iom  # the ``root`` fixture: tests/adversarial/conftest.py
 
 
 @pytest.mark.parametrize("store", ["local", "wandb"])
@@ -47,7 +27,7 @@ def test_created_at_is_the_signed_time(root: Path, store: str) -> None:
         return art
 
     before = datetime.now().astimezone()
-    assert materialize([model], resources={"m": _iom(root, store)}).success
+    assert materialize([model], resources={"m": store_iom(root, store)}).success
     index = next((root / "store").rglob("index.sqlite3"))
     conn = sqlite3.connect(index)
     conn.execute("UPDATE versions SET created_at = '1999-01-01T00:00:00+00:00'")
@@ -60,6 +40,6 @@ def test_created_at_is_the_signed_time(root: Path, store: str) -> None:
         seen["created_at"] = up.created_at
 
     assert materialize([SourceAsset(key=AssetKey("model"), io_manager_key="m"), reader],
-                       selection=[reader], resources={"m": _iom(root, store)}).success
+                       selection=[reader], resources={"m": store_iom(root, store)}).success
     created = datetime.fromisoformat(seen["created_at"].replace("Z", "+00:00"))
     assert created >= before.replace(microsecond=0), seen

@@ -169,7 +169,7 @@ def test_simple_list_asset_and_its_reader(mode: str) -> None:
     assert SEEN["list"] == [1, 2, 3]
     messages = logs(result, "INFO")
     assert any(m.startswith("signed my_first_list:v0 (seq 1) with ") for m in messages), messages
-    assert any(m.startswith("verified my_first_list:v0 (seq 1) signed by ") for m in messages)
+    assert any(m.startswith("verified my_first_list:v0 (signed seq 1, signed manifest ") for m in messages)
     assert any("(ed25519)" in m for m in messages if m.startswith("verified"))
 
 

@@ -17,10 +17,12 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from dagster import (
     AssetIn,
@@ -212,7 +214,7 @@ class World:
     def iom(self, **overrides: Any) -> WandbArtifactsIOManager:
         settings: dict[str, Any] = {
             "key_store": str(self.keys),
-            "store": "local",
+            "store": self.extra.get("store", "local"),  # "wandb": offline, mirror = store_dir
             "local_store_dir": str(self.store_dir),
             "base_dir": str(self.root / "base"),
             "entity": ENTITY,
@@ -335,6 +337,30 @@ class World:
         return {rel: self.bytes_of(av, rel) for rel in av.files}
 
 
+# --- one key store, one folder (the tests that need no World) ---------------------------------
+
+
+@pytest.fixture(name="root")
+def one_key_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A test folder (the working directory) holding ``keys``: one Ed25519 key, its ledger."""
+    monkeypatch.chdir(tmp_path)
+    ks = KeyStore.open(tmp_path / "keys")
+    ks.generate("ed25519")
+    ks.ledger.close()
+    yield tmp_path
+
+
+def store_iom(
+    root: Path, store: str, *, keys: Path | None = None, **settings: Any
+) -> WandbArtifactsIOManager:
+    """The IO manager over ``root``'s store (``local``, or ``wandb`` offline: its mirror is the
+    same folder), signing and verifying with ``keys`` (default ``root/keys``)."""
+    return WandbArtifactsIOManager(
+        key_store=str(keys or root / "keys"), store=store, local_store_dir=str(root / "store"),
+        base_dir=str(root / "base"), entity=ENTITY, project=PROJECT, **settings,
+    )
+
+
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
@@ -349,8 +375,10 @@ __all__ = [
     "flip_bit",
     "forge",
     "mode_of",
+    "one_key_root",
     "parse",
     "find_secure_error",
     "refusal",
     "refused",
+    "store_iom",
 ]

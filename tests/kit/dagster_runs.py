@@ -50,9 +50,11 @@ def writable(path: Path) -> Path:
     return path
 
 
-def read_via(iom: Any, upstream: Any, *, source: bool = True, **read_config: Any) -> Any:
-    """Materialize a reader of ``upstream`` (as a SourceAsset when ``source``); returns the
-    result with ``.seen['value']`` set on success."""
+def read_via(
+    iom: Any, upstream: Any, *, source: bool = True, instance: Any = None, **read_config: Any
+) -> Any:
+    """Materialize a reader of ``upstream`` (as a SourceAsset when ``source``) on ``instance``
+    (default: an ephemeral one); returns the result with ``.seen['value']`` set on success."""
     meta = {"wandb_artifact_configuration": read_config} if read_config else None
     seen: dict[str, Any] = {}
 
@@ -61,6 +63,7 @@ def read_via(iom: Any, upstream: Any, *, source: bool = True, **read_config: Any
         seen["value"] = value
 
     defs = [upstream.to_source_asset() if source else upstream, reader]
-    result = materialize(defs, resources={"m": iom}, selection=[reader], raise_on_error=False)
+    result = materialize(defs, resources={"m": iom}, selection=[reader], raise_on_error=False,
+                         instance=instance)
     result.seen = seen  # type: ignore[attr-defined]
     return result

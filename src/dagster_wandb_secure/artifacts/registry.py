@@ -9,8 +9,15 @@ signed *link statement* per registry version, ``v<K>.link``: a core envelope (se
 ``json``, context role ``registry-link``) whose payload binds the registry name, the registry
 version ``vK`` and its aliases to the original artifact (entity, project, name, version, type,
 its full signed context) and the SHA-256 of the original's signed manifest. The ledger records
-each statement (artifact = the registry's qualified name) with its aliases, so an alias that
-is made to point at an older link is refused as a rollback.
+each statement (artifact = the registry's qualified name) with its aliases.
+
+A reader's rollback marks for a registry alias are *signed* values only: the statement's signed
+registry version (+ 1), its signed time and its digest (a ``core.history.Position``, kept under
+``registry_history_key``). An alias that resolves to an older statement is a rollback; one that
+resolves to a different statement with the same registry version (two writers that never shared
+a ledger both signed ``vK``, and the older one was put back) is a fork: both are refused with
+``RollbackError``. The writer leaves the same marks for its own links, so a reader sharing its
+ledger refuses anything earlier.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.envelope_format import format_time
 from ..core.errors import (
     ConfigurationError,
     ContextMismatchError,
@@ -33,6 +41,7 @@ from ..core.errors import (
     TamperedPayloadError,
 )
 from ..core.fsutil import InterProcessLock, atomic_write, open_no_follow
+from ..core.history import Position, judge
 from ..stores.base import (
     ArtifactNotFoundError,
     StoreError,
@@ -98,6 +107,13 @@ class RegistryLink:
     algorithm: str
     extra: Mapping[str, Any] = field(default_factory=dict)
     statement_sha256: str = ""  # payload_sha256 of the verified statement envelope (ledger row)
+    signed_at: str = ""  # the statement envelope's signed time (canonical text)
+
+    @property
+    def position(self) -> Position:
+        """Where this statement stands in the collection's signed order (sequence = signed
+        registry version + 1: history sequences start at 1)."""
+        return Position(self.version + 1, self.signed_at, self.statement_sha256)
 
     @property
     def version_label(self) -> str:
@@ -111,6 +127,12 @@ class RegistryLink:
     def source_label(self) -> str:
         s = self.source
         return f"{s['entity']}/{s['project']}/{s['name']}:{s['version']}"
+
+
+def registry_history_key(path: RegistryPath) -> str:
+    """The ledger key of a registry collection's marks (never an artifact's history key:
+    ``#`` is not allowed in artifact names)."""
+    return f"{path.qualified}#registry"
 
 
 def parse_registry_path(target_path: str, default_entity: str) -> RegistryPath:
@@ -268,11 +290,23 @@ def link_verified(
             policy=session.policy,
         )
         atomic_write(folder / f"v{version}.link", data, mode=0o644)
-    if header.ledger_row is not None:
-        session.key_store.ledger.attach_version(
-            header.ledger_row, artifact_version=f"v{version}", aliases=names
-        )
-    return RegistryLink(path, version, names, source, header.kid, header.alg)
+    link = RegistryLink(path, version, names, source, header.kid, header.alg,
+                        statement_sha256=header.payload_sha256,
+                        signed_at=format_time(header.signed_at))
+    ledger = session.key_store.ledger
+    with ledger.batch():
+        if header.ledger_row is not None:
+            ledger.attach_version(header.ledger_row, artifact_version=f"v{version}", aliases=names)
+        _note_link(ledger, link, ("latest", *names), source="writer")
+    return link
+
+
+def _note_link(ledger: Any, link: RegistryLink, aliases: Iterable[str], *, source: str) -> None:
+    key = registry_history_key(link.path)
+    ledger.record_manifest(key, link.statement_sha256, link.position,
+                           version=link.version_label, source=source)
+    for alias in dict.fromkeys(aliases):
+        ledger.advance_mark(key, alias, link.position, source=source)
 
 
 def _read_statement(
@@ -308,7 +342,8 @@ def _read_statement(
             artifact=path.qualified, version=f"v{version}", key_id=header.kid,
         )
     return RegistryLink(path, version, tuple(doc["aliases"]), doc["source"], header.kid, header.alg,
-                        statement_sha256=header.payload_sha256)
+                        statement_sha256=header.payload_sha256,
+                        signed_at=format_time(header.signed_at))
 
 
 def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> RegistryLink:
@@ -337,15 +372,35 @@ def find_link(session: Session, path: RegistryPath, read: ReadConfig) -> Registr
             f"no link of the registry carries the alias {alias!r}", artifact=path.qualified
         )
     _attested(session, chosen)
-    newest = ks.ledger.newest_version(path.qualified, alias=alias)
-    if newest is not None and chosen.version < newest:
-        raise RollbackError(
-            f"alias {alias!r} resolves to v{chosen.version}, but v{newest} was already linked "
-            "or seen for it (a newer link statement was removed)",
-            artifact=path.qualified, version=chosen.version_label, key_id=chosen.key_id,
-        )
-    ks.ledger.note_seen(path.qualified, alias, chosen.version)
+    _check_marks(ks.ledger, chosen, alias)
+    _note_link(ks.ledger, chosen, (alias,), source="reader")
     return chosen
+
+
+def _check_marks(ledger: Any, link: RegistryLink, alias: str) -> None:
+    """Refuse an alias whose statement is older than (or forks) the one already accepted for
+    it, compared by signed position and digest only (``core.history.judge``)."""
+    key = registry_history_key(link.path)
+    mark = ledger.history_mark(key, alias)
+    mark_seen = ledger.seen_manifest(key, mark.digest) if mark is not None else None
+    newest = ledger.newest_seen(key)
+    verdict = judge(
+        alias=alias,
+        candidate=link.position,
+        candidate_digest=link.statement_sha256,
+        candidate_version=link.version_label,
+        mark=mark,
+        seen=ledger.seen_manifest(key, link.statement_sha256),
+        newest=newest.position if newest is not None else None,
+        mark_version=mark_seen.version if mark_seen else None,
+    )
+    if verdict is not None:
+        raise RollbackError(
+            f"{verdict.status}: {verdict.reason} (a link statement was removed or replaced)",
+            artifact=link.path.qualified, version=link.version_label, key_id=link.key_id,
+            hint="read an explicit registry version (version: vK) if that link is really "
+            "wanted; otherwise investigate who can write to the store's registry/ folder",
+        )
 
 
 def _attested(session: Session, link: RegistryLink) -> RegistryLink:

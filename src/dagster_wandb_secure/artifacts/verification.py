@@ -194,6 +194,13 @@ class VerifiedVersion:
         return h.sequence if h else None
 
     @property
+    def manifest_envelope_digest(self) -> str | None:
+        """SHA-256 of the whole signed manifest envelope (the identity history marks and the next
+        version's ``parent`` use); None for a format-1 version (no signed order)."""
+        m = self.manifest
+        return m.digest if m is not None and m.history is not None and m.digest else None
+
+    @property
     def signed_metadata(self) -> dict[str, Any]:
         h = self.manifest.history if self.manifest else None
         return dict(h.metadata) if h else {}
