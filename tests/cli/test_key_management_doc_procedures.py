@@ -8,6 +8,7 @@ primary), ``audit`` exits 0 and a reader with its own ledger (marks from before)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from dagster import AssetIn, AssetKey, SourceAsset, asset, materialize
 from dagster_wandb_secure.artifacts.history import signed_manifest_of
 from dagster_wandb_secure.core.history import Position
 from dagster_wandb_secure.core.keys import KeyStore
+from dagster_wandb_secure.core.manifest import MANIFEST_NAME
 from dagster_wandb_secure.io_manager import WandbArtifactsIOManager
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 
@@ -108,26 +110,36 @@ def _kids(root: Path) -> tuple[set[str], str]:
 
 
 def _check_audit(root: Path, section: str, *, old_keys: set[str | None]) -> None:
-    """Every aliased version is ``valid``; what is not is an un-aliased original signed by the
-    ended key whose signed position a valid re-signed copy holds. (Known gap: the superseded
-    originals still make a plain ``audit`` exit 1; see docs/key-management.md.)"""
+    """A plain ``audit`` exits 0: every aliased version is ``valid``; what is not is an
+    un-aliased original signed by the ended key, ``superseded`` by a valid re-signed copy that
+    holds its signed position."""
     done = _cli(root, ["audit", "-k", "writer-keys", "--store-dir", "STORE", "--json"])
     report = json.loads(done.stdout)
+    assert done.returncode == 0, (section, report["verdict"], [
+        (r["version"], r["status"], r["aliases"], r["reason"]) for r in report["versions"]])
     store, ks = LocalArtifactStore(root / "STORE"), KeyStore.open(root / "writer-keys")
     try:
-        positions = {}
+        positions, stored = {}, {}
         for av in store.list_versions(name="model"):
             vm = signed_manifest_of(store, ks, av)
             positions[av.version_label] = vm.position if vm else None
+            stored[av.version_label] = hashlib.sha256(
+                store.file_path(av, MANIFEST_NAME).read_bytes()).hexdigest()
     finally:
         ks.close()
-    held = {positions[r["version"]] for r in report["versions"] if r["status"] == "valid"}
-    for row in report["versions"]:
-        if row["status"] == "valid":
-            continue
-        where = f"{section}: {row['name']}:{row['version']} {row['status']}"
+    valid = {r["version"]: r for r in report["versions"] if r["status"] == "valid"}
+    held = {positions[v] for v in valid}
+    superseded = [r for r in report["versions"] if r["status"] != "valid"]
+    assert superseded, f"{section}: resign left no original behind?"
+    for row in superseded:
+        where = f"{section}: {row['name']}:{row['version']} {row['status']} {row['reason']}"
+        assert row["status"] == "superseded", where
         assert not row["aliases"] and row["key_id"] in old_keys, where
-        assert row["status"] in ("expired-key", "revoked-key"), where
+        copy = row["reason"].split("re-signed as ")[1].split()[0]
+        # the copy re-signs this very manifest, or (a re-signed original) the same original
+        assert copy in valid and valid[copy]["resigns"] is not None, where
+        first = section.startswith("Staged")  # before any re-sign, originals are first-hand
+        assert not first or valid[copy]["resigns"] == stored[row["version"]], where
         # its content lives on in a valid re-signed copy (same signed position)
         assert positions.get(row["version"]) in held or positions.get(row["version"]) is None, where
 

@@ -64,7 +64,7 @@ FailOnOption = typer.Option(
     [],
     "--fail-on",
     help="Exit 1 if any version has one of these statuses (repeatable or comma-separated; "
-    "'any' = every status but valid/adopted/signature-ok; 'none' = report only). Default: "
+    "'any' = every status but valid/adopted/signature-ok/superseded; 'none' = report only). Default: "
     "any.",
 )
 
@@ -188,7 +188,8 @@ def _seconds(stamp: str | None) -> str:
 
 
 def needs_attention(report: AuditReport) -> list[AuditEntry]:
-    """Versions with a failing status (anything but ``valid``, ``adopted``, ``signature-ok``)."""
+    """Versions with a failing status (anything but ``valid``, ``adopted``, ``signature-ok``,
+    ``superseded``)."""
     return [e for e in report.entries if e.status in DEFAULT_FAIL_ON]
 
 
@@ -200,10 +201,14 @@ def verdict_line(report: AuditReport) -> str:
         return "no versions found"
     bad = len(needs_attention(report))
     unhashed = sum(1 for e in report.entries if e.status is Status.SIGNATURE_OK)
-    if bad == 0 and unhashed == 0:
+    replaced = sum(1 for e in report.entries if e.status is Status.SUPERSEDED)
+    also = f"; {replaced} superseded (originals replaced by re-signed copies)" if replaced else ""
+    if bad == 0 and unhashed == 0 and replaced == 0:
         return f"all {total} versions are valid" if total != 1 else "the 1 version is valid"
+    if bad == 0 and unhashed == 0:
+        return f"all {total - replaced} current versions are valid{also}"
     noun = "version" if total == 1 else "versions"
-    line = f"{bad} of {total} {noun} {'needs' if bad == 1 else 'need'} attention"
+    line = f"{bad} of {total} {noun} {'needs' if bad == 1 else 'need'} attention{also}"
     if unhashed:
         line += f"; {unhashed} signature-ok only (payloads not re-hashed: run without --fast)"
     return line

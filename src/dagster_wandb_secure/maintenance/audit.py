@@ -18,6 +18,7 @@ ledger is read once for the whole audit, not once per version.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
@@ -48,8 +49,9 @@ from ..core.errors import (
     UnsafePathError,
     UnsignedPayloadError,
 )
+from ..core.fsutil import open_no_follow
 from ..core.history import signed_long_before
-from ..core.manifest import MANIFEST_NAME, verify_manifest
+from ..core.manifest import MANIFEST_BYTES_PER_ENTRY, MANIFEST_NAME, verify_manifest
 from ..core.policy import Policy
 from ..core.serializers import SERIALIZERS
 from ..stores.base import VersionRowError, scan_versions
@@ -65,6 +67,7 @@ __all__ = [
     "AUDIT_SCHEMA",
     "DEFAULT_FAIL_ON",
     "FAILING_STATUSES",
+    "PASSING_STATUSES",
     "AuditEntry",
     "AuditReport",
     "Status",
@@ -87,6 +90,7 @@ class Status(StrEnum):
     VALID = "valid"
     ADOPTED = "adopted"
     SIGNATURE_OK = "signature-ok"
+    SUPERSEDED = "superseded"
     TAMPERED = "tampered"
     UNSIGNED = "unsigned"
     UNKNOWN_KEY = "unknown-key"
@@ -103,7 +107,11 @@ class Status(StrEnum):
 
 STATUS_ORDER: tuple[Status, ...] = tuple(Status)
 GOOD_STATUSES = frozenset({Status.VALID, Status.ADOPTED, Status.SIGNATURE_OK})
-FAILING_STATUSES = frozenset(set(Status) - GOOD_STATUSES)
+# not failing, though not verifiable itself: an original that a passing version re-signs
+PASSING_STATUSES = GOOD_STATUSES | {Status.SUPERSEDED}
+FAILING_STATUSES = frozenset(set(Status) - PASSING_STATUSES)
+# what `resign` leaves behind: originals it re-signed (their key ended, or format 1)
+SUPERSEDABLE = frozenset({Status.EXPIRED_KEY, Status.REVOKED_KEY, Status.LEGACY_FORMAT})
 # what a default `audit` fails on: anything but valid/adopted (signature-ok only in --fast)
 DEFAULT_FAIL_ON = FAILING_STATUSES
 
@@ -112,6 +120,9 @@ STATUS_DESCRIPTIONS: dict[Status, str] = {
     Status.ADOPTED: "legacy unsigned artifact re-published signed by `adopt` after a static scan",
     Status.SIGNATURE_OK: "--fast: signature, file list and sizes check out; payload bytes were "
     "NOT re-hashed (run without --fast to call it valid)",
+    Status.SUPERSEDED: "an original `resign` replaced: signed by a key that has ended (or "
+    "format 1), holds no alias, and a passing version of the store re-signs exactly this "
+    "manifest; readers refuse the original, the re-signed copy serves its content",
     Status.TAMPERED: "bytes, file list, names or signature differ from what was signed",
     Status.UNSIGNED: "no signed manifest (upstream dagster-wandb or written by hand)",
     Status.UNKNOWN_KEY: "signed by a key this key store does not hold",
@@ -156,6 +167,11 @@ class AuditEntry:
     manifest_digest: str | None = None  # sha256 of the manifest envelope
     parent: str | None = None
     position: Any = field(default=None, repr=False)  # core.history.Position, not in the JSON
+    resigns: str | None = None  # manifest digest of the original this version re-signs
+    # sha256 of the manifest file as stored, also when it does not verify (not in the JSON)
+    stored_manifest_digest: str | None = field(default=None, repr=False)
+    # the ledger holds our signature row for the manifest this version's header claims
+    claimed_row_recorded: bool = field(default=False, repr=False)
 
     @property
     def qualified_name(self) -> str:
@@ -164,6 +180,8 @@ class AuditEntry:
     def as_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc.pop("position", None)
+        doc.pop("stored_manifest_digest", None)
+        doc.pop("claimed_row_recorded", None)
         doc["status"] = self.status.value
         return doc
 
@@ -410,6 +428,9 @@ def check_version(
         entry.error_type = type(exc).__name__
         entry.key_id = exc.key_id
         _fill_unverified(entry, files)
+        if entry.status in SUPERSEDABLE:
+            entry.stored_manifest_digest = _stored_digest(files.get(MANIFEST_NAME), policy)
+            entry.claimed_row_recorded = _claimed_row_recorded(files, ledger, av)
         return entry
     header = vm.header
     entry.key_id, entry.alg = header.kid, header.alg
@@ -431,7 +452,9 @@ def check_version(
         return entry
     entry.origin = row.origin
     entry.status = verdict(row.origin, deep=deep)
-    entry.manifest_digest = vm.digest
+    entry.manifest_digest = entry.stored_manifest_digest = vm.digest
+    if vm.history is not None and vm.history.resigns is not None:
+        entry.resigns = vm.history.resigns.manifest_digest
     if vm.history is None:
         if entry.status in (Status.VALID, Status.SIGNATURE_OK):
             entry.status = Status.LEGACY_FORMAT
@@ -441,6 +464,71 @@ def check_version(
         entry.parent = vm.history.parent
         entry.position = vm.position
     return entry
+
+
+def _stored_digest(path: Path | None, policy: Policy) -> str | None:
+    """sha256 of a manifest file as stored (bounded; None when unreadable or too large)."""
+    if path is None:
+        return None
+    cap = policy.max_manifest_entries * MANIFEST_BYTES_PER_ENTRY
+    try:
+        with open_no_follow(path) as fh:
+            data = fh.read(cap + 1)
+    except (SecureArtifactError, OSError):
+        return None
+    return hashlib.sha256(data).hexdigest() if len(data) <= cap else None
+
+
+def _claimed_row_recorded(files: Mapping[str, Path], ledger: _LedgerIndex, av: ArtifactVersion) -> bool:
+    """Whether our ledger holds a signature row for the (unverified) manifest header's claimed
+    payload digest and key id for this artifact: we signed that manifest, whatever happened to
+    the key since. A claim only: used to *narrow* ``_mark_superseded``, never to accept."""
+    path = files.get(MANIFEST_NAME)
+    if path is None:
+        return False
+    try:
+        header = read_header_unverified(path)["header"]
+    except (SecureArtifactError, OSError):
+        return False
+    alg, kid = header.get("digest_alg", "sha256"), header.get("kid")
+    digest = header.get(f"payload_{alg}") if isinstance(alg, str) else None
+    if not isinstance(kid, str) or not isinstance(digest, str):
+        return False
+    return ledger.match(digest, kid, av.name) is not None
+
+
+def _mark_superseded(entries: list[AuditEntry], key_store: KeyStore) -> None:
+    """An original that ``resign`` replaced is ``superseded``, not failing: its status is one
+    ``resign`` leaves behind (ended key, format 1), it holds no alias, and a passing version of
+    the same artifact re-signs it: that version's signed ``resigns`` is the digest of exactly
+    this stored manifest file, or (an original that was itself a re-signed copy, signed by us
+    per the ledger's signature rows) the ledger recorded this manifest digest at the signed
+    position the passing version holds."""
+    ledger = key_store.ledger
+    by_resigns: dict[tuple[str, str, str, str], AuditEntry] = {}
+    by_position: dict[tuple[str, str, str, Any], AuditEntry] = {}
+    for e in entries:
+        if e.status not in GOOD_STATUSES or e.resigns is None:
+            continue
+        by_resigns.setdefault((e.entity, e.project, e.name, e.resigns), e)
+        if e.position is not None:
+            by_position.setdefault((e.entity, e.project, e.name, e.position), e)
+    for e in entries:
+        digest = e.stored_manifest_digest
+        if e.status not in SUPERSEDABLE or e.aliases or digest is None:
+            continue
+        copy = by_resigns.get((e.entity, e.project, e.name, digest))
+        if copy is None:
+            # a re-signed original: its copy holds the first original's position, which the
+            # ledger recorded for this digest; only for a manifest we signed ourselves (a
+            # reader's sighting of a thief's manifest claiming that position must not count)
+            seen = ledger.seen_manifest(history_key(e.entity, e.project, e.name), digest)
+            if e.claimed_row_recorded and seen is not None and seen.position is not None:
+                copy = by_position.get((e.entity, e.project, e.name, seen.position))
+        if copy is not None:
+            e.reason = (f"{e.status.value}, re-signed as {copy.version} by {copy.key_id} "
+                        f"(`resign`): that version serves this manifest's content")
+            e.status = Status.SUPERSEDED
 
 
 def verdict(origin: str, *, deep: bool) -> Status:
@@ -611,6 +699,7 @@ def audit_store(
         workers=workers,
     )
     _check_history(entries, versions, key_store)
+    _mark_superseded(entries, key_store)
     entries.extend(_row_error_entry(exc) for exc in bad_rows)
     keys = [r.to_json() for r in key_store.records()]
     for k in keys:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from .audit import GOOD_STATUSES, STATUS_DESCRIPTIONS, Status
+from .audit import PASSING_STATUSES, STATUS_DESCRIPTIONS, Status
 
 if TYPE_CHECKING:
     from .audit import AuditReport
@@ -21,6 +21,7 @@ STATUS_COLORS: dict[str, str] = {
     "valid": "#1a7f37",
     "adopted": "#0969da",
     "signature-ok": "#4d8a5b",
+    "superseded": "#57606a",
     "tampered": "#cf222e",
     "unsigned": "#bc4c00",
     "unknown-key": "#8250df",
@@ -231,7 +232,7 @@ def render_html(
     by_status = report.counts_by_status
     by_key = report.counts_by_key
     total = len(report.entries)
-    bad = sum(n for s, n in by_status.items() if Status(s) not in GOOD_STATUSES)
+    bad = sum(n for s, n in by_status.items() if Status(s) not in PASSING_STATUSES)
     bad_links = sum(1 for row in links if row.get("status") != Status.VALID.value)
     present = [s for s, n in by_status.items() if n]
     cards = [
