@@ -36,7 +36,7 @@ from .artifacts.target import Target
 from .artifacts.verification import verify_version
 from .core.errors import SecureArtifactError
 from .core.keys import KeyStore
-from .core.ledger_api import open_ledger, ping
+from .core.ledger_api import check_mode, open_ledger, ping
 from .stores.base import ArtifactNotFoundError
 
 DEFAULT_CHECK_NAME = "wandb_signature_verified"
@@ -132,6 +132,7 @@ def verify_latest(
     strict: bool = True,
     instance: Any = None,
     ledger: str | None = None,
+    ledger_mode: str | None = None,
 ) -> AssetCheckResult:
     """Deep-verify the latest version of ``key`` (and of each of its stored partitions).
 
@@ -143,7 +144,7 @@ def verify_latest(
     engine = _engine(resource)
     session = engine.session(run_id)
     if ledger:
-        session = _with_ledger(session, ledger)
+        session = _with_ledger(session, ledger, ledger_mode)
     private = engine.private_copies(session, run_id)
     base = artifact_name_for_asset_key(list(key.path))
     asset_key = asset_key_path_string(list(key.path))
@@ -200,14 +201,14 @@ def verify_latest(
     )
 
 
-def _with_ledger(session: Any, ledger: str) -> Any:
+def _with_ledger(session: Any, ledger: str, mode: str | None = None) -> Any:
     """The session with its key store reading ``ledger`` (a URL, or a dagster ``EnvVar``)."""
 
 
     getter = getattr(ledger, "get_value", None)  # dagster.EnvVar: resolved when the check runs
     spec = str(getter()) if callable(getter) else str(ledger)
     key_store = KeyStore.open(session.key_store.path, create=False)
-    opened = open_ledger(spec, key_store.path)
+    opened = open_ledger(spec, key_store.path, mode=mode)
     ping(opened)
     key_store.attach_ledger(opened)
     return dataclasses.replace(session, key_store=key_store)
@@ -229,21 +230,29 @@ def build_signature_asset_checks(
     name: str = DEFAULT_CHECK_NAME,
     blocking: bool = False,
     ledger: str | None = None,
+    ledger_mode: str | None = None,
 ) -> list[AssetChecksDefinition]:
     """One asset check per asset key that re-verifies its latest stored signed version.
 
     ``io_manager_key`` names the ``WandbArtifactsIOManager`` / ``wandb_artifacts_io_manager``
     resource holding the key store and store configuration (the asset's own IO manager).
     ``ledger`` (a ``postgresql://`` URL or a ``dagster.EnvVar`` naming one) checks against that
-    ledger instead of the IO manager's."""
+    ledger instead of the IO manager's; ``ledger_mode="read-only"`` for a role that may only
+    SELECT on it (the check's marks then stay in the key store, as the IO manager's)."""
+    check_mode(ledger_mode)  # LedgerError now, not when the check runs
     checks: list[AssetChecksDefinition] = []
     for item in _asset_keys(assets):
-        checks.append(_make_check(item, io_manager_key, name, blocking, ledger))
+        checks.append(_make_check(item, io_manager_key, name, blocking, ledger, ledger_mode))
     return checks
 
 
 def _make_check(
-    item: _Checked, io_manager_key: str, name: str, blocking: bool, ledger: str | None = None
+    item: _Checked,
+    io_manager_key: str,
+    name: str,
+    blocking: bool,
+    ledger: str | None = None,
+    ledger_mode: str | None = None,
 ) -> AssetChecksDefinition:
     @asset_check(
         asset=item.key,
@@ -263,6 +272,7 @@ def _make_check(
             strict=item.strict,
             instance=context.instance,
             ledger=ledger,
+            ledger_mode=ledger_mode,
         )
 
     return _check

@@ -513,7 +513,7 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
     ``wandb``), ``local_store_dir``, ``default_serialization`` (``auto``),
     ``allowed_serializers``, ``allowed_algorithms``, ``max_payload_bytes``, ``ledger`` (unset:
     ``ledger.sqlite3`` in the key store; a ``postgresql://`` URL, e.g. from an ``EnvVar``: the
-    shared ledger, reached at setup), ``require_ledger_record``. ``wandb_resource``,
+    shared ledger, reached at setup), ``require_ledger_record``, ``ledger_mode``. ``wandb_resource``,
     ``entity`` and ``project`` replace the legacy ``wandb_resource``/``wandb_config`` resources."""
 
     model_config = ConfigDict(extra="forbid")
@@ -576,6 +576,11 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
         None,
         description="accept a version only if the ledger holds the writer's record of its "
         "manifest, made while the signing key was valid",
+    )
+    ledger_mode: str | None = Setting(
+        None,
+        description="read-write (default) or read-only: a reader whose ledger role may only "
+        "SELECT checks against the shared ledger and keeps its own marks in the key store",
     )
     wandb_resource: WandbResource | None = Setting(
         None, description="W&B credentials (no API key: the local store)"
@@ -656,6 +661,11 @@ _LEGACY_SCHEMA = {
         Noneable(bool),
         is_required=False,
         description="accept only versions the writer recorded in the ledger",
+    ),
+    "ledger_mode": Field(
+        Noneable(str),
+        is_required=False,
+        description="read-write | read-only (a SELECT-only role; marks kept in the key store)",
     ),
 }
 

@@ -4,38 +4,14 @@ real server. Writers record and attach; readers read and advance marks; read-onl
 from __future__ import annotations
 
 import hashlib
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dagster_wandb_secure.core.history import Position
-from dagster_wandb_secure.core.ledger_api import LedgerError
-from dagster_wandb_secure.core.ledger_postgres import PostgresLedger
+from dagster_wandb_secure.core.ledger_api import LedgerError, LedgerPermissionError
+from kit.pg_roles import roles_database
 from kit.postgres import PgServer
-
-# the roles of docs/deployment.md; the GRANTs are read from it (AFTER_MIGRATION)
-GRANTS = """
-CREATE ROLE dws_owner_{n} LOGIN;
-CREATE ROLE dws_writer_{n} LOGIN;
-CREATE ROLE dws_reader_{n} LOGIN;
-CREATE ROLE dws_readonly_{n} LOGIN;
-CREATE SCHEMA dagster_wandb_secure AUTHORIZATION dws_owner_{n};
-"""
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
-
-
-def documented_grants() -> str:
-    """The SQL block of docs/deployment.md's "GRANTs per role" step, role names suffixed."""
-    text = DOCS.read_text(encoding="utf-8")
-    section = text[text.index("**GRANTs per role**") :]
-    block = section[section.index("```sql") + len("```sql") : section.index("```", section.index("```sql") + 6)]
-    assert "GRANT" in block
-    return re.sub(r"\b(dws_(?:owner|writer|reader|readonly))\b", r"\1_{n}", block)
-
-
-AFTER_MIGRATION = documented_grants()
 
 
 def entry(n: int) -> dict[str, Any]:
@@ -61,20 +37,11 @@ def pos(sequence: int) -> Position:
     )
 
 
-def as_role(url: str, role: str) -> PostgresLedger:
-    return PostgresLedger(url.replace("postgres:@", f"{role}:@", 1))
-
-
 def test_grants_per_role(pg_server: PgServer) -> None:
-    url = pg_server.new_database("roles")
-    database = url.split("?")[0].rsplit("/", 1)[1]
-    n = database.split("_")[-1]
-    pg_server.psql(GRANTS.format(n=n), database)
-    owner = as_role(url, f"dws_owner_{n}")
-    owner.ping()  # the owner applies the migrations into its schema
-    pg_server.psql(AFTER_MIGRATION.format(n=n), database)
+    db = roles_database(pg_server)
+    owner = db.ledger_of("owner")
 
-    writer = as_role(url, f"dws_writer_{n}")
+    writer = db.ledger_of("writer")
     row = writer.record_signature(**entry(1))
     writer.attach_version(row, artifact_version="v2", aliases=["prod"])
     writer.note_seen("model", "latest", 3)
@@ -84,7 +51,7 @@ def test_grants_per_role(pg_server: PgServer) -> None:
         writer.record_manifest(ART, pos(1).digest, pos(1), version="v0", source="writer")
         writer.advance_mark(ART, "latest", pos(1), source="writer")
 
-    reader = as_role(url, f"dws_reader_{n}")
+    reader = db.ledger_of("reader")
     assert reader.find_digest(entry(1)["digest"])[0].artifact_version == "v2"
     reader.note_seen("model", "latest", 4)
     with pytest.raises(LedgerError, match="GRANT"):
@@ -97,7 +64,7 @@ def test_grants_per_role(pg_server: PgServer) -> None:
     with pytest.raises(LedgerError, match="GRANT"):
         reader.allocate_sequence(ART, floor=0)  # only writers hand out sequences
 
-    readonly = as_role(url, f"dws_readonly_{n}")
+    readonly = db.ledger_of("readonly")
     assert readonly.newest_version("model") == 4 and readonly.count() == 1
     assert readonly.history_mark(ART, "latest") == pos(2)
     seen = readonly.newest_seen(ART)
@@ -109,7 +76,7 @@ def test_grants_per_role(pg_server: PgServer) -> None:
         lambda: readonly.record_manifest(ART, pos(3).digest, pos(3), version="v2", source="reader"),
         lambda: readonly.allocate_sequence(ART, floor=0),
     ):
-        with pytest.raises(LedgerError):
+        with pytest.raises(LedgerPermissionError, match="ledger_mode: read-only"):
             write()
     assert owner.count() == 1 and owner.newest_version("model") == 4
     assert owner.history_mark(ART, "latest") == pos(2) and owner.allocate_sequence(ART, floor=0) == 2

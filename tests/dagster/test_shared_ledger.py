@@ -1,5 +1,6 @@
 """Several machines, one PostgreSQL ledger: separate key-store folders (readers hold public keys
-only), separate processes, one shared local artifact store. Marks and seen manifests are shared, so a
+only), separate processes, one shared artifact store (a local folder, or the W&B store offline
+with its local mirror). Marks and seen manifests are shared, so a
 reader in a fresh process with a fresh key store refuses a rollback or a replay another reader
 (or the writer) has seen; sequences are allocated by the ledger, so writer machines never reuse
 one."""
@@ -252,3 +253,57 @@ def test_ledger_settings_are_validated_and_never_shown() -> None:
     with pytest.raises(WandbArtifactsIOManagerError):
         validate_settings({"require_ledger_record": "yes"})
     assert {"ledger", "require_ledger_record"} <= set(_LEGACY_SCHEMA)
+
+
+def test_wandb_offline_mirror_rollback_and_unrecorded_version(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The multi-machine scenario over the W&B store offline (wandb's offline run plus its local
+    mirror, shared by every machine) and one PostgreSQL ledger: a fresh reader sees v1; latest
+    moved back is refused by another fresh reader and flagged by `audit` from a third folder;
+    with ``require_ledger_record``, a version signed offline with a copy of the writer's key but
+    never recorded in the shared ledger is refused."""
+    from typer.testing import CliRunner
+
+    from dagster_wandb_secure.cli import app
+
+    mirror = tmp_path / "wandb-mirror"
+    writer = KeyStore.open(tmp_path / "writer-keys")
+    writer.generate("ed25519")
+
+    def on(name: str, **cfg: Any) -> dict[str, Any]:
+        base = tmp_path / name
+        base.mkdir()
+        return {"kind": "wandb", "store": mirror, "base": base, "ledger": pg_url, **cfg}
+
+    assert machine("write", keys=writer.path, values=[0, 1], **on("writer")) == {"ok": True}
+    # the versions went through the offline store: wandb's offline run and the mirror
+    assert list((tmp_path / "writer" / "wandb").glob("offline-run-*"))
+    assert (mirror / "artifacts" / ENTITY / PROJECT).is_dir()
+    first = machine("read", keys=reader_keys(tmp_path / "r1-keys", writer), **on("reader-1"))
+    assert first == {"ok": True, "value": {"value": 1}}
+    store_of(mirror).move_alias(ENTITY, PROJECT, "model", "latest", "v0")  # registry writer
+    stolen = tmp_path / "stolen-keys"
+    shutil.copytree(writer.path, stolen, ignore=shutil.ignore_patterns("ledger.sqlite3*"))
+    # the rollback reader runs while the auditor audits (both only read)
+    second = start_machine("read", keys=reader_keys(tmp_path / "r2-keys", writer), **on("reader-2"))
+    auditor = tmp_path / "auditor"
+    keys = reader_keys(auditor / "keys", writer)
+    out = CliRunner().invoke(
+        app,
+        ["audit", "-k", str(keys), "--ledger", pg_url, "--store", "wandb", "--store-dir",
+         str(mirror), "--entity", ENTITY, "--project", PROJECT, "--json", "--no-progress"],
+        catch_exceptions=False,
+    )
+    assert out.exit_code != 0, out.output
+    assert "rolled-back" in out.output, out.output
+    read = result_of(second)
+    assert not read["ok"] and "RollbackError" in read["error"], read
+
+    store_of(mirror).move_alias(ENTITY, PROJECT, "model", "latest", "v1")
+    assert machine("write", keys=stolen, values=[666], **on("thief", ledger=None)) == {"ok": True}
+    strict = machine(
+        "read", keys=reader_keys(tmp_path / "r3-keys", writer), require_ledger_record=True,
+        **on("reader-3"),
+    )
+    assert not strict["ok"] and "LedgerRecordMissingError" in strict["error"], strict

@@ -4,7 +4,8 @@
 ``write`` materializes the asset ``model`` once per value in ``values``; ``read`` materializes a
 reader of ``model`` (a SourceAsset, as on a machine that does not produce it) and reports the
 value it received or the failed step's error chain. Each process has only what its settings
-name: its own key store folder, the shared local store and the (shared) ledger URL. With
+name: its own key store folder, the shared store (``kind``: ``local``, the default, or ``wandb``:
+the W&B store offline, ``store`` then being its local mirror) and the (shared) ledger URL. With
 ``barrier`` (a folder) and ``parties``, a writer waits until that many writers are ready, so
 their publishes overlap."""
 
@@ -25,7 +26,7 @@ from kit.dagster_runs import failure_text, read_via
 def io_manager(cfg: dict[str, Any]) -> WandbArtifactsIOManager:
     return WandbArtifactsIOManager(
         key_store=cfg["keys"],
-        store="local",
+        store=cfg.get("kind", "local"),
         local_store_dir=cfg["store"],
         base_dir=cfg["base"],
         entity="team",

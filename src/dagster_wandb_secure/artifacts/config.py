@@ -23,7 +23,7 @@ from typing import Any
 from ..core.digests import DEFAULT_DIGEST, DIGESTS
 from ..core.errors import ConfigurationError, SecureArtifactError
 from ..core.fsutil import safe_relpath
-from ..core.ledger_api import check_spec
+from ..core.ledger_api import LEDGER_MODES, check_spec, is_postgres_url
 from ..stores import STORE_KINDS, default_local_dir
 
 CONFIG_KEY = "wandb_artifact_configuration"
@@ -132,6 +132,9 @@ class Settings:
     # repr: a URL may carry a password.
     ledger: str | None = field(default=None, repr=False)
     require_ledger_record: bool = False
+    # "read-write" (default) or "read-only": a reader whose role may only SELECT on the shared
+    # ledger checks against it and keeps its own marks in the key store (core/ledger_layered.py)
+    ledger_mode: str = "read-write"
 
     def resolved_base_dir(self) -> Path:
         """``base_dir``, else ``$DAGSTER_HOME``, else the working directory - never Dagster's
@@ -229,6 +232,14 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
             raise
         except SecureArtifactError as exc:
             _fail(f"ledger: {exc.reason}", hint=exc.hint)
+    ledger_mode = raw.get("ledger_mode") or "read-write"
+    if ledger_mode not in LEDGER_MODES:
+        _fail(f"ledger_mode must be one of {', '.join(LEDGER_MODES)}, not {str(ledger_mode)[:40]!r}")
+    if ledger_mode == "read-only" and (ledger is None or not is_postgres_url(ledger)):
+        _fail(
+            "ledger_mode read-only needs ledger set to the shared postgresql:// ledger",
+            hint="set ledger (e.g. from an EnvVar), or leave ledger_mode unset",
+        )
     require_record = raw.get("require_ledger_record")
     if require_record is not None and not isinstance(require_record, bool):
         _fail(f"require_ledger_record must be true or false, not {require_record!r}")
@@ -255,6 +266,7 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
         digest_algorithm=digest_algorithm,
         ledger=ledger,
         require_ledger_record=bool(require_record),
+        ledger_mode=ledger_mode,
     )
 
 

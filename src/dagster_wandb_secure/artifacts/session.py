@@ -116,11 +116,15 @@ def open_ledger_for(settings: Settings) -> LedgerBackend | None:
     """The configured shared ledger, connected now (``None``: the key store's own SQLite file).
 
     Called when the IO manager is set up, so an unreachable PostgreSQL fails the step before the
-    asset's compute runs, with a ``LedgerUnavailableError`` naming the host (never the password)."""
+    asset's compute runs, with a ``LedgerUnavailableError`` naming the host (never the password).
+    ``ledger_mode: read-only``: the shared ledger layered over the key store's own SQLite file
+    (``core/ledger_layered.py``)."""
     if not settings.ledger:
         return None
 
-    ledger = open_ledger(settings.ledger, settings.resolved_key_store())
+    ledger = open_ledger(
+        settings.ledger, settings.resolved_key_store(), mode=settings.ledger_mode
+    )
     ping(ledger)
     return ledger
 

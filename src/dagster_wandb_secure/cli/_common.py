@@ -65,6 +65,14 @@ LedgerOption = typer.Option(
     envvar="DAGSTER_WANDB_SECURE_LEDGER",
     show_default=False,
 )
+LedgerModeOption = typer.Option(
+    None,
+    "--ledger-mode",
+    help="read-only: the shared ledger is only read (a SELECT-only role) and also checked "
+    "against the key store's own ledger.sqlite3; default read-write.",
+    envvar="DAGSTER_WANDB_SECURE_LEDGER_MODE",
+    show_default=False,
+)
 DigestOption = typer.Option(
     "blake3",
     "--digest-algorithm",
@@ -203,10 +211,12 @@ def parse_duration(text: str | None) -> timedelta | None:
     )
 
 
-def open_key_store(path: Path, *, create: bool = False, ledger: str | None = None) -> Any:
+def open_key_store(
+    path: Path, *, create: bool = False, ledger: str | None = None, ledger_mode: str | None = None
+) -> Any:
     """Open the key store; unless ``create``, nothing is created and a missing one is a
     ``KeyStoreError`` (exit 3) naming the path and `keys init -k PATH`. With ``ledger``
-    (``--ledger``), that ledger is attached."""
+    (``--ledger``), that ledger is attached (``ledger_mode``: ``--ledger-mode``)."""
 
     if create:
         key_store = KeyStore.open(path, create=True)
@@ -215,7 +225,7 @@ def open_key_store(path: Path, *, create: bool = False, ledger: str | None = Non
         key_store = open_existing_key_store(path)
     if ledger:
 
-        opened = open_ledger(ledger, key_store.path)
+        opened = open_ledger(ledger, key_store.path, mode=ledger_mode)
         ping(opened)
         key_store.attach_ledger(opened)
     return key_store

@@ -28,6 +28,7 @@ from ..maintenance.report import render_html
 from ._common import (
     EXIT_FAILED,
     KeyStoreOption,
+    LedgerModeOption,
     LedgerOption,
     emit_json,
     err_console,
@@ -317,6 +318,7 @@ def _progress_bar(stack: ExitStack) -> Callable[[int, int], None]:
 def audit_cmd(
     key_store: Path = KeyStoreOption,
     ledger: str | None = LedgerOption,
+    ledger_mode: str | None = LedgerModeOption,
     store: StoreChoice = StoreKindOption,
     store_dir: Path | None = StoreDirOption,
     entity: str | None = EntityOption,
@@ -356,7 +358,7 @@ def audit_cmd(
         usage_error("--fast and --deep exclude each other", as_json=as_json)
     deep = not fast
     wanted = _fail_on(fail_on, as_json)
-    ks = open_key_store(key_store, ledger=ledger)
+    ks = open_key_store(key_store, ledger=ledger, ledger_mode=ledger_mode)
     art_store, label = open_cli_store(store, store_dir, entity, project)
     filt_entity, filt_project = listing_filter(store, entity, project)
 

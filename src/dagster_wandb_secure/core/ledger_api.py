@@ -4,7 +4,10 @@ Two backends implement ``LedgerBackend`` with the same semantics: the embedded S
 the key store (``core/ledger.py``, the default) and a shared PostgreSQL database
 (``core/ledger_postgres.py``, for deployments where every step runs in a fresh pod). Callers
 reach the ledger through ``KeyStore.ledger`` whatever the backend; ``open_ledger(spec, path)``
-turns a configuration value (None, a ``postgresql://`` URL or an SQLite file) into a backend.
+turns a configuration value (None, a ``postgresql://`` URL or an SQLite file) into a backend;
+with ``mode="read-only"`` (or a ``ledger_mode=read-only`` URL parameter) a shared ledger is
+only read and the reader's own marks stay in the key store's SQLite file
+(``core/ledger_layered.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import KeyStoreError, SignatureVerificationError
 from .history import Position, SeenManifest
@@ -23,10 +26,14 @@ __all__ = [
     "ENV_VAR",
     "LedgerBackend",
     "LedgerError",
+    "LEDGER_MODES",
     "LedgerLockTimeoutError",
+    "LedgerPermissionError",
+    "LedgerReadOnlyError",
     "LedgerRecordMissingError",
     "LedgerSchemaError",
     "LedgerUnavailableError",
+    "check_mode",
     "check_spec",
     "is_postgres_url",
     "export_history",
@@ -35,11 +42,16 @@ __all__ = [
     "open_ledger",
     "ping",
     "redact",
+    "split_mode",
 ]
 
 ENV_VAR = "DAGSTER_WANDB_SECURE_LEDGER"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 SQLITE_PREFIX = "sqlite:"
+READ_WRITE = "read-write"
+READ_ONLY = "read-only"
+LEDGER_MODES = (READ_WRITE, READ_ONLY)
+MODE_PARAM = "ledger_mode"  # URL query parameter: the mode travels with a role's URL
 
 
 class LedgerError(KeyStoreError):
@@ -69,6 +81,26 @@ class LedgerLockTimeoutError(LedgerError):
     default_hint = (
         "another writer of this artifact is publishing (or hung while holding the lock); retry, "
         "or raise the ledger's lock_timeout (milliseconds) if publishes are legitimately slow"
+    )
+
+
+class LedgerPermissionError(LedgerError):
+    """The shared ledger's database refused this role an operation (a missing GRANT)."""
+
+    default_hint = (
+        "grant this role the privileges of its part (docs/deployment.md, 'GRANTs per role'); "
+        "a role that may only SELECT serves readers with ledger_mode: read-only (or "
+        "?ledger_mode=read-only in the URL), which keeps their own marks in the key store"
+    )
+
+
+class LedgerReadOnlyError(LedgerError):
+    """``ledger_mode: read-only``: a writer's operation (sign, record, allocate) was asked of a
+    ledger this process may only read."""
+
+    default_hint = (
+        "only readers run with ledger_mode: read-only; a writer needs a role that may record "
+        "(docs/deployment.md, 'GRANTs per role') and ledger_mode unset or read-write"
     )
 
 
@@ -178,36 +210,88 @@ def redact(spec: str) -> str:
     return redact_url(spec) if is_postgres_url(spec) else spec
 
 
-def open_ledger(spec: str | Path | None, key_store_path: Path | str) -> LedgerBackend:
+def open_ledger(
+    spec: str | Path | None, key_store_path: Path | str, *, mode: str | None = None
+) -> LedgerBackend:
     """The ledger a configuration names.
 
     - ``None`` or ``""``: the SQLite file ``ledger.sqlite3`` in the key store (the default);
     - ``postgresql://user:password@host:port/db?schema=...`` (or ``postgres://``): PostgreSQL
       (needs the ``postgres`` extra); extra query parameters ``schema``, ``connect_timeout``
-      (seconds), ``statement_timeout`` (milliseconds) and ``pool_max``;
+      (seconds), ``statement_timeout`` (milliseconds), ``pool_max`` and ``ledger_mode``;
     - ``sqlite:PATH`` or a path ending in ``.sqlite3``: that SQLite file (``ledger migrate``).
+
+    ``mode`` (or the URL's ``ledger_mode``; read-only if either says so): ``"read-write"``
+    (default) or ``"read-only"``: the shared ledger is only read, and reader marks and seen
+    manifests go to the key store's ``ledger.sqlite3`` (``LayeredLedger``).
 
     Nothing is connected here: a backend connects on first use (``ping()`` checks now)."""
     from .keys import LEDGER_FILE
     from .ledger import Ledger
 
-    if spec is None or spec == "":
+    text, url_mode = split_mode(None if spec is None else str(spec))
+    read_only = READ_ONLY in (check_mode(mode), url_mode)
+    if not text:
+        if read_only:
+            raise LedgerError(
+                "ledger_mode read-only needs a shared ledger (a postgresql:// URL)",
+                hint="set ledger to the shared ledger's URL, or leave ledger_mode unset",
+            )
         return Ledger(Path(key_store_path) / LEDGER_FILE)
-    kind = check_spec(str(spec))
-    text = str(spec)
+    kind = check_spec(text)
     if kind == "postgresql":
         from .ledger_postgres import PostgresLedger
 
-        return PostgresLedger(text)
+        shared = PostgresLedger(text)
+        if not read_only:
+            return shared
+        from .ledger_layered import LayeredLedger
+
+        return LayeredLedger(shared, Ledger(Path(key_store_path) / LEDGER_FILE))
+    if read_only:
+        raise LedgerError(
+            "ledger_mode read-only applies to a shared postgresql:// ledger, not an SQLite file",
+            hint="leave ledger_mode unset for an SQLite ledger",
+        )
     if text.startswith(SQLITE_PREFIX):
         return Ledger(Path(text[len(SQLITE_PREFIX) :]).expanduser())
     return Ledger(Path(text).expanduser())
 
 
+def check_mode(mode: str | None) -> str:
+    """``mode`` as one of ``LEDGER_MODES`` (``None``/``""``: read-write); else ``LedgerError``."""
+    if mode is None or mode == "":
+        return READ_WRITE
+    if not isinstance(mode, str) or mode not in LEDGER_MODES:
+        raise LedgerError(
+            f"ledger_mode must be one of {', '.join(LEDGER_MODES)}, not {str(mode)[:40]!r}"
+        )
+    return mode
+
+
+def split_mode(spec: str | None) -> tuple[str | None, str]:
+    """A ledger setting without its ``ledger_mode`` URL parameter, and that mode
+    (``read-write`` when absent). Only ``postgresql://`` URLs carry one."""
+    if not spec or not is_postgres_url(spec):
+        return spec, READ_WRITE
+    parts = urlsplit(spec)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    modes = [v for k, v in params if k == MODE_PARAM]
+    if not modes:
+        return spec, READ_WRITE
+    if len(set(modes)) > 1:
+        raise LedgerError("the ledger URL names ledger_mode more than once, differently")
+    rest = urlencode([(k, v) for k, v in params if k != MODE_PARAM], safe="/")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), check_mode(
+        modes[0]
+    )
+
+
 def check_spec(spec: str) -> str:
     """``"postgresql"`` or ``"sqlite"`` for a ledger setting; ``LedgerError`` (never echoing a
     password) for anything else."""
-    text = str(spec)
+    text, _ = split_mode(str(spec))
+    assert text is not None
     if is_postgres_url(text):
         from .ledger_postgres import PostgresLedger
 

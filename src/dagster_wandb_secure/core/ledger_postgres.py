@@ -55,6 +55,7 @@ from .ledger import (
 from .ledger_api import (
     LedgerError,
     LedgerLockTimeoutError,
+    LedgerPermissionError,
     LedgerSchemaError,
     LedgerUnavailableError,
 )
@@ -292,11 +293,9 @@ class PostgresLedger:
                 f"{self._first_line(exc)}"
             ) from None
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise LedgerError(
+            raise LedgerPermissionError(
                 f"the PostgreSQL ledger at {self.where} refused to {doing} it: "
-                f"{self._first_line(exc)}",
-                hint="grant this role the privileges of its part (see docs/deployment.md, "
-                "'GRANTs per role')",
+                f"{self._first_line(exc)}"
             ) from None
         except psycopg.Error as exc:
             raise LedgerError(
