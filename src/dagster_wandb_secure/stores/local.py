@@ -97,6 +97,7 @@ from .local_staging import (
     clean_staging,
     copy_one,
     encode_metadata,
+    fsync_folders,
     hold_staging,
     plan_files,
 )
@@ -298,7 +299,7 @@ class LocalArtifactStore:
         try:
             if staged is not None:
                 entries = self._check_staged(staging, plan, dict(digests or {}), label)
-                self._fsync_folders(staging, entries)
+                fsync_folders(staging, entries)
             else:
                 entries = self._copy_all(staging, plan, label)
             return self._commit(
@@ -388,16 +389,6 @@ class LocalArtifactStore:
         for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
             fsync_dir(folder)
         return entries
-
-    @staticmethod
-    def _fsync_folders(staging: Path, entries: Mapping[str, FileEntry]) -> None:
-        """fsync every folder of a staged version, deepest first."""
-        folders = {staging}
-        for rel in entries:
-            parts = rel.split("/")[:-1]
-            folders.update(staging.joinpath(*parts[:i]) for i in range(1, len(parts) + 1))
-        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-            fsync_dir(folder)
 
     _copy_one = staticmethod(copy_one)  # class attributes: the crash tests wrap them
     _check_staged = staticmethod(check_staged)

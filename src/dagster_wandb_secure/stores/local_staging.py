@@ -17,13 +17,13 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..core.digests import HEX_DIGEST_RE
 from ..core.errors import ConfigurationError, UnsafePathError
-from ..core.fsutil import open_no_follow, safe_relpath
+from ..core.fsutil import fsync_dir, open_no_follow, safe_relpath
 from .base import FileEntry, StagedDigest, StoreError, check_alias, walk_version_folder
 from .local_files import open_in_version
 from .local_rows import (
@@ -52,6 +52,7 @@ __all__ = [
     "clean_staging",
     "copy_one",
     "encode_metadata",
+    "fsync_folders",
     "hold_staging",
     "plan_files",
 ]
@@ -286,6 +287,17 @@ def check_staged(
         finally:
             os.close(fd)
     return entries
+
+
+def fsync_folders(staging: Path, relpaths: Iterable[str]) -> None:
+    """fsync every folder of a staged version (``staging`` and the parents of ``relpaths``),
+    deepest first, so the new folder entries are durable before the rename."""
+    folders = {staging}
+    for rel in relpaths:
+        parts = rel.split("/")[:-1]
+        folders.update(staging.joinpath(*parts[:i]) for i in range(1, len(parts) + 1))
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(folder)
 
 
 def _hash_fd(fd: int, rel: str, size: int) -> FileEntry:
