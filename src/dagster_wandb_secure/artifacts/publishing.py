@@ -18,22 +18,36 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..core.digests import DEFAULT_DIGEST, digest_file
+from ..core.digests import DEFAULT_DIGEST, digest_file, get_digest
 from ..core.envelope import EnvelopeHeader, format_time, record_header, seal_serialized_to, seal_to
 from ..core.errors import SecureArtifactError, TamperedPayloadError, UnsafePathError
 from ..core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
 from ..core.history import Position
 from ..core.keys import KeyStore
-from ..core.manifest import MANIFEST_NAME, History, Resigns, write_manifest
+from ..core.manifest import (
+    MANIFEST_NAME,
+    History,
+    ManifestEntry,
+    Resigns,
+    describe_file,
+    write_manifest,
+)
 from ..core.policy import Policy
 from ..core.serializers import auto_serializer_name, get_serializer
-from ..stores.base import ArtifactStore, ArtifactVersion, check_alias
+from ..stores.base import (
+    ArtifactStore,
+    ArtifactVersion,
+    StagedDigest,
+    StagingArea,
+    check_alias,
+    staging_area,
+)
 from .config import LocalAddition, WandbArtifactsIOManagerError, WriteConfig
 from .history import allocate, history_key, note_published
 from .naming import run_alias
@@ -71,6 +85,8 @@ class SignedManifest:
     header: EnvelopeHeader
     digest: str
     position: Position | None
+    # what the publisher computed for every file, manifest included (the store's index hints)
+    digests: dict[str, StagedDigest] = field(default_factory=dict)
 
 
 def payload_name(serializer: str) -> str:
@@ -198,8 +214,12 @@ def publish_output(
     params: dict[str, Any] = {}
 
     staging_root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    staging = Path(_mkdtemp(staging_root))
+    # the store's own staging folder when it publishes by move (the payload is sealed straight
+    # into it, never copied or re-read), else a private folder under staging_root
+    stack = contextlib.ExitStack()
     try:
+        area = stack.enter_context(staging_area(session.store, staging_root))
+        staging = area.path
         files: dict[str, Path] = {}
         if is_wandb_artifact(obj):
             for key in ("name", "type"):
@@ -301,6 +321,7 @@ def publish_output(
             )
             mheader = signed.header
             key_id, alg = mheader.kid, mheader.alg
+            size = sum(p.stat().st_size for p in files.values())
             version = publish_version(
                 session.store,
                 session.key_store,
@@ -316,8 +337,8 @@ def publish_output(
                 run_id=dagster_run_id,
                 signed=signed,
                 history_key=slot.key,
+                staged=area,
             )
-        size = sum(p.stat().st_size for p in files.values())
         return Published(
             version=version,
             key_id=key_id,
@@ -331,7 +352,7 @@ def publish_output(
     except SecureArtifactError as exc:
         raise exc.with_location(artifact=target.name) from None
     finally:
-        _rmtree(staging)
+        stack.close()
 
 
 def add_signed_manifest(
@@ -351,11 +372,16 @@ def add_signed_manifest(
     headers: Sequence[EnvelopeHeader] = (),
 ) -> SignedManifest:
     """Sign the manifest over ``files`` into ``staging/MANIFEST_NAME``, add it to ``files`` and
-    its ledger row to ``rows``; the one manifest step of every publisher. ``headers``: payload
-    envelopes sealed without a ledger row, recorded in the same transaction as the manifest's
-    (one durable commit, still before anything is published)."""
-
-
+    its ledger row to ``rows``; the one manifest step of every publisher. Every file is
+    described (hashed, or an envelope's header read) once; the result also gives the store
+    its index hints (``SignedManifest.digests``). ``headers``: payload envelopes sealed without
+    a ledger row, recorded in the same transaction as the manifest's (one durable commit, still
+    before anything is published)."""
+    described = {
+        rel: describe_file(rel, Path(path), digest_alg)
+        for rel, path in files.items()
+        if rel != MANIFEST_NAME  # refused by build_manifest, with its own message
+    }
     manifest_bytes, mheader = write_manifest(
         files,
         key_store=key_store,
@@ -367,6 +393,7 @@ def add_signed_manifest(
         record=False,
         history=history,
         digest_alg=digest_alg,
+        described=described,
     )
     with key_store.ledger.batch():
         for header in headers:
@@ -376,6 +403,8 @@ def add_signed_manifest(
     manifest_path.write_bytes(manifest_bytes)
     files[MANIFEST_NAME] = manifest_path
     digest = hashlib.sha256(manifest_bytes).hexdigest()
+    digests = {rel: _staged_digest(entry) for rel, entry in described.items()}
+    digests[MANIFEST_NAME] = StagedDigest(len(manifest_bytes), "sha256", digest)
     position = None
     if history is not None:
         r = history.resigns
@@ -383,7 +412,14 @@ def add_signed_manifest(
             position = Position(r.sequence, r.signed_at, r.manifest_digest)
         else:
             position = Position(history.sequence, format_time(mheader.signed_at), digest)
-    return SignedManifest(mheader, digest, position)
+    return SignedManifest(mheader, digest, position, digests)
+
+
+def _staged_digest(entry: ManifestEntry) -> StagedDigest:
+    algo = get_digest(entry.digest_alg)
+    if entry.sha256 is not None:
+        return StagedDigest(entry.size, algo.file_field, entry.sha256)
+    return StagedDigest(entry.size, algo.envelope_field, entry.envelope_payload_sha256 or "")
 
 
 def publish_version(
@@ -402,11 +438,16 @@ def publish_version(
     run_id: str | None = None,
     signed: SignedManifest | None = None,
     history_key: str | None = None,
+    staged: StagingArea | None = None,
 ) -> ArtifactVersion:
     """Publish the signed files as a new version and attach the version to its ledger rows;
     the one store step of every publisher (``publish_output``, adopt and resign). With
     ``signed`` and ``history_key`` (format 2), the writer's ledger also records the manifest
-    and advances the marks of the aliases it signed."""
+    and advances the marks of the aliases it signed. ``staged`` (the store's own staging area
+    holding ``files``): published by move, with ``signed.digests`` as the index hints."""
+    by_move: dict[str, Any] = {}
+    if staged is not None and staged.by_move:
+        by_move = {"staged": staged, "digests": dict(signed.digests) if signed else None}
     version = store.publish(
         entity=entity,
         project=project,
@@ -417,6 +458,7 @@ def publish_version(
         metadata=dict(metadata),
         aliases=aliases,
         run_id=run_id,
+        **by_move,
     )
     with key_store.ledger.batch():  # the writer's records of the version: one commit
         for row in rows:
@@ -594,16 +636,6 @@ def _module_version(ser: Any) -> str:
 
 def _jsonable(value: Any) -> bool:
     return isinstance(value, str | int | float | bool) or value is None
-
-
-def _mkdtemp(root: Path) -> str:
-
-    return tempfile.mkdtemp(prefix="write-", dir=root)
-
-
-def _rmtree(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 __all__ = [

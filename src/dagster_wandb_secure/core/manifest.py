@@ -209,14 +209,17 @@ def build_manifest(
     references: Iterable[Mapping[str, Any]] = (),
     history: History | None = None,
     digest_alg: str = DEFAULT_DIGEST,
+    described: Mapping[str, ManifestEntry] | None = None,
 ) -> dict[str, Any]:
     """The manifest document: format 2 with ``history``; format 1 without (tests of readers of
-    older versions only). An empty file list is signed only when ``history.empty`` says so."""
+    older versions only). An empty file list is signed only when ``history.empty`` says so.
+    ``described``: entries the caller already built with ``describe_file`` (not hashed again)."""
     entries: dict[str, Any] = {}
     for relpath, path in files.items():
         if relpath == MANIFEST_NAME:
             raise ConfigurationError(f"an artifact file may not be named {MANIFEST_NAME!r}")
-        entry = describe_file(relpath, Path(path), digest_alg)
+        given = (described or {}).get(relpath)
+        entry = given if given is not None else describe_file(relpath, Path(path), digest_alg)
         entries[entry.path] = entry.as_dict()
     refs = [dict(r) for r in references]
     if history is None:
@@ -244,12 +247,14 @@ def write_manifest(
     record: bool = True,
     history: History | None = None,
     digest_alg: str = DEFAULT_DIGEST,
+    described: Mapping[str, ManifestEntry] | None = None,
 ) -> tuple[bytes, EnvelopeHeader]:
     """Hash ``files`` (relative name -> local path) and return the signed manifest envelope.
 
     The caller stores the bytes as ``MANIFEST_NAME`` next to the files. ``digest_alg`` is used
-    for plain files and for the manifest envelope itself."""
-    document = build_manifest(files, references, history, digest_alg)
+    for plain files and for the manifest envelope itself; ``described`` as in
+    ``build_manifest``."""
+    document = build_manifest(files, references, history, digest_alg, described)
     return seal_with_header(
         document,
         key_store=key_store,

@@ -10,9 +10,12 @@ layer above with the core (envelopes and signed manifests) on the files a store 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -182,7 +185,55 @@ class FileEntry:
 
     path: str  # POSIX relative path inside the version, validated
     size: int
-    sha256: str
+    sha256: str  # the hex digest under ``digest_kind`` (historical name)
+    # the manifest field the digest is under (``core/digests.py``): ``sha256`` / ``blake3`` =
+    # the whole file, ``envelope_payload_<alg>`` = the signed payload digest of the envelope in
+    # the file. Index rows written before the kind was recorded are ``sha256``.
+    digest_kind: str = "sha256"
+
+
+@dataclass(frozen=True)
+class StagedDigest:
+    """What a publisher computed for one file it wrote into a staging area (in this process,
+    while writing it): its size and its digest under a manifest field name (see
+    ``FileEntry.digest_kind``). The store records the digest as a hint; it is no trust
+    statement (readers verify the signed manifest)."""
+
+    size: int
+    digest_kind: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class StagingArea:
+    """A folder a publisher writes a version's files into, at their relative names.
+
+    ``by_move`` True: the folder is on the store's file system, handed out by the store's
+    ``staging_area()``; ``publish(files=..., staged=area, digests=...)`` then publishes it by
+    rename (files never copied or re-read). False: a private folder of the publisher's (the
+    fallback for stores that cannot move, like the W&B store), published the ordinary way."""
+
+    path: Path
+    by_move: bool
+    store_root: Path | None = None  # the store that handed it out (``by_move`` only)
+
+
+@contextlib.contextmanager
+def staging_area(store: Any, fallback_parent: Path) -> Iterator[StagingArea]:
+    """The staging folder for one publish to ``store``: the store's own (``staging_area()``,
+    publish by move) when it offers one, else a fresh private folder under ``fallback_parent``
+    (mode 0700), removed afterwards. Either way the folder is gone once the block exits."""
+    offer = getattr(store, "staging_area", None)
+    if callable(offer):
+        with offer() as area:
+            yield area
+        return
+    fallback_parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = Path(tempfile.mkdtemp(prefix="write-", dir=fallback_parent))
+    try:
+        yield StagingArea(folder, by_move=False)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -289,7 +340,15 @@ class ArtifactStore(Protocol):
         aliases: Sequence[str] = (),
         run_id: str | None = None,
     ) -> ArtifactVersion:
-        """Publish a new immutable version atomically; ``latest`` moves to it."""
+        """Publish a new immutable version atomically; ``latest`` moves to it.
+
+        A store that can publish by move also offers ``staging_area()`` (a context manager
+        giving a ``StagingArea`` with ``by_move=True``) and accepts ``staged=area`` and
+        ``digests={relpath: StagedDigest}`` here: every file of ``files`` is then
+        ``area.path / relpath``, and the folder becomes the version (by rename) after the
+        store checked each staged file against its ``StagedDigest`` size (a regular file,
+        one link, no symlink, nothing else in the folder). ``staging_area()`` in this module
+        picks the store's area or the fallback."""
         ...
 
     def resolve(

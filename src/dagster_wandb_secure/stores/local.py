@@ -21,7 +21,10 @@ Publishing a version:
 1. Validate every name, alias and relative file name, before touching the disk.
 2. Copy each source into a fresh ``staging/<id>/`` folder (streamed in 1 MiB chunks, SHA-256
    computed while copying, sources opened without following symlinks), fsync every file and
-   folder. The publisher holds an ``flock`` on its staging folder while it works.
+   folder. The publisher holds an ``flock`` on its staging folder while it works. Publish by
+   move: the publisher got the ``staging/<id>/`` folder from ``staging_area()`` (flock held the
+   same way) and wrote the files there itself; ``publish(staged=..., digests=...)`` checks them
+   in place (``local_staging.check_staged``: no second read) and fsyncs them and the folders.
 3. Under ``publish.lock``: allocate the next number (``max + 1``, per artifact), commit a
    ``pending`` row, rename the staging folder to ``v<N>`` (never over a version the index
    knows), fsync the parent, then insert the version, alias and lineage rows and delete the
@@ -60,6 +63,8 @@ from .base import (
     ArtifactVersion,
     DiskEntry,
     FileEntry,
+    StagedDigest,
+    StagingArea,
     StoreError,
     VersionRowError,
     check_alias,
@@ -87,10 +92,12 @@ from .local_staging import (
     check_aliases,
     check_description,
     check_run_id,
+    check_staged,
     check_type,
     clean_staging,
     copy_one,
     encode_metadata,
+    fsync_folders,
     hold_staging,
     plan_files,
 )
@@ -157,6 +164,7 @@ class LocalArtifactStore:
                 hint="choose a writable folder for the store",
             ) from exc
         self._lock = InterProcessLock(self.root / LOCK_NAME, timeout=lock_timeout)
+        self._areas: dict[Path, int | None] = {}  # live staging areas -> their flocked fd
         self._index = LocalIndex(
             self.index_path, store_root=self.root, artifacts_dir=self._artifacts
         )
@@ -192,6 +200,57 @@ class LocalArtifactStore:
 
     # --- publishing ----------------------------------------------------------------------------
 
+    def _new_staging(self, label: str | None) -> tuple[Path, int | None]:
+        clean_staging(self._staging, self.staging_max_age)
+        staging = self._staging / f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(6)}"
+        try:
+            staging.mkdir(mode=0o755)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create a staging folder in {self._staging}: {exc}", artifact=label
+            ) from exc
+        try:
+            return staging, hold_staging(staging)
+        except OSError:
+            return staging, None  # no flock: the folder is then protected by its age alone
+
+    @contextlib.contextmanager
+    def staging_area(self) -> Iterator[StagingArea]:
+        """A fresh ``staging/<id>/`` folder on the store's file system for one publish by move
+        (see ``base.ArtifactStore.publish``); removed on exit unless it was published."""
+        staging, fd = self._new_staging(None)
+        self._areas[staging] = fd
+        try:
+            yield StagingArea(staging, by_move=True, store_root=self.root)
+        finally:
+            self._areas.pop(staging, None)
+            if fd is not None:
+                os.close(fd)
+            if os.path.lexists(staging):
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _check_area(self, area: StagingArea, label: str) -> Path:
+        """``area`` is a live one this store handed out, still the very folder it created."""
+        if not isinstance(area, StagingArea) or area.path not in self._areas:
+            raise ConfigurationError(
+                f"publish(staged=...) takes a staging area of this store's staging_area(), "
+                f"not {area!r}",
+                artifact=label,
+            )
+        fd = self._areas[area.path]
+        try:
+            st = os.lstat(area.path)
+            same = fd is None or os.path.samestat(st, os.fstat(fd))
+        except OSError as exc:
+            raise StoreError(f"the staging folder {area.path} is gone: {exc}", artifact=label) from exc
+        if not stat.S_ISDIR(st.st_mode) or not same:
+            raise UnsafePathError(
+                f"the staging folder {area.path} was replaced after the store created it; "
+                "nothing was published",
+                artifact=label,
+            )
+        return area.path
+
     def publish(
         self,
         *,
@@ -204,11 +263,15 @@ class LocalArtifactStore:
         metadata: Mapping[str, Any] | None = None,
         aliases: Sequence[str] = (),
         run_id: str | None = None,
+        staged: StagingArea | None = None,
+        digests: Mapping[str, StagedDigest] | None = None,
     ) -> ArtifactVersion:
         """Publish a new immutable version ``v<N>`` from ``files`` (relpath -> source file).
 
         ``latest`` and every alias given move to the new version. Atomic: on any failure or
-        crash, no part of the version becomes visible."""
+        crash, no part of the version becomes visible. With ``staged`` (an area of
+        ``staging_area()`` holding exactly ``files``) the folder is published by rename after
+        ``check_staged``; ``digests`` are then what the index records (else SHA-256 in place)."""
         check_name_part(entity, "entity")
         check_name_part(project, "project")
         check_artifact_name(name)
@@ -229,20 +292,16 @@ class LocalArtifactStore:
         if art is not None:
             check_type(label, art[1], type)
 
-        clean_staging(self._staging, self.staging_max_age)
-        staging = self._staging / f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(6)}"
+        if staged is not None:
+            staging, staging_fd = self._check_area(staged, label), None
+        else:
+            staging, staging_fd = self._new_staging(label)
         try:
-            staging.mkdir(mode=0o755)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create a staging folder in {self._staging}: {exc}", artifact=label
-            ) from exc
-        try:
-            staging_fd = hold_staging(staging)
-        except OSError:
-            staging_fd = None  # no flock: the folder is then protected by its age alone
-        try:
-            entries = self._copy_all(staging, plan, label)
+            if staged is not None:
+                entries = self._check_staged(staging, plan, dict(digests or {}), label)
+                fsync_folders(staging, entries)
+            else:
+                entries = self._copy_all(staging, plan, label)
             return self._commit(
                 staging,
                 entity=entity,
@@ -265,7 +324,8 @@ class LocalArtifactStore:
         finally:
             if staging_fd is not None:
                 os.close(staging_fd)
-            if os.path.lexists(staging):  # still there: the publish failed before the rename
+            # still there: the publish failed before the rename (an area: its block removes it)
+            if staged is None and os.path.lexists(staging):
                 shutil.rmtree(staging, ignore_errors=True)
 
     def publish_dir(
@@ -330,7 +390,8 @@ class LocalArtifactStore:
             fsync_dir(folder)
         return entries
 
-    _copy_one = staticmethod(copy_one)  # a class attribute: the crash tests wrap it
+    _copy_one = staticmethod(copy_one)  # class attributes: the crash tests wrap them
+    _check_staged = staticmethod(check_staged)
 
     def _commit(
         self,
@@ -348,7 +409,9 @@ class LocalArtifactStore:
         label: str,
     ) -> ArtifactVersion:
         files_json = json.dumps(
-            {p: [e.size, e.sha256] for p, e in entries.items()}, sort_keys=True, ensure_ascii=False
+            {p: [e.size, e.sha256, e.digest_kind] for p, e in entries.items()},
+            sort_keys=True,
+            ensure_ascii=False,
         )
         with self._locked(), self._index.connect() as conn:
             art = self._index.artifact_row(conn, entity, project, name)

@@ -5,8 +5,14 @@ Tables (schema version in ``PRAGMA user_version``):
 - ``artifacts(id, entity, project, name, type, created_at)``, unique ``(entity, project, name)``;
   the type of a name never changes.
 - ``versions(artifact_id, number, description, metadata, created_at, created_by_run, files)``;
-  ``metadata`` is a JSON object, ``files`` a JSON object ``{relpath: [size, sha256]}`` recorded
-  while copying (a record of what was stored, not a trust statement).
+  ``metadata`` is a JSON object, ``files`` a JSON object ``{relpath: [size, digest, kind]}``:
+  the digest the publisher computed (publish by move) or the store while copying, under
+  ``kind``, a manifest field name (``sha256``, ``blake3``: the whole file;
+  ``envelope_payload_<alg>``: the signed payload digest of the envelope in the file). A hint
+  recorded at publish time, not a trust statement (readers verify the signed manifest).
+  Schema 1 wrote ``[size, sha256]``; such rows are still read (kind ``sha256``), and opening a
+  schema-1 index migrates it to 2 (no row is rewritten; only ``user_version`` changes, so a
+  release that reads schema 1 only refuses the folder instead of misreading new rows).
 - ``aliases(artifact_id, alias, number)``, unique ``(artifact_id, alias)``: an alias names one
   version; publishing moves ``latest`` (and any alias given) to the new version.
 - ``lineage(id, artifact_id, number, run_id, direction, at)``: ``direction`` is ``write`` (the
@@ -36,7 +42,7 @@ from .local_rows import check_identity, version_from_row
 __all__ = ["INDEX_NAME", "SCHEMA_VERSION", "LocalIndex", "artifact_label", "version_folder"]
 
 INDEX_NAME = STORE_INDEX_NAME
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 _NOT_FOUND_CAP = 20
 
@@ -184,7 +190,10 @@ class LocalIndex:
                 if current == 0:
                     for statement in _SCHEMA:
                         conn.execute(statement)
+                # schema 1 -> 2: the files column may also hold [size, digest, kind]
+                if current in (0, 1):
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            recover_pending(conn)  # a migrated index may hold a crashed publish's row
 
     def check_schema_version(self, current: int) -> None:
         if current > SCHEMA_VERSION:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.canonical import reject_duplicate_keys
+from ..core.digests import ENVELOPE_FIELDS, FILE_FIELDS
 from ..core.errors import ConfigurationError, SecureArtifactError
 from ..core.fsutil import safe_relpath
 from .base import (
@@ -29,6 +30,7 @@ from .base import (
 )
 
 __all__ = [
+    "DIGEST_KINDS",
     "MAX_ALIASES_PER_VERSION",
     "MAX_DESCRIPTION_CHARS",
     "MAX_FILES_PER_VERSION",
@@ -43,6 +45,9 @@ __all__ = [
     "version_from_row",
 ]
 
+# what a file's digest in the index may be under: the manifest's own field names
+# (``sha256``/``blake3``: the whole file; ``envelope_payload_<alg>``: an envelope's payload)
+DIGEST_KINDS = frozenset(FILE_FIELDS) | frozenset(ENVELOPE_FIELDS)
 MAX_DESCRIPTION_CHARS = 1 << 20
 MAX_METADATA_CHARS = 16 << 20
 MAX_METADATA_DEPTH = 64
@@ -180,17 +185,22 @@ def _files(value: object, ident: RowIdentity) -> dict[str, FileEntry]:
             rel = safe_relpath(path)
         except SecureArtifactError as exc:
             raise ident.error(f"the files column names an unsafe path: {exc.reason}") from None
+        # [size, hex, kind] (schema 2), or [size, sha256 hex] (schema 1 rows, still read)
         if not (
             isinstance(pair, list)
-            and len(pair) == 2
+            and len(pair) in (2, 3)
             and _is_int(pair[0])
             and 0 <= pair[0] < 2**63
             and isinstance(pair[1], str)
             and len(pair[1]) == 64
             and _HEX.issuperset(pair[1])
+            and (len(pair) == 2 or isinstance(pair[2], str) and pair[2] in DIGEST_KINDS)
         ):
-            raise ident.error(f"the entry of {rel!r} in the files column is not [size, sha256]")
-        entries[rel] = FileEntry(path=rel, size=pair[0], sha256=pair[1])
+            raise ident.error(
+                f"the entry of {rel!r} in the files column is not [size, digest, kind]"
+            )
+        kind = pair[2] if len(pair) == 3 else "sha256"
+        entries[rel] = FileEntry(path=rel, size=pair[0], sha256=pair[1], digest_kind=kind)
     return entries
 
 

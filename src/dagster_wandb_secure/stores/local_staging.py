@@ -1,8 +1,12 @@
-"""Preparing a local publish: checking its inputs and copying its sources into a staging folder.
+"""Preparing a local publish: checking its inputs and getting its files into a staging folder.
 
-Sources are streamed in 1 MiB chunks (SHA-256 computed while copying, opened without following
-symlinks) into files created read-only and fsynced. A publisher holds an ``flock`` on its staging
-folder while it works, so ``clean_staging`` only removes folders of publishes that died.
+Either sources are copied (streamed in 1 MiB chunks, SHA-256 computed while copying, opened
+without following symlinks) into files created read-only and fsynced, or (publish by move) the
+publisher wrote them straight into a staging folder the store handed out, and ``check_staged``
+checks them there without reading them: regular files at their names, one link each, on the
+store's file system, of the size the publisher stated, nothing else in the folder; then made
+read-only and fsynced. A publisher holds an ``flock`` on its staging folder while it works, so
+``clean_staging`` only removes folders of publishes that died.
 """
 
 from __future__ import annotations
@@ -13,14 +17,17 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.digests import HEX_DIGEST_RE
 from ..core.errors import ConfigurationError, UnsafePathError
-from ..core.fsutil import open_no_follow, safe_relpath
-from .base import FileEntry, StoreError, check_alias
+from ..core.fsutil import fsync_dir, open_no_follow, safe_relpath
+from .base import FileEntry, StagedDigest, StoreError, check_alias, walk_version_folder
+from .local_files import open_in_version
 from .local_rows import (
+    DIGEST_KINDS,
     MAX_DESCRIPTION_CHARS,
     MAX_FILES_PER_VERSION,
     MAX_METADATA_CHARS,
@@ -40,10 +47,12 @@ __all__ = [
     "check_aliases",
     "check_description",
     "check_run_id",
+    "check_staged",
     "check_type",
     "clean_staging",
     "copy_one",
     "encode_metadata",
+    "fsync_folders",
     "hold_staging",
     "plan_files",
 ]
@@ -54,7 +63,6 @@ COPY_CHUNK = 1 << 20
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-
 
 def check_aliases(aliases: Sequence[str]) -> list[str]:
     if isinstance(aliases, str | bytes):
@@ -193,6 +201,110 @@ def copy_one(source: Path, target: Path, rel: str, label: str) -> FileEntry:
             artifact=label,
             hint="check disk space and permissions of the store folder",
         ) from exc
+    return FileEntry(path=rel, size=size, sha256=digest.hexdigest())
+
+
+def check_staged(
+    staging: Path,
+    plan: list[tuple[str, Path]],
+    digests: Mapping[str, StagedDigest],
+    label: str,
+) -> dict[str, FileEntry]:
+    """The index entries of files a publisher wrote straight into ``staging`` (publish by
+    move), after checking them in place without reading their bytes: each source is
+    ``staging/<relpath>``; everything in the folder is a regular file of the plan (a symlink,
+    special file or stray file is refused); each file has one link (a hard link would let
+    another name change the version later), lives on the staging folder's file system, and has
+    the size its ``StagedDigest`` states. Each file is then made read-only and fsynced.
+    A file without a ``StagedDigest`` is hashed (SHA-256) in place instead."""
+    base = os.path.normpath(staging)
+    planned = {rel for rel, _ in plan}
+    for rel, source in plan:
+        if os.path.normpath(os.path.abspath(source)) != os.path.join(base, *rel.split("/")):
+            raise UnsafePathError(
+                f"the staged file {rel!r} ({source}) is not in the staging folder {staging} "
+                "under its own name; a publish by move takes only files written there",
+                artifact=label,
+            )
+        given = digests.get(rel)
+        if given is not None and (
+            given.digest_kind not in DIGEST_KINDS
+            or not isinstance(given.digest, str)
+            or not HEX_DIGEST_RE.fullmatch(given.digest)
+            or isinstance(given.size, bool)
+            or not isinstance(given.size, int)
+            or given.size < 0
+        ):
+            raise ConfigurationError(f"the staged digest of {rel!r} is malformed: {given!r}")
+    for extra in set(digests) - planned:
+        raise ConfigurationError(f"a staged digest names {extra!r}, which is not a file given")
+    try:
+        folder_st = os.lstat(staging)
+        found = walk_version_folder(staging, max_entries=MAX_FILES_PER_VERSION + 1, where=label)
+    except OSError as exc:
+        raise StoreError(f"cannot list the staging folder {staging}: {exc}", artifact=label) from exc
+    for entry in found:
+        if entry.kind != "file":
+            raise UnsafePathError(
+                f"{entry.path!r} in the staging folder is a {entry.kind}, not a regular file; "
+                "nothing was published",
+                artifact=label,
+            )
+        if entry.path not in planned:
+            raise StoreError(
+                f"the staging folder holds {entry.path!r}, which is not a file of the version; "
+                "nothing was published",
+                artifact=label,
+            )
+    entries: dict[str, FileEntry] = {}
+    for rel, _ in plan:
+        fd, _path = open_in_version(staging, rel, label)
+        try:
+            st = os.fstat(fd)
+            given = digests.get(rel)
+            problem = (
+                "has other hard links" if st.st_nlink != 1
+                else "is on another file system" if st.st_dev != folder_st.st_dev
+                else f"has {st.st_size} bytes, not the {given.size} the publisher wrote"
+                if given is not None and st.st_size != given.size
+                else None
+            )
+            if problem is not None:
+                raise UnsafePathError(
+                    f"the staged file {rel!r} {problem}; nothing was published", artifact=label
+                )
+            os.fchmod(fd, 0o444)
+            if given is None:
+                entries[rel] = _hash_fd(fd, rel, st.st_size)
+            else:
+                entries[rel] = FileEntry(rel, given.size, given.digest, given.digest_kind)
+            os.fsync(fd)
+        except OSError as exc:
+            raise StoreError(
+                f"checking the staged file {rel!r} failed: {exc.strerror or exc}",
+                artifact=label,
+            ) from exc
+        finally:
+            os.close(fd)
+    return entries
+
+
+def fsync_folders(staging: Path, relpaths: Iterable[str]) -> None:
+    """fsync every folder of a staged version (``staging`` and the parents of ``relpaths``),
+    deepest first, so the new folder entries are durable before the rename."""
+    folders = {staging}
+    for rel in relpaths:
+        parts = rel.split("/")[:-1]
+        folders.update(staging.joinpath(*parts[:i]) for i in range(1, len(parts) + 1))
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(folder)
+
+
+def _hash_fd(fd: int, rel: str, size: int) -> FileEntry:
+    digest = hashlib.sha256()
+    with open(os.dup(fd), "rb", buffering=0) as fh:
+        while chunk := fh.read(COPY_CHUNK):
+            digest.update(chunk)
     return FileEntry(path=rel, size=size, sha256=digest.hexdigest())
 
 
