@@ -11,7 +11,7 @@ delegates to ``publishing`` (write) and ``verification`` (read).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import ConfigDict, PrivateAttr, model_validator
@@ -58,6 +58,7 @@ from .artifacts.registry import link_verified, load_registered, registry_path_fo
 from .artifacts.session import (
     Session,
     WandbCredentials,
+    close_session,
     open_ledger_for,
     open_session,
     preflight,
@@ -90,6 +91,7 @@ class ArtifactIOEngine(IOManager):
         self._session: Session | None = None
         self._ledger: Any = None
         self._lock = threading.Lock()
+        self._privates: list[PrivateCopies] = []
 
     def connect_ledger(self) -> None:
         """Reach a configured shared ledger now (resource setup), so an unreachable one fails
@@ -121,9 +123,29 @@ class ArtifactIOEngine(IOManager):
         preflight(self.settings)
 
     def private_copies(self, session: Session, run_id: str | None) -> PrivateCopies:
-        return PrivateCopies.for_process(
+        private = PrivateCopies.for_process(
             session.base_dir, run_id, self.settings.cache_duration_in_minutes
         )
+        with self._lock:
+            if private not in self._privates:
+                self._privates.append(private)
+        return private
+
+    def close(self) -> None:
+        """End of the run (resource teardown): release what this engine holds per run (the
+        private copy folders' locks, the key store's and the local store's open files, the
+        shared ledger's pool), so a long-lived process does not gather them per run. The
+        engine stays usable: a later call opens a new session."""
+        with self._lock:
+            privates, self._privates = self._privates, []
+            session, self._session = self._session, None
+            ledger, self._ledger = self._ledger, None
+        for private in privates:
+            private.release()
+        if session is not None:
+            close_session(session)
+        if ledger is not None:
+            ledger.close()
 
     def _cleanup(self, private: PrivateCopies) -> None:
         private.cleanup()
@@ -604,6 +626,10 @@ class WandbArtifactsIOManager(ConfigurableIOManager):
         self._engine.connect_ledger()
         self._engine.preflight()
 
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
     def _build(self) -> ArtifactIOEngine:
         return ArtifactIOEngine(
             self.settings(),
@@ -675,7 +701,7 @@ _LEGACY_SCHEMA = {
     required_resource_keys={"wandb_resource", "wandb_config"},
     description="Signed W&B artifacts IO manager (dagster-wandb-secure).",
 )
-def wandb_artifacts_io_manager(context: InitResourceContext) -> ArtifactIOEngine:
+def wandb_artifacts_io_manager(context: InitResourceContext) -> Iterator[ArtifactIOEngine]:
     settings = validate_settings(_legacy_synonyms(dict(context.resource_config or {})))
     wandb_config = context.resources.wandb_config
     entity, project = _entity_project(wandb_config)
@@ -687,7 +713,10 @@ def wandb_artifacts_io_manager(context: InitResourceContext) -> ArtifactIOEngine
     )
     engine.connect_ledger()
     engine.preflight()
-    return engine
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def _legacy_synonyms(raw: dict[str, Any]) -> dict[str, Any]:

@@ -163,6 +163,20 @@ class PrivateCopies:
         with contextlib.suppress(OSError):
             os.utime(self.folder)
 
+    def release(self) -> None:
+        """The run that used this folder is over: drop its lock (the open file it holds), so a
+        long-lived process does not keep one per run, and forget it. The copies stay for
+        ``duration_minutes`` (other processes' ``cleanup`` removes them after that, as for a
+        process that exited); with a duration of 0 they are removed now."""
+        with _OWNED_LOCK:
+            for key in [k for k, v in _OWNED.items() if v is self]:
+                del _OWNED[key]
+        if self.duration_minutes == 0:
+            self.remove_own()
+            return
+        with contextlib.suppress(OSError):
+            self._lock.release()
+
     def remove_own(self) -> None:
         with contextlib.suppress(OSError):
             _make_writable(self.folder)

@@ -129,6 +129,17 @@ def open_ledger_for(settings: Settings) -> LedgerBackend | None:
     return ledger
 
 
+def close_session(session: Session) -> None:
+    """Release a session's open files at the end of a run: the key store's descriptor and
+    ledger connection, and a local store's index connection of this thread (both reopen on a
+    later use). A W&B store's run is left to its own lifecycle (``WandbArtifactStore.close``)."""
+    session.key_store.close()
+    if session.store_kind == "local":
+        closer = getattr(session.store, "close", None)
+        if closer is not None:
+            closer()
+
+
 def open_existing_key_store(path: Path) -> KeyStore:
     """Open the key store at ``path`` without creating anything: a missing folder (or one with
     no key store file) is a ``KeyStoreError`` naming the path and the command that creates it."""
@@ -286,6 +297,7 @@ def open_session(
 __all__ = [
     "Session",
     "WandbCredentials",
+    "close_session",
     "build_policy",
     "open_existing_key_store",
     "open_key_store",

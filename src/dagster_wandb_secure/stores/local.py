@@ -251,6 +251,10 @@ class LocalArtifactStore:
             )
         return area.path
 
+    def close(self) -> None:
+        """Close this thread's index connection (the store stays usable: it reopens)."""
+        self._index.close_thread_connection()
+
     def publish(
         self,
         *,

@@ -142,6 +142,14 @@ class LocalIndex:
         local.conn, local.pid = conn, os.getpid()
         return conn
 
+    def close_thread_connection(self) -> None:
+        """Close this thread's connection, if it opened one (a later call reopens it)."""
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            conn.close()
+        local.conn = None
+
     @contextlib.contextmanager
     def transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("BEGIN IMMEDIATE")
