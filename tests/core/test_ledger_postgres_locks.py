@@ -50,3 +50,28 @@ def test_locks_reuse_sessions(pg_url: str) -> None:
         assert _backends(pg_url) == before  # no new server process per lock
     finally:
         ledger.close()
+
+
+
+def test_an_allocation_alone_commits_without_its_own_wal_flush(pg_url: str) -> None:
+    """The allocation statement a publish runs alone turns ``synchronous_commit`` off for its
+    own transaction only (the signature rows' durable commit that must follow flushes it too);
+    the statement used inside a ``batch()`` leaves the batch's commit durable."""
+    ledger = PostgresLedger(pg_url)
+    try:
+        ledger.allocate_sequence(ART, floor=0)  # connect, migrate
+        q = ledger._statements()
+        with psycopg.connect(pg_url) as conn:  # a transaction, as autocommit gives the statement
+            conn.execute(q["allocate_unflushed"], (ART, 1, "2026-12-01T00:00:00Z"))
+            assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+            conn.commit()
+            assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+            conn.execute(q["allocate"], (ART, 1, "2026-12-01T00:00:00Z"))
+            assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+            conn.commit()
+        first = ledger.allocate_sequence(ART, floor=0)
+        with ledger.batch():
+            assert ledger.allocate_sequence(ART, floor=0) == first + 1
+        assert ledger.allocate_sequence(ART, floor=first + 5) == first + 6
+    finally:
+        ledger.close()

@@ -656,8 +656,13 @@ class PostgresLedger:
         if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
             raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
         q = self._statements()
+        # alone (not in a batch() with other rows) the allocation skips its own WAL flush: the
+        # signature rows' durable commit that must follow before anything is published flushes
+        # it too. Inside a batch the batch's commit must stay durable for its other rows.
+        joined = getattr(self._local, "conn", None) is not None
+        statement = q["allocate"] if joined else q["allocate_unflushed"]
         with self._conn("write to", single=True) as conn:
-            row = conn.execute(q["allocate"], (artifact, floor + 1, _now_text())).fetchone()
+            row = conn.execute(statement, (artifact, floor + 1, _now_text())).fetchone()
             return int(row[0])
 
     def history_mark(self, artifact: str, alias: str) -> Position | None:

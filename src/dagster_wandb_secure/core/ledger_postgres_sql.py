@@ -164,6 +164,17 @@ STATEMENTS: dict[str, str] = {
         "last_sequence = GREATEST(h.last_sequence + 1, excluded.last_sequence), "
         "updated_at = excluded.updated_at RETURNING last_sequence"
     ),
+    # the same, committed without its own WAL flush (synchronous_commit off for this one
+    # transaction): the durable commit of the signature rows, which must follow before any
+    # version is published, flushes the WAL up to and including it; an allocation lost in a
+    # server crash before that was used by no published version (SECURITY.md)
+    "allocate_unflushed": (
+        "INSERT INTO {s}.history_sequences AS h (artifact, last_sequence, updated_at) "
+        "SELECT %s, %s, %s FROM (SELECT set_config('synchronous_commit', 'off', true)) AS c "
+        "ON CONFLICT (artifact) DO UPDATE SET "
+        "last_sequence = GREATEST(h.last_sequence + 1, excluded.last_sequence), "
+        "updated_at = excluded.updated_at RETURNING last_sequence"
+    ),
     "mark": (
         "SELECT sequence, signed_at, digest FROM {s}.history_marks "
         "WHERE artifact = %s AND alias = %s"
