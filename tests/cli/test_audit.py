@@ -10,7 +10,7 @@ from kit.cli import Env, build_every_status, flip_last_byte, run, run_json
 ENTRY_KEYS = {
     "entity", "project", "name", "version", "aliases", "type", "serializer", "key_id", "alg",
     "signed_at", "digest", "status", "origin", "reason", "error_type", "created_at",
-    "sequence", "manifest_digest", "parent",
+    "sequence", "manifest_digest", "parent", "resigns",
 }
 TOP_KEYS = {
     "schema", "generated_at", "key_store", "store", "mode", "elapsed_s", "summary", "keys",
