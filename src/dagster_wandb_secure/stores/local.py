@@ -63,6 +63,7 @@ from .base import (
     ArtifactVersion,
     DiskEntry,
     FileEntry,
+    ManifestItem,
     StagedDigest,
     StagingArea,
     StoreError,
@@ -74,7 +75,7 @@ from .base import (
     parse_version,
     walk_version_folder,
 )
-from .local_files import MAX_LISTED_ENTRIES, list_version, open_in_version
+from .local_files import MAX_LISTED_ENTRIES, list_version, open_in_version, read_in_versions
 from .local_index import (
     BUSY_TIMEOUT_S,
     INDEX_NAME,
@@ -694,6 +695,18 @@ class LocalArtifactStore:
             except VersionRowError as exc:
                 item = exc
             yield item
+
+    def list_manifests(
+        self, *, entity: str, project: str, name: str, relpath: str, max_bytes: int
+    ) -> Iterator[ManifestItem]:
+        """``base.ArtifactStore.list_manifests``: one index query (malformed rows skipped),
+        then each version's file opened below the artifact folder, following no symlink."""
+        check_artifact_name(name)
+        found = self.scan_versions(entity=entity, project=project, name=name)
+        versions = [av for av in found if not isinstance(av, VersionRowError)]
+        yield from read_in_versions(
+            self._artifacts, (entity, project, name), versions, relpath, max_bytes
+        )
 
     def move_alias(
         self, entity: str, project: str, name: str, alias: str, version: int | str
