@@ -173,3 +173,19 @@ def test_a_symlinked_version_folder_is_not_followed(
     v1.symlink_to(moved, target_is_directory=True)
     head = store_head(store, ks, E, P, NAME)
     assert head is not None and head.sequence == 1
+
+
+def test_a_malformed_index_row_does_not_hide_the_head(
+    tmp_path: Path, store: LocalArtifactStore, ks: KeyStore
+) -> None:
+    """One hostile index row is skipped; it used to end the listing, and with it the scan."""
+    import sqlite3
+
+    from dagster_wandb_secure.stores.local import INDEX_NAME
+
+    _publish(tmp_path, store, ks, 5, seen=False)
+    _publish(tmp_path, store, ks, 1, seen=False)
+    with sqlite3.connect(Path(store.root) / INDEX_NAME) as conn:
+        conn.execute("UPDATE versions SET number = 'v1; junk' WHERE number = 1")
+    head = store_head(store, _fresh_pod(tmp_path), E, P, NAME)
+    assert head is not None and head.sequence == 5

@@ -84,7 +84,7 @@ from .local_index import (
     artifact_label,
     version_folder,
 )
-from .local_rows import RowIdentity, check_number, check_pending_row
+from .local_rows import RowIdentity, check_number, check_pending_row, scan_stub_from_row
 from .local_staging import (
     COPY_CHUNK,
     LATEST,
@@ -699,11 +699,14 @@ class LocalArtifactStore:
     def list_manifests(
         self, *, entity: str, project: str, name: str, relpath: str, max_bytes: int
     ) -> Iterator[ManifestItem]:
-        """``base.ArtifactStore.list_manifests``: one index query (malformed rows skipped),
-        then each version's file opened below the artifact folder, following no symlink."""
-        check_artifact_name(name)
-        found = self.scan_versions(entity=entity, project=project, name=name)
-        versions = [av for av in found if not isinstance(av, VersionRowError)]
+        """``base.ArtifactStore.list_manifests``: one index query for identities and types
+        only (malformed rows skipped), then each version's file opened below the artifact
+        folder, following no symlink. The versions are stubs (``scan_stub_from_row``)."""
+        base = version_folder(self._artifacts, entity, project, name, 0).parent
+        versions = []
+        for row in self._index.identity_rows(entity, project, name):
+            with contextlib.suppress(VersionRowError, ValueError):
+                versions.append(scan_stub_from_row(row, base))
         yield from read_in_versions(
             self._artifacts, (entity, project, name), versions, relpath, max_bytes
         )
