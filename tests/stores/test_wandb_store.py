@@ -7,7 +7,8 @@ holds after ``run.finish()``.
 The ONLINE path needs a W&B server, which cannot run here. It goes through ONE seam: the
 ``sdk`` constructor argument of ``WandbArtifactStore``, given a ``FakeWandbServer`` below that
 fakes only the wandb calls the store makes (``init``, ``Run.log_artifact`` / ``use_artifact`` /
-``finish``, ``Artifact`` with ``add_file`` / ``wait`` / ``download`` / ``manifest``, and ``Api``
+``finish``, ``Artifact`` with ``add_file`` / ``wait`` / ``download`` / ``manifest`` /
+``get_entry`` (whose entry has ``download``), and ``Api``
 with ``artifact`` / ``artifact_types``), and uses the real ``wandb.errors`` classes.
 """
 
@@ -45,11 +46,22 @@ API_KEY = "test-api-key-0123456789abcdef0123456789abcdef"  # a made-up key; must
 
 
 class _Entry:
-    def __init__(self, path: str, data: bytes) -> None:
+    def __init__(self, path: str, data: bytes, server: FakeWandbServer | None = None) -> None:
         self.path = path
         self.data = data
         self.size = len(data)
         self.digest = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (W&B's)
+        self._server = server
+
+    def download(self, root: str | None = None, **_: Any) -> str:
+        """``ArtifactManifestEntry.download``: this one file, at its path below ``root``."""
+        assert self._server is not None
+        self._server.served.append(self.path)
+        self._server.calls.append(("entry_download", self.path))
+        path = Path(root or ".") / self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.data)
+        return str(path)
 
 
 class _Manifest:
@@ -131,12 +143,19 @@ class FakeArtifact:
         files = self._record()["files"]
         return _Manifest({p: _Entry(p, d) for p, d in files.items()})
 
+    def get_entry(self, name: str) -> _Entry:
+        files = self._record()["files"]
+        if name not in files:
+            raise KeyError(f"Path not contained in artifact: {name}")
+        return _Entry(name, files[name], self._server)
+
     def download(self, root: str | None = None, **_: Any) -> str:
         rec = self._record()
         self._server.calls.append(("download", f"{rec['key'][2]}:{self.version}"))
         self._server.maybe_fail("download")
         target = Path(root or ".")
         for rel, data in rec["files"].items():
+            self._server.served.append(rel)
             path = target / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
@@ -235,6 +254,7 @@ class FakeWandbServer:
         self.runs: list[FakeRun] = []
         self.failures: dict[str, BaseException] = {}
         self.download_hooks: list[Any] = []
+        self.served: list[str] = []  # every file path the server sent, in order
 
     # the wandb module surface
     def init(self, **kwargs: Any) -> FakeRun:
@@ -1090,3 +1110,70 @@ def test_offline_processes_starting_the_same_run_at_once_do_not_share_a_run_fold
         assert len(arts) == 1
         names.append(arts[0].name)
     assert sorted(names) == ["asset-0", "asset-1", "asset-2"]
+
+
+# --- the writer's head scan reads only manifests --------------------------------------------------
+
+BIG = 4 << 20  # a "large" payload: the scan must never fetch one
+
+
+def _signed_files(tmp_path: Path, ks: Any, name: str, sequence: int) -> dict[str, bytes]:
+    """The files of one genuine format-2 version of ``name`` (a big payload and its signed
+    manifest), as another writer would have put them on the server."""
+    from dagster_wandb_secure.core.manifest import MANIFEST_NAME, History, write_manifest
+
+    payload = tmp_path / f"payload-{sequence}.bin"
+    payload.write_bytes(bytes([sequence % 251]) * BIG)
+    context = {"artifact": name, "type": "dataset", "project": f"{ENTITY}/{PROJECT}",
+               "partition": None}
+    manifest, _ = write_manifest({"output.bin": payload}, key_store=ks, context=context,
+                                 history=History(sequence=sequence, parent=None), record=False)
+    return {"output.bin": payload.read_bytes(), MANIFEST_NAME: manifest}
+
+
+def test_online_head_scan_downloads_only_each_versions_manifest(
+    tmp_path: Path, server: FakeWandbServer, online: WandbArtifactStore
+) -> None:
+    """Allocating the next sequence (every publish) reads every version's manifest, and only
+    that: no version is materialized into the cache, no payload leaves the server."""
+    import hashlib as _hashlib
+
+    from dagster_wandb_secure.artifacts.history import allocate
+    from dagster_wandb_secure.core.keys import KeyStore
+    from dagster_wandb_secure.core.manifest import MANIFEST_NAME
+
+    ks = KeyStore.open(tmp_path / "keys")
+    ks.generate("ed25519")
+    versions = [_signed_files(tmp_path, ks, "big", seq) for seq in (1, 3, 2)]
+    for files in versions:
+        server.put("big", files)
+    server.put("big", {MANIFEST_NAME: b"planted junk"})  # a version that does not verify
+    with allocate(online, ks, ENTITY, PROJECT, "big") as slot:
+        assert slot.sequence == 4
+        assert slot.parent == _hashlib.sha256(versions[1][MANIFEST_NAME]).hexdigest()
+    assert server.count("download") == 0, "a version was downloaded whole"
+    assert server.served == [MANIFEST_NAME] * 4
+    cached = [p for p in online.base_dir.rglob("*") if p.is_file() and p.stat().st_size >= BIG]
+    assert cached == []
+
+
+def test_online_head_scan_refuses_an_oversized_manifest_unfetched(
+    tmp_path: Path, server: FakeWandbServer, online: WandbArtifactStore
+) -> None:
+    """A manifest entry W&B announces above the cap is never downloaded (one typed error for
+    that version); the others still count."""
+    from dagster_wandb_secure.core.errors import ResourceLimitError
+    from dagster_wandb_secure.core.keys import KeyStore
+    from dagster_wandb_secure.core.manifest import MANIFEST_NAME
+    from dagster_wandb_secure.stores.base import list_manifests
+
+    ks = KeyStore.open(tmp_path / "keys")
+    ks.generate("ed25519")
+    server.put("big", _signed_files(tmp_path, ks, "big", 1))
+    server.put("big", {MANIFEST_NAME: b"x" * 5000})
+    items = list(list_manifests(online, entity=ENTITY, project=PROJECT, name="big",
+                                relpath=MANIFEST_NAME, max_bytes=4096))
+    assert [av.version for av, _ in items] == [0, 1]
+    assert isinstance(items[0][1], bytes)
+    assert isinstance(items[1][1], ResourceLimitError)
+    assert server.served == [MANIFEST_NAME]

@@ -10,20 +10,29 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import RollbackError, SecureArtifactError
 from ..core.history import Position, judge
-from ..core.manifest import MANIFEST_NAME, VerifiedManifest, read_manifest
+from ..core.manifest import (
+    MANIFEST_NAME,
+    VerifiedManifest,
+    manifest_byte_cap,
+    manifest_digest,
+    read_manifest,
+    read_manifest_bytes,
+)
+from ..core.policy import Policy
+from ..stores.base import list_manifests
 from .target import version_context
 
 if TYPE_CHECKING:
     from ..core.keys import KeyStore
-    from ..core.policy import Policy
     from ..stores.base import ArtifactStore, ArtifactVersion
 
 __all__ = [
     "Allocation",
+    "Head",
     "allocate",
     "check_alias_history",
     "history_key",
@@ -55,6 +64,23 @@ def signed_manifest_of(
         return None
 
 
+@dataclass(frozen=True)
+class Head:
+    """The store version highest in the signed order: its place and its manifest digest (a
+    re-sign's place is its original's, whose sequence it signs again)."""
+
+    position: Position
+    digest: str
+
+    @property
+    def sequence(self) -> int:
+        return self.position.sequence
+
+    @property
+    def order(self) -> tuple[Position, str]:
+        return self.position, self.digest
+
+
 def store_head(
     store: ArtifactStore,
     key_store: KeyStore,
@@ -63,31 +89,50 @@ def store_head(
     name: str,
     *,
     policy: Policy | None = None,
-) -> VerifiedManifest | None:
-    """The verified format-2 manifest highest in the signed order among **every** store version
-    of the artifact (what another writer without our ledger published).
+) -> Head | None:
+    """The format-2 manifest highest in the signed order among **every** store version of the
+    artifact (what another writer without our ledger published).
 
     Every version is read, whatever its store number: the numbers are attacker-chosen, so a
     scan of only the "newest" ones lets planted junk at the top hide the real head and make a
-    writer whose ledger has not seen the artifact restart the sequence below it. Each version
-    costs one bounded manifest read and signature check (no payload is hashed)."""
+    writer whose ledger has not seen the artifact restart the sequence below it. Only each
+    version's manifest file is fetched (``list_manifests``: never a payload, also online), at
+    most ``manifest_byte_cap`` bytes. A manifest whose digest the ledger already recorded for
+    this artifact (``seen_manifest``: only ever recorded from a verified manifest) counts with
+    the recorded position without a second signature check, even if its key was revoked or
+    expired since (it can only raise the floor, and the ledger's ``newest_seen``, which
+    ``allocate`` also consults, already counts it); every other manifest is verified."""
+    policy = policy or Policy.default()
+    key = history_key(entity, project, name)
+    ledger = key_store.ledger
     try:
-        versions = list(store.list_versions(entity=entity, project=project, name=name))
+        items = list(list_manifests(store, entity=entity, project=project, name=name,
+                                    relpath=MANIFEST_NAME, max_bytes=manifest_byte_cap(policy)))
     except SecureArtifactError:
         return None
-    best: VerifiedManifest | None = None
-    for av in versions:
-        vm = signed_manifest_of(store, key_store, av, policy)
-        if vm is None or vm.position is None:
+    best: Head | None = None
+    for av, data in items:
+        if not isinstance(data, bytes):
             continue
-        if best is None or _order(vm) > _order(best):
-            best = vm
+        head = _head_of(ledger, key, key_store, av, data, policy)
+        if head is not None and (best is None or head.order > best.order):
+            best = head
     return best
 
 
-def _order(vm: VerifiedManifest) -> tuple[Position, str]:
-    assert vm.position is not None
-    return vm.position, vm.digest
+def _head_of(
+    ledger: Any, key: str, key_store: KeyStore, av: ArtifactVersion, data: bytes, policy: Policy
+) -> Head | None:
+    digest = manifest_digest(data)
+    seen = ledger.seen_manifest(key, digest)
+    if seen is not None:  # verified when recorded; format 1 (no position) never counts
+        return None if seen.position is None else Head(seen.position, digest)
+    try:
+        vm = read_manifest_bytes(data, key_store=key_store, expected_context=version_context(av),
+                                 policy=policy, version=av.version_label)
+    except SecureArtifactError:
+        return None
+    return None if vm.position is None else Head(vm.position, vm.digest)
 
 
 @dataclass(frozen=True)
@@ -116,13 +161,13 @@ def allocate(
         head = store_head(store, key_store, entity, project, name, policy=policy)
         seen = ledger.newest_seen(key)
         candidates: list[tuple[Position, str]] = []
-        if head is not None and head.history is not None:
-            candidates.append(_order(head))
+        if head is not None:
+            candidates.append(head.order)
         if seen is not None and seen.position is not None:
             candidates.append((seen.position, seen.digest))
         floor = 0
-        if head is not None and head.history is not None:
-            floor = head.history.sequence
+        if head is not None:
+            floor = head.sequence
         if seen is not None and seen.position is not None:
             floor = max(floor, seen.position.sequence)
         sequence = ledger.allocate_sequence(key, floor=floor)

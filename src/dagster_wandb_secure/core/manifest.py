@@ -388,6 +388,39 @@ def read_manifest(
         raise exc.with_location(artifact=expected_context.get("artifact"), version=version) from None
 
 
+def read_manifest_bytes(
+    data: bytes,
+    *,
+    key_store: KeyStore,
+    expected_context: Context,
+    policy: Policy | None = None,
+    version: str | None = None,
+) -> VerifiedManifest:
+    """``read_manifest`` of manifest envelope bytes a store already read (at most
+    ``manifest_byte_cap(policy)`` of them; more is a ResourceLimitError)."""
+    policy = policy or Policy.default()
+    artifact = expected_context.get("artifact")
+    try:
+        cap = manifest_byte_cap(policy)
+        if len(data) > cap:
+            raise ResourceLimitError(f"manifest is larger than {cap} bytes", artifact=artifact)
+        return _manifest_from_bytes(data, key_store, expected_context, policy)
+    except SecureArtifactError as exc:
+        raise exc.with_location(artifact=artifact, version=version) from None
+
+
+def manifest_byte_cap(policy: Policy) -> int:
+    """The most bytes a manifest envelope file may hold under ``policy`` (what a store reads
+    of it at most)."""
+    return min(policy.max_manifest_entries * MANIFEST_BYTES_PER_ENTRY, policy.max_manifest_bytes)
+
+
+def manifest_digest(data: bytes) -> str:
+    """The digest naming a manifest envelope (``VerifiedManifest.digest``, a format-2
+    ``parent``, the ledger's seen manifests): SHA-256 hex of the whole envelope file."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def _read_manifest(
     manifest_path: Path, key_store: KeyStore, expected_context: Context, policy: Policy
 ) -> VerifiedManifest:
@@ -396,6 +429,13 @@ def _read_manifest(
     data = read_bounded_envelope(manifest_path, policy, max_bytes=cap)
     if len(data) > cap:
         raise ResourceLimitError(f"manifest is larger than {cap} bytes", artifact=artifact)
+    return _manifest_from_bytes(data, key_store, expected_context, policy)
+
+
+def _manifest_from_bytes(
+    data: bytes, key_store: KeyStore, expected_context: Context, policy: Policy
+) -> VerifiedManifest:
+    artifact = expected_context.get("artifact")
     header, payload = verify_bytes(
         data,
         key_store=key_store,
@@ -409,7 +449,7 @@ def _read_manifest(
         header=header,
         entries=entries,
         references=references,
-        digest=hashlib.sha256(data).hexdigest(),
+        digest=manifest_digest(data),
         history=history,
     )
 

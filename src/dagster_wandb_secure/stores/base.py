@@ -22,7 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
-from ..core.errors import ConfigurationError, SecureArtifactError, UnsafePathError
+from ..core.errors import (
+    ConfigurationError,
+    ResourceLimitError,
+    SecureArtifactError,
+    UnsafePathError,
+)
 
 # W&B artifact names: letters, digits, dashes, underscores and dots.
 ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -324,6 +329,38 @@ def scan_versions(
         yield from scan(entity=entity, project=project, name=name)
 
 
+def read_capped(fh: BinaryIO, max_bytes: int, what: str, where: str | None = None) -> bytes:
+    """All of an open file if it holds at most ``max_bytes`` (one byte more is read to see it
+    does not); a ResourceLimitError naming ``what`` otherwise."""
+    data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ResourceLimitError(f"{what} is larger than {max_bytes} bytes", artifact=where)
+    return data
+
+
+ManifestItem = tuple[ArtifactVersion, bytes | SecureArtifactError]
+
+
+def list_manifests(
+    store: ArtifactStore, *, entity: str, project: str, name: str, relpath: str, max_bytes: int
+) -> Iterator[ManifestItem]:
+    """Every version of one artifact with the bytes of its file ``relpath`` (its manifest), or
+    the typed error that kept them from being read, through the store's ``list_manifests``
+    (which never fetches the other files). A store without one lists its versions and opens
+    the file with ``open_file``."""
+    own = getattr(store, "list_manifests", None)
+    if own is not None:
+        yield from own(entity=entity, project=project, name=name, relpath=relpath,
+                       max_bytes=max_bytes)
+        return
+    for av in store.list_versions(entity=entity, project=project, name=name):
+        try:
+            with store.open_file(av, relpath) as fh:
+                yield av, read_capped(fh, max_bytes, relpath, av.qualified_name)
+        except SecureArtifactError as exc:
+            yield av, exc
+
+
 class ArtifactStore(Protocol):
     """Implemented by LocalArtifactStore and WandbArtifactStore."""
 
@@ -372,6 +409,20 @@ class ArtifactStore(Protocol):
     def list_versions(
         self, *, entity: str | None = None, project: str | None = None, name: str | None = None
     ) -> Iterator[ArtifactVersion]: ...
+
+    def list_manifests(
+        self, *, entity: str, project: str, name: str, relpath: str, max_bytes: int
+    ) -> Iterator[ManifestItem]:
+        """Every version of one artifact (as ``list_versions``) with the bytes of one small
+        file of it, ``relpath`` (the signed manifest), or the typed error (``StoreError``,
+        ``UnsafePathError``, ``ResourceLimitError``, ...) that kept them from being read.
+
+        Only that file is fetched: no other file of any version is downloaded or opened
+        (the writer's head scan reads every version). It is opened with the checks of
+        ``open_file`` (no symlink anywhere inside the store, a regular file) and read up to
+        ``max_bytes`` (more is a ``ResourceLimitError`` for that version). The bytes are not
+        trusted: the caller verifies them. ``base.list_manifests`` calls this."""
+        ...
 
     def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
         """What is actually on disk in the version folder, sorted by path, following nothing

@@ -63,6 +63,7 @@ from .base import (
     ArtifactVersion,
     DiskEntry,
     FileEntry,
+    ManifestItem,
     StagedDigest,
     StagingArea,
     StoreError,
@@ -74,7 +75,7 @@ from .base import (
     parse_version,
     walk_version_folder,
 )
-from .local_files import MAX_LISTED_ENTRIES, list_version, open_in_version
+from .local_files import MAX_LISTED_ENTRIES, list_version, open_in_version, read_in_versions
 from .local_index import (
     BUSY_TIMEOUT_S,
     INDEX_NAME,
@@ -83,7 +84,7 @@ from .local_index import (
     artifact_label,
     version_folder,
 )
-from .local_rows import RowIdentity, check_number, check_pending_row
+from .local_rows import RowIdentity, check_number, check_pending_row, scan_stub_from_row
 from .local_staging import (
     COPY_CHUNK,
     LATEST,
@@ -694,6 +695,21 @@ class LocalArtifactStore:
             except VersionRowError as exc:
                 item = exc
             yield item
+
+    def list_manifests(
+        self, *, entity: str, project: str, name: str, relpath: str, max_bytes: int
+    ) -> Iterator[ManifestItem]:
+        """``base.ArtifactStore.list_manifests``: one index query for identities and types
+        only (malformed rows skipped), then each version's file opened below the artifact
+        folder, following no symlink. The versions are stubs (``scan_stub_from_row``)."""
+        base = version_folder(self._artifacts, entity, project, name, 0).parent
+        versions = []
+        for row in self._index.identity_rows(entity, project, name):
+            with contextlib.suppress(VersionRowError, ValueError):
+                versions.append(scan_stub_from_row(row, base))
+        yield from read_in_versions(
+            self._artifacts, (entity, project, name), versions, relpath, max_bytes
+        )
 
     def move_alias(
         self, entity: str, project: str, name: str, alias: str, version: int | str

@@ -9,18 +9,27 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ..core.errors import UnsafePathError
+from ..core.errors import SecureArtifactError, UnsafePathError
 from ..core.fsutil import resolve_inside, safe_relpath
-from .base import ArtifactNotFoundError, DiskEntry, StoreError, walk_version_folder
+from .base import (
+    ArtifactNotFoundError,
+    ArtifactVersion,
+    DiskEntry,
+    ManifestItem,
+    StoreError,
+    read_capped,
+    walk_version_folder,
+)
 
 try:  # POSIX only; without it a version file is opened blocking
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["MAX_LISTED_ENTRIES", "list_version", "open_in_version"]
+__all__ = ["MAX_LISTED_ENTRIES", "list_version", "open_in_version", "read_in_versions"]
 
 MAX_LISTED_ENTRIES = 100_000
 
@@ -28,6 +37,7 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
 
 
 def open_in_version(root: Path, relpath: str, where: str) -> tuple[int, Path]:
@@ -40,10 +50,8 @@ def open_in_version(root: Path, relpath: str, where: str) -> tuple[int, Path]:
         raise exc.with_location(artifact=where) from None
     except OSError as exc:
         raise _missing_root(root, where, exc) from exc
-    parts = rel.split("/")
-    dir_flags = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
     try:
-        dir_fd = os.open(root, dir_flags)
+        dir_fd = os.open(root, _DIR_FLAGS)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafePathError(
@@ -51,28 +59,108 @@ def open_in_version(root: Path, relpath: str, where: str) -> tuple[int, Path]:
             ) from exc
         raise _missing_root(root, where, exc) from exc
     try:
+        return _open_below(dir_fd, rel, where), root / rel
+    finally:
+        os.close(dir_fd)
+
+
+def _open_below(dir_fd: int, rel: str, where: str) -> int:
+    """A read-only descriptor of the regular file ``rel`` (already ``safe_relpath``) below
+    the open folder ``dir_fd``, no symlink followed on the way (``dir_fd`` stays open)."""
+    parts = rel.split("/")
+    fd = dir_fd
+    try:
         for i, part in enumerate(parts[:-1]):
             try:
-                next_fd = os.open(part, dir_flags, dir_fd=dir_fd)
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 _raise_open_error(exc, "/".join(parts[: i + 1]), rel, where, folder=True)
-            os.close(dir_fd)
-            dir_fd = next_fd
+            if fd != dir_fd:
+                os.close(fd)
+            fd = next_fd
         try:
-            fd = os.open(
-                parts[-1], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK, dir_fd=dir_fd
+            file_fd = os.open(
+                parts[-1], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK, dir_fd=fd
             )
         except OSError as exc:
             _raise_open_error(exc, rel, rel, where, folder=False)
     finally:
-        os.close(dir_fd)
+        if fd != dir_fd:
+            os.close(fd)
+    return _regular(file_fd, rel, where)
+
+
+def _regular(fd: int, rel: str, where: str) -> int:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise UnsafePathError(f"{rel!r} is not a regular file", artifact=where)
     if _O_NONBLOCK and fcntl is not None:
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_NONBLOCK)
-    return fd, root / rel
+    return fd
+
+
+def read_in_versions(
+    artifacts: Path,
+    folders: Sequence[str],
+    versions: Iterable[ArtifactVersion],
+    relpath: str,
+    max_bytes: int,
+) -> Iterator[ManifestItem]:
+    """The bytes of file ``relpath`` (at most ``max_bytes``) in the folder ``v<N>`` of each of
+    ``versions``, below ``artifacts/<folders...>`` (entity, project, name: validated names).
+
+    Every folder below ``artifacts`` and the file are opened relative to their parent's
+    descriptor without following a symlink, so nothing outside the store is read (the same
+    guarantee as ``open_in_version`` after the store's ``check_inside``, without resolving
+    paths per version). A version whose file cannot be read comes with its typed error."""
+    label = "/".join(folders)
+    rel = safe_relpath(relpath)
+    base_fd: int | None = None
+    base_error: SecureArtifactError | None = None
+    try:
+        base_fd = _open_dirs(artifacts, folders, label)
+    except SecureArtifactError as exc:
+        base_error = exc
+    try:
+        for av in versions:
+            where = av.qualified_name
+            if base_fd is None:
+                assert base_error is not None
+                yield av, base_error
+                continue
+            try:
+                fd = _open_below(base_fd, f"v{av.version}/{rel}", where)
+                with os.fdopen(fd, "rb") as fh:
+                    data = read_capped(fh, max_bytes, rel, where)
+            except SecureArtifactError as exc:
+                yield av, exc
+                continue
+            except OSError as exc:
+                yield av, StoreError(f"cannot read {rel!r}: {exc.strerror or exc}",
+                                     artifact=where)
+                continue
+            yield av, data
+    finally:
+        if base_fd is not None:
+            os.close(base_fd)
+
+
+def _open_dirs(artifacts: Path, folders: Sequence[str], label: str) -> int:
+    """A descriptor of ``artifacts/<folders...>``, no symlink followed below ``artifacts``."""
+    try:
+        fd = os.open(artifacts, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    except OSError as exc:
+        raise _missing_root(artifacts, label, exc) from exc
+    for i, part in enumerate(folders):
+        try:
+            next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            os.close(fd)
+            _raise_open_error(exc, "/".join(folders[: i + 1]), label, label, folder=True)
+        os.close(fd)
+        fd = next_fd
+    return fd
 
 
 def _raise_open_error(exc: OSError, part: str, rel: str, where: str, *, folder: bool) -> None:

@@ -337,6 +337,17 @@ class LocalIndex:
             )
         return art_id
 
+    def identity_rows(self, entity: str, project: str, name: str) -> list[Sequence[Any]]:
+        """``(entity, project, name, type, number)`` of every version of one artifact, by
+        number (unvalidated: ``local_rows.scan_stub_from_row`` checks them)."""
+        with self.connect() as conn:
+            return conn.execute(
+                "SELECT a.entity, a.project, a.name, a.type, v.number FROM versions v "
+                "JOIN artifacts a ON a.id = v.artifact_id WHERE a.entity = ? AND a.project = ? "
+                "AND a.name = ? ORDER BY v.number",
+                (entity, project, name),
+            ).fetchall()
+
     def version_rows(self, filters: Sequence[tuple[str, str]]) -> list[Sequence[Any]]:
         """The rows of every version matching ``(column, value)`` filters (columns are
         ``a.entity``, ``a.project``, ``a.name``), ordered by entity, project, name, number."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "check_metadata_shape",
     "check_number",
     "check_pending_row",
+    "scan_stub_from_row",
     "check_run_id",
     "version_from_row",
 ]
@@ -277,4 +278,22 @@ def version_from_row(
         created_by_run=_run_id(run, ident),
         root=folder_of(entity, project, name, number),
         extra={"store": "local"},
+    )
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def scan_stub_from_row(row: Sequence[Any], root: Path) -> ArtifactVersion:
+    """A version as the head scan needs it, from an ``(entity, project, name, type, number)``
+    row (each validated): its identity and type only, nothing else read or parsed (``files``,
+    ``metadata`` and ``aliases`` empty, ``created_at`` the epoch); ``root`` is the artifact
+    folder (the caller opens ``v<N>`` below it itself)."""
+    entity, project, name, type_, number = row
+    ident = check_identity(entity, project, name, number)
+    _check_name(type_, "artifact type", ident)
+    return ArtifactVersion(
+        entity=entity, project=project, name=name, version=number, type=type_,
+        description=None, metadata={}, aliases=(), files={}, created_at=_EPOCH,
+        created_by_run=None, root=root, extra={"store": "local", "stub": True},
     )

@@ -47,12 +47,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
-from ..core.errors import ConfigurationError, UnsafePathError
+from ..core.errors import ConfigurationError, SecureArtifactError, UnsafePathError
 from ..core.fsutil import safe_relpath
 from .base import (
     ArtifactNotFoundError,
     ArtifactVersion,
     DiskEntry,
+    FileEntry,
+    ManifestItem,
     StoreError,
     check_alias,
     check_artifact_name,
@@ -69,6 +71,7 @@ from .wandb_cache import (
     DownloadCache,
     copy_hashing,
 )
+from .wandb_entry import fetch_entry
 from .wandb_run import (
     DAGSTER_WANDB_TAG,
     INIT_LOCK_NAME,
@@ -624,8 +627,24 @@ class WandbArtifactStore:
         vdir, files = self._cache.fill(
             entity, project, name, version, digest, expected, label=label, download=download
         )
+        return self._describe(artifact, entity, project, name, version, files, vdir)
+
+    def _describe(
+        self,
+        artifact: Any,
+        entity: str,
+        project: str,
+        name: str,
+        version: int,
+        files: Mapping[str, FileEntry],
+        root: Path | None = None,
+    ) -> ArtifactVersion:
+        """The version as W&B records it (hints only), with the cached ``files`` in ``root``
+        (default: where the cache would hold it)."""
         metadata = dict(attr_obj(artifact, "metadata") or {})
         created_by = metadata.get("source_dagster_run_id")
+        if root is None:
+            root = self._cache.name_dir(entity, project, name) / f"v{version}"
         return ArtifactVersion(
             entity=entity,
             project=project,
@@ -638,7 +657,7 @@ class WandbArtifactStore:
             files=files,
             created_at=_parse_time(attr_str(artifact, "created_at")),
             created_by_run=created_by if isinstance(created_by, str) else None,
-            root=vdir,
+            root=root,
             extra={"wandb_mode": "online", **self._artifact_extra(artifact), **self.run_info()},
         )
 
@@ -670,6 +689,38 @@ class WandbArtifactStore:
         if self.offline:
             yield from self._mirror().list_versions(entity=entity, project=project, name=name)
             return
+        for e, p, cname, artifact, qualified in self._online_versions(entity, project, name):
+            yield self._materialize(artifact, e, p, cname, qualified)
+
+    def list_manifests(
+        self, *, entity: str, project: str, name: str, relpath: str, max_bytes: int
+    ) -> Iterator[ManifestItem]:
+        """``base.ArtifactStore.list_manifests``. Offline: the mirror's. Online: each version is
+        described from W&B's records (``files`` empty, nothing cached) and only its entry
+        ``relpath`` is downloaded (``wandb_entry.fetch_entry``); no other file is fetched."""
+        if self.offline:
+            yield from self._mirror().list_manifests(
+                entity=entity, project=project, name=name, relpath=relpath, max_bytes=max_bytes
+            )
+            return
+        scratch = self.store_dir / "entries"
+        for e, p, cname, artifact, qualified in self._online_versions(entity, project, name):
+            version = parse_version_label(attr_str(artifact, "version"), qualified)
+            av = self._describe(artifact, e, p, cname, version, {})
+            try:
+                data: bytes | SecureArtifactError = fetch_entry(
+                    artifact, relpath, scratch=scratch, max_bytes=max_bytes, where=qualified,
+                    errors=(self._WandbError,), scrub=self._scrub,
+                )
+            except SecureArtifactError as exc:
+                data = exc
+            yield av, data
+
+    def _online_versions(
+        self, entity: str | None, project: str | None, name: str | None
+    ) -> Iterator[tuple[str, str, str, Any, str]]:
+        """(entity, project, name, W&B artifact, qualified name) of every version W&B lists,
+        except W&B's own ``wandb-*`` types, by name and version number; nothing downloaded."""
         entity = check_entity(entity if entity is not None else self.entity)
         project = check_project(project if project is not None else self.project)
         if name is not None:
@@ -704,8 +755,7 @@ class WandbArtifactStore:
             for artifact in sorted(
                 versions, key=lambda a: parse_version_label(attr_str(a, "version"), cname)
             ):
-                qualified = f"{where}/{cname}:{attr_str(artifact, 'version')}"
-                yield self._materialize(artifact, entity, project, cname, qualified)
+                yield entity, project, cname, artifact, f"{where}/{cname}:{attr_str(artifact, 'version')}"
 
     def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
         """What is actually on disk in the version folder (symlinks and special files are
