@@ -398,7 +398,9 @@ def publish_version(
     """Publish the signed files as a new version and attach the version to its ledger rows;
     the one store step of every publisher (``publish_output``, adopt and resign). With
     ``signed`` and ``history_key`` (format 2), the writer's ledger also records the manifest
-    and advances the marks of the aliases it signed."""
+    and advances the marks of the aliases it signed. The ledger's ``durable()`` barrier runs
+    first: a version is never visible before its signature rows are on disk (SECURITY.md)."""
+    key_store.ledger.durable()
     version = store.publish(
         entity=entity,
         project=project,

@@ -159,6 +159,11 @@ class LedgerBackend(Protocol):
 
     def newest_seen(self, artifact: str) -> SeenManifest | None: ...
 
+    def durable(self) -> None:
+        """Barrier: every signature row recorded so far is durable when this returns (called
+        before a version becomes visible)."""
+        ...
+
     def close(self) -> None: ...
 
 
