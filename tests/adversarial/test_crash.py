@@ -7,7 +7,7 @@ every kill the parent checks: the key store loads (fully old or fully new, uniqu
 most one primary, private files 0600 in a 0700 folder), the ledger opens, the store holds no
 half version, and every artifact written before still verifies. Ledger writes happen inside
 SQLite (no Python-level steps), so they are killed at random moments instead, and every row the
-child saw committed must survive.
+child saw acknowledged by the ledger's ``durable()`` barrier must survive.
 """
 
 from __future__ import annotations
@@ -276,7 +276,9 @@ def test_sigkill_during_ledger_writes_loses_no_committed_row(setup: dict[str, An
                         context={"artifact": "ledgered", "type": "dataset"},
                         serializer="pickle", signed_at="2026-01-01T00:00:00.000000Z",
                     )
-                    os.write(write_fd, f"{row}\n".encode())
+                    if i % 3 == 0:  # rows are grouped: the barrier acknowledges them
+                        ledger.durable()
+                        os.write(write_fd, f"{row}\n".encode())
             finally:
                 os._exit(3)
         os.close(write_fd)
@@ -289,3 +291,69 @@ def test_sigkill_during_ledger_writes_loses_no_committed_row(setup: dict[str, An
         ids = {r.id for r in ks.ledger.rows(artifact="ledgered")}
         assert set(committed) <= ids, "a committed ledger row was lost"
         assert verify_all(setup["store"], ks, setup["expected"]) == 2
+
+
+def test_sigkill_after_the_durable_barrier_keeps_the_row_and_publish_waits_for_it(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """A grouped row (not committed yet) survives SIGKILL once ``durable()`` returned; and the
+    one publisher makes the barrier before the store sees the version, so a version is never
+    visible without its signature row, wherever the publisher is killed."""
+    from dagster_wandb_secure.artifacts import publishing
+
+    keys = setup["keys"]
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_fd)
+        try:
+            ledger = KeyStore.open(keys).ledger
+            row = ledger.record_signature(
+                key_id="0123456789abcdef", alg="ed25519", digest="ab" * 32, length=1,
+                context={"artifact": "barrier"}, serializer="pickle",
+                signed_at="2026-01-01T00:00:00.000000Z",
+            )
+            assert ledger._group_rows == 1  # grouped: not committed yet
+            ledger.durable()
+            os.write(write_fd, f"{row}\n".encode())
+            os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(3)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    with os.fdopen(read_fd, "rb") as fh:
+        row = int(fh.read().strip())
+    assert [r.id for r in KeyStore.open(keys).ledger.rows(artifact="barrier")] == [row]
+
+    # the ordering, with the real publisher, key store and local store: when the barrier
+    # runs the version is not visible yet; when the barrier fails nothing is published
+    ks = KeyStore.open(keys)
+    store = LocalArtifactStore(tmp_path / "barrier-store")
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"x")
+    seen: list[int] = []
+    real = ks.ledger.durable
+
+    def watching() -> None:
+        seen.append(len(list(store.list_versions())))
+        real()
+
+    def publish() -> Any:
+        return publishing.publish_version(
+            store, ks, files={"payload.bin": payload}, rows=[], entity=ENTITY,
+            project=PROJECT, name="barrier", type_="dataset", description=None, metadata={},
+            aliases=[],
+        )
+
+    ks.ledger.durable = watching  # type: ignore[method-assign]
+    publish()
+    assert seen == [0] and len(list(store.list_versions())) == 1
+
+    def failing() -> None:
+        raise OSError("fsync failed")
+
+    ks.ledger.durable = failing  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        publish()
+    assert len(list(store.list_versions())) == 1, "a version became visible without the barrier"

@@ -444,10 +444,13 @@ def publish_version(
     the one store step of every publisher (``publish_output``, adopt and resign). With
     ``signed`` and ``history_key`` (format 2), the writer's ledger also records the manifest
     and advances the marks of the aliases it signed. ``staged`` (the store's own staging area
-    holding ``files``): published by move, with ``signed.digests`` as the index hints."""
+    holding ``files``): published by move, with ``signed.digests`` as the index hints. The
+    ledger's ``durable()`` barrier runs first: a version is never visible before its signature
+    rows are on disk (SECURITY.md)."""
     by_move: dict[str, Any] = {}
     if staged is not None and staged.by_move:
         by_move = {"staged": staged, "digests": dict(signed.digests) if signed else None}
+    key_store.ledger.durable()
     version = store.publish(
         entity=entity,
         project=project,

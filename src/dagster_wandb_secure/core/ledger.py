@@ -33,12 +33,11 @@ waiting), so many threads and processes can write at once. Connections are opene
 per process: a connection inherited across ``fork`` is abandoned (never used nor closed in the
 child, which could disturb the parent's locks) and a fresh one is opened.
 
-Durability: ``synchronous=NORMAL`` by default. In WAL mode NORMAL never corrupts the database
-and a committed row survives a crash of the process (SIGKILL included); only an operating
-system crash or power loss can drop the last transactions before the next WAL checkpoint.
-That is the right trade for a row written on every ``seal`` (FULL adds an fsync per signed
-payload, milliseconds on real disks, against a seal budget of tens of microseconds). Pass
-``synchronous="FULL"`` where that window matters more than throughput.
+Durability and group commits (``ledger_groups.py``): WAL at ``synchronous=NORMAL``; a bare
+``record_signature`` joins the process's open group transaction, committed within
+``GROUP_WINDOW_S`` (or at ``GROUP_MAX_ROWS``, any other write, ``flush``, ``close``, exit), and
+durable at the next ``durable()`` barrier (one WAL fsync). THE RULE: whatever makes a version
+visible calls ``durable()`` first (``artifacts/publishing.py``; SECURITY.md states it fully).
 """
 
 from __future__ import annotations
@@ -60,6 +59,12 @@ from typing import Any
 from .errors import KeyStoreError
 from .fsutil import InterProcessLock
 from .history import Position, SeenManifest
+from .ledger_groups import (
+    _ABANDONED,
+    _PENDING,
+    GroupCommits,
+    _flush_others,
+)
 
 __all__ = ["ORIGINS", "Ledger", "LedgerRow", "parse_version"]
 
@@ -220,7 +225,7 @@ def _now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-class Ledger:
+class Ledger(GroupCommits):
     """The SQLite digest ledger. Thread-safe; many processes may write at once."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
@@ -232,6 +237,10 @@ class Ledger:
         self._pid: int | None = None
         self._mutex = threading.RLock()
         self._batch_depth = 0
+        self._group_rows = 0  # rows in the open group transaction (not yet committed)
+        self._group_due = 0.0  # time.monotonic() by which the flusher commits the group
+        self._broken: str | None = None  # why a group commit failed (sticky until close)
+        self._synced_once = False
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"
@@ -241,11 +250,18 @@ class Ledger:
     def _after_fork_check(self) -> None:
         if self._pid is not None and self._pid != os.getpid():
             # Inherited across fork: abandon the parent's connection (never use or close it
-            # here) and its mutex (another thread of the parent may have held it).
+            # here) and its mutex (another thread of the parent may have held it). The object
+            # is kept alive: its deallocation would close it, rolling back the parent's open
+            # group transaction through the shared WAL index.
+            if self._conn is not None:
+                _ABANDONED.append(self._conn)
             self._conn = None
             self._pid = None
             self._mutex = threading.RLock()
             self._batch_depth = 0
+            self._group_rows = 0  # the parent's open group stays the parent's
+            self._broken = None
+            self._synced_once = False
 
     def _connection(self) -> sqlite3.Connection:
         """This process's connection; call with ``self._mutex`` held."""
@@ -340,6 +356,7 @@ class Ledger:
             if self._batch_depth:  # inside batch(): join its transaction
                 yield conn
                 return
+            self._commit_group()  # rows sealed before this write commit first
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -354,6 +371,8 @@ class Ledger:
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._after_fork_check()
+        if _PENDING:  # another Ledger object of this process may hold uncommitted rows
+            _flush_others(self)
         with self._mutex:
             try:
                 return self._connection().execute(sql, params).fetchall()
@@ -378,9 +397,17 @@ class Ledger:
         """Close this process's connection (a later call reopens it)."""
         self._after_fork_check()
         with self._mutex:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+            try:
+                if self._conn is not None and self._pid == os.getpid():
+                    try:
+                        self._commit_group()
+                    finally:
+                        self._conn.close()
+            finally:
+                self._conn = None
+                self._group_rows = 0
+                self._broken = None
+                self._synced_once = False
 
     def __enter__(self) -> Ledger:
         return self
@@ -475,8 +502,14 @@ class Ledger:
             artifact_version=artifact_version,
             origin=origin,
         )
-        with self._write() as conn:
-            row_id = conn.execute(self._INSERT, values).lastrowid
+        self._after_fork_check()
+        with self._mutex:
+            if self._batch_depth:
+                return self._insert(self._connection(), values)
+            return self._group_insert(values)
+
+    def _insert(self, conn: sqlite3.Connection, values: tuple[Any, ...]) -> int:
+        row_id = conn.execute(self._INSERT, values).lastrowid
         assert row_id is not None
         return row_id
 

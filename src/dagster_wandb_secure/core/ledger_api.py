@@ -195,6 +195,11 @@ class LedgerBackend(Protocol):
 
     def history_rows(self) -> dict[str, list[tuple[Any, ...]]]: ...
 
+    def durable(self) -> None:
+        """Barrier: every signature row recorded so far is durable when this returns (called
+        before a version becomes visible)."""
+        ...
+
     def close(self) -> None: ...
 
 

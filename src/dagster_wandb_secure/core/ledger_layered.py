@@ -202,6 +202,10 @@ class LayeredLedger:
         ping(self.shared)
         self.local.count()
 
+    def durable(self) -> None:
+        """The local ledger's barrier (the reader's own rows; the shared one is never written)."""
+        self.local.durable()
+
     def close(self) -> None:
         try:
             self.shared.close()

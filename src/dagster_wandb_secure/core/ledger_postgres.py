@@ -409,6 +409,10 @@ class PostgresLedger:
         """Connect (and migrate) now: ``LedgerUnavailableError`` if the server is not there."""
         self._read("ping")
 
+    def durable(self) -> None:
+        """The durability barrier (``ledger_api.LedgerBackend``): a no-op here, every commit of
+        this backend is durable when it returns."""
+
     def close(self) -> None:
         """Close this process's pool (a later call reopens it)."""
         with self._mutex:

@@ -1,0 +1,251 @@
+"""Group commits of the SQLite ledger: pending signature rows share one transaction, and the
+``durable()`` barrier (the rule is in ``ledger.py``'s docstring and SECURITY.md)."""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing.util
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import KeyStoreError
+
+GROUP_MAX_ROWS = 64  # a group transaction commits when this many rows are pending
+GROUP_WINDOW_S = 0.002  # ... or this long after its first row (the flusher thread)
+
+
+class GroupCommits:
+    """The group-commit half of ``Ledger`` (its connection, mutex and fork state live there)."""
+
+    path: Path
+    synchronous: str
+    _conn: sqlite3.Connection | None
+    _pid: int | None
+    _mutex: Any
+    _batch_depth: int
+    _group_rows: int
+    _group_due: float
+    _broken: str | None
+    _synced_once: bool
+
+    def _connection(self) -> sqlite3.Connection:  # pragma: no cover - Ledger's
+        raise NotImplementedError
+
+    def _after_fork_check(self) -> None:  # pragma: no cover - Ledger's
+        raise NotImplementedError
+
+    def _insert(self, conn: sqlite3.Connection, values: tuple[Any, ...]) -> int:  # pragma: no cover
+        raise NotImplementedError
+
+    def _group_insert(self, values: tuple[Any, ...]) -> int:
+        """Add one row to the open group transaction (opening it); call with the mutex held."""
+        self._check_broken()
+        conn = self._connection()
+        if not self._group_rows:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise KeyStoreError(f"the ledger {self.path} is not writable: {exc}") from None
+        try:
+            row_id = self._insert(conn, values)
+        except BaseException as exc:
+            if self._group_rows:  # other callers' rows go with the rollback: fail closed
+                self._broken = f"a row insert failed inside a group commit: {exc}"
+            self._group_rows = 0
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._group_rows += 1
+        if self._group_rows >= GROUP_MAX_ROWS:
+            self._commit_group()
+        elif self._group_rows == 1:
+            self._group_due = time.monotonic() + GROUP_WINDOW_S
+            _schedule(self)
+        return row_id
+
+    def _check_broken(self) -> None:
+        if self._broken is not None:
+            raise KeyStoreError(
+                f"the ledger {self.path} lost uncommitted signature rows ({self._broken})",
+                hint="nothing signed since the last durable() may be published; close the key "
+                "store (or the ledger) and sign again",
+            )
+
+    def _commit_group(self) -> None:
+        """Commit the open group transaction, if any; call with the mutex held."""
+        self._check_broken()
+        if not self._group_rows:
+            return
+        conn = self._conn
+        self._group_rows = 0
+        try:
+            assert conn is not None
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._broken = f"COMMIT failed: {exc}"
+            if conn is not None and conn.in_transaction:
+                with _suppress_sqlite():
+                    conn.execute("ROLLBACK")
+            self._check_broken()
+            raise  # pragma: no cover - _check_broken raised
+
+    def _flush_if_due(self, now: float) -> float | None:
+        """The flusher thread's step: commit a due group; returns the next due time or None."""
+        if not self._mutex.acquire(timeout=0.05):
+            return now + GROUP_WINDOW_S  # busy (a batch or a commit): try again soon
+        try:
+            if self._pid != os.getpid() or not self._group_rows:
+                return None
+            if now < self._group_due:
+                return self._group_due
+            with _suppress_sqlite():
+                self._commit_group()  # a failure breaks the ledger; the next caller sees it
+            return None
+        finally:
+            self._mutex.release()
+
+    def flush(self) -> None:
+        """Commit this process's pending group now (not fsynced: see ``durable``)."""
+        self._after_fork_check()
+        with self._mutex:
+            if not self._batch_depth:
+                self._commit_group()
+
+    def durable(self) -> None:
+        """The durability barrier: commit the pending group, then fsync the WAL once, which
+        covers every row committed so far by any process (a WAL is only restarted after a
+        checkpoint that synced the database file). Call it before making a version visible."""
+        self._after_fork_check()
+        with self._mutex:
+            if self._batch_depth:
+                raise KeyStoreError("ledger.durable() cannot run inside ledger.batch()")
+            self._commit_group()
+            if self.synchronous == "FULL" and self._synced_once:
+                return  # every commit was fsynced already
+            self._connection()  # an open connection keeps the WAL file in place
+            try:
+                _fsync_path(self.path.with_name(self.path.name + "-wal"))
+                if not self._synced_once:  # the database file and its folder entry, once
+                    _fsync_path(self.path)
+                    _fsync_path(self.path.parent, directory=True)
+            except OSError as exc:
+                raise KeyStoreError(
+                    f"cannot make the ledger {self.path} durable: {exc.strerror or exc}"
+                ) from None
+            self._synced_once = True
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    if directory:
+        flags |= getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return  # no WAL file: every committed row is in the (synced) database file
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _suppress_sqlite() -> Iterator[None]:
+    try:
+        yield
+    except (sqlite3.Error, KeyStoreError):
+        pass
+
+
+# --- the flusher: one daemon thread per process commits due groups of every ledger ----------
+
+_PENDING: weakref.WeakSet[GroupCommits] = weakref.WeakSet()
+_FLUSH_CV = threading.Condition()
+_FLUSHER: list[threading.Thread] = []
+_ABANDONED: list[sqlite3.Connection] = []  # connections inherited across fork, never closed
+_FORK_GATE = threading.Lock()  # held by the flusher while it commits, and across os.fork()
+
+
+def _schedule(ledger: GroupCommits) -> None:
+    with _FLUSH_CV:
+        _PENDING.add(ledger)
+        if not _FLUSHER or not _FLUSHER[0].is_alive():
+            # multiprocessing children leave through os._exit (no atexit) after running the
+            # finalizers registered in the child itself (the parent's are cleared at fork)
+            multiprocessing.util.Finalize(None, _flush_all_at_exit, exitpriority=100)
+            thread = threading.Thread(target=_flush_loop, name="ledger-group-commit", daemon=True)
+            _FLUSHER[:] = [thread]
+            thread.start()
+        _FLUSH_CV.notify()
+
+
+def _flush_loop() -> None:
+    while True:
+        with _FLUSH_CV:
+            while not _PENDING:
+                _FLUSH_CV.wait()
+            ledgers = list(_PENDING)
+        now = time.monotonic()
+        soonest: float | None = None
+        for ledger in ledgers:
+            with _FORK_GATE:  # never inside SQLite while another thread forks (its mutexes)
+                due = ledger._flush_if_due(now)
+            if due is None:
+                with _FLUSH_CV:
+                    if not ledger._group_rows:
+                        _PENDING.discard(ledger)
+            else:
+                soonest = due if soonest is None else min(soonest, due)
+        if soonest is not None:
+            time.sleep(max(soonest - time.monotonic(), 0.0002))
+
+
+def _flush_others(reader: GroupCommits) -> None:
+    for ledger in list(_PENDING):
+        if ledger is not reader and ledger._group_rows and ledger.path == reader.path:
+            with _suppress_sqlite():
+                ledger.flush()
+
+
+def _flush_all_at_exit() -> None:
+    for ledger in list(_PENDING):
+        with _suppress_sqlite():
+            ledger.flush()
+
+
+def _reset_after_fork() -> None:
+    global _FLUSH_CV, _FORK_GATE
+    _FLUSH_CV = threading.Condition()
+    _FORK_GATE = threading.Lock()
+    _FLUSHER.clear()
+    _PENDING.clear()
+
+
+atexit.register(_flush_all_at_exit)
+def _before_fork() -> None:
+    """Commit every open group first: a child must never inherit a connection that holds
+    SQLite's locks (SQLite shares lock state between the connections of one process, so the
+    child's own connection would wait for the abandoned one forever)."""
+    _FORK_GATE.acquire()
+    for ledger in list(_PENDING):
+        if ledger._group_rows and ledger._mutex.acquire(timeout=5):
+            try:
+                if not ledger._batch_depth and ledger._pid == os.getpid():
+                    with _suppress_sqlite():
+                        ledger._commit_group()
+            finally:
+                ledger._mutex.release()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=lambda: _FORK_GATE.release(),
+    after_in_child=_reset_after_fork,
+)
