@@ -24,9 +24,10 @@ $(STAMP): pyproject.toml | $(PY)
 demo: $(RUNTIME_STAMP)
 	$(PY) -m dagster_wandb_secure.demo
 
+# -n auto: one pytest worker per core (pytest-xdist); each worker starts its own PostgreSQL
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
