@@ -567,7 +567,7 @@ def test_concurrent_publishers_and_readers(tmp_path: Path) -> None:
     LocalArtifactStore(root)
     src_dir = tmp_path / "src"
     src_dir.mkdir()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fresh processes: nothing inherited from the test process
     procs = [ctx.Process(target=_worker, args=(str(root), str(src_dir), w, 10)) for w in range(4)]
     procs.append(ctx.Process(target=_reader, args=(str(root), 1.5)))
     for p in procs:

@@ -93,11 +93,13 @@ def shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_inside(base: Path, path: Path, what: str) -> Path:
+def check_inside(base: Path, path: Path, what: str, *, real_base: Path | None = None) -> Path:
     """``path`` if it resolves (symlinks followed) to ``base`` or below it; an UnsafePathError
     naming ``what`` otherwise. Every path a store derives from its index passes through here before
-    anything is opened, moved or deleted."""
-    real_base = base.resolve()
+    anything is opened, moved or deleted. ``real_base``: ``base`` resolved earlier by the caller
+    (a store resolves its own folder once); if ``base`` has since been made to lead elsewhere,
+    every path below it resolves outside ``real_base`` and is refused, so this is never weaker."""
+    real_base = real_base if real_base is not None else base.resolve()
     real = path.resolve()
     if real != real_base and real_base not in real.parents:
         raise UnsafePathError(

@@ -156,6 +156,7 @@ class LocalArtifactStore:
         self.staging_max_age = staging_max_age
         self._staging = self.root / STAGING_DIR
         self._artifacts = self.root / ARTIFACTS_DIR
+        self._artifacts_real: Path | None = None  # resolved once, on first use
         try:
             for folder in (self.root, self._staging, self._artifacts):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -194,9 +195,11 @@ class LocalArtifactStore:
         """The folder of one version, from validated components, resolving (symlinks followed)
         inside ``artifacts/``: every path the store builds from index data comes from here."""
         folder = version_folder(self._artifacts, entity, project, name, number)
+        if self._artifacts_real is None:
+            self._artifacts_real = self._artifacts.resolve()
         return check_inside(
             self._artifacts, folder, f"the folder of {artifact_label(entity, project, name)}:"
-            f"v{number}"
+            f"v{number}", real_base=self._artifacts_real
         )
 
     # --- publishing ----------------------------------------------------------------------------
