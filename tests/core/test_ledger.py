@@ -7,7 +7,6 @@ import hashlib
 import json
 import multiprocessing
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -216,12 +215,11 @@ def test_marks_are_per_artifact(ledger: Ledger) -> None:
 # --- batching, processes, fork -------------------------------------------------------------------
 
 
-def test_record_many_is_fast_and_atomic(ledger: Ledger) -> None:
-    start = time.perf_counter()
+def test_record_many_takes_10000_rows_all_or_nothing(ledger: Ledger) -> None:
+    """10,000 rows in one call, every id distinct, and a bad row anywhere records none (speed is
+    the benchmarks' business: a wall-clock bound here was only noise)."""
     ids = ledger.record_many(entry(i, artifact=f"art-{i % 50}") for i in range(10_000))
-    elapsed = time.perf_counter() - start
     assert len(ids) == len(set(ids)) == 10_000
-    assert elapsed < 5.0, elapsed
     assert ledger.count() == 10_000
     assert len(ledger.rows(artifact="art-7")) == 200
     assert [r.length for r in ledger.find_digest(digest(1234))] == [1234]
@@ -231,30 +229,9 @@ def test_record_many_is_fast_and_atomic(ledger: Ledger) -> None:
     assert ledger.count() == 10_000  # all or nothing
 
 
-def _write_rows(path: str, worker: int, count: int) -> None:
-    ledger = Ledger(path)
-    for i in range(count):
-        row = ledger.record_signature(**entry(worker * 10_000 + i, artifact=f"w{worker}"))
-        if i % 10 == 0:
-            ledger.attach_version(row, artifact_version=f"v{i}", aliases=["prod"])
-            ledger.note_seen("shared", "latest", worker * 1000 + i)
-
-
-def test_several_processes_write_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite3"  # not created yet: the processes race to create it
-    procs = [FORK.Process(target=_write_rows, args=(str(path), w, 60)) for w in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
-    ledger = Ledger(path)
-    rows = ledger.rows()
-    assert len(rows) == 240 and len({r.id for r in rows}) == 240
-    for w in range(4):
-        assert len(ledger.rows(artifact=f"w{w}")) == 60
-        assert ledger.newest_version(f"w{w}", alias="prod") == 50
-    assert ledger.newest_version("shared") == 3050
+# Several processes writing one fresh ledger at once: the contract suite
+# (tests/core/test_ledger_contract.py::test_four_processes_write_at_once) runs it on SQLite and
+# PostgreSQL.
 
 
 def _use_inherited(ledger: Ledger, queue: Any) -> None:
