@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import sqlite3
@@ -15,26 +14,13 @@ import pytest
 from dagster_wandb_secure.core.errors import KeyStoreError
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.core.ledger import Ledger, LedgerRow, parse_version
+from kit.ledger_rows import digest, entry
 
 FORK = multiprocessing.get_context("fork")
 
 
-def digest(n: int | str) -> str:
-    return hashlib.sha256(str(n).encode()).hexdigest()
 
 
-def entry(n: int, artifact: str = "model", **kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "key_id": "0123456789abcdef",
-        "alg": "ed25519",
-        "digest": digest(n),
-        "length": n,
-        "context": {"artifact": artifact, "type": "dataset", "partition": None, "asset_key": "a/b"},
-        "serializer": "pickle",
-        "signed_at": "2024-05-01T12:00:00.000000Z",
-    }
-    base.update(kw)
-    return base
 
 
 @pytest.fixture

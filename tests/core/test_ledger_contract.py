@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import threading
 from pathlib import Path
@@ -24,13 +23,12 @@ from dagster_wandb_secure.core.ledger_api import (
     open_ledger,
 )
 from dagster_wandb_secure.core.ledger_postgres import PostgresLedger
+from kit.ledger_rows import digest, entry
 
 FORK = multiprocessing.get_context("fork")
 BACKENDS = ["sqlite", "postgres"]
 
 
-def digest(n: int | str) -> str:
-    return hashlib.sha256(str(n).encode()).hexdigest()
 
 
 def pos(sequence: int, second: int = 0, d: int | str | None = None) -> Position:
@@ -39,18 +37,6 @@ def pos(sequence: int, second: int = 0, d: int | str | None = None) -> Position:
     return Position(sequence, at, digest(f"m{sequence}-{second}" if d is None else d))
 
 
-def entry(n: int, artifact: str = "model", **kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "key_id": "0123456789abcdef",
-        "alg": "ed25519",
-        "digest": digest(n),
-        "length": n,
-        "context": {"artifact": artifact, "type": "dataset", "partition": None, "asset_key": "a/b"},
-        "serializer": "pickle",
-        "signed_at": "2024-05-01T12:00:00.000000Z",
-    }
-    base.update(kw)
-    return base
 
 
 @pytest.fixture(params=BACKENDS)

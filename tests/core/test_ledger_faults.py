@@ -3,7 +3,6 @@ unreachable server fails typed, fast, and without the password. Own cluster: the
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,19 +20,8 @@ from dagster_wandb_secure.core.ledger_postgres import (
     SCHEMA_VERSION,
     PostgresLedger,
 )
+from kit.ledger_rows import entry
 from kit.postgres import PgServer, running_server
-
-
-def entry(n: int, artifact: str = "model") -> dict[str, Any]:
-    return {
-        "key_id": "0123456789abcdef",
-        "alg": "ed25519",
-        "digest": hashlib.sha256(str(n).encode()).hexdigest(),
-        "length": n,
-        "context": {"artifact": artifact},
-        "serializer": "pickle",
-        "signed_at": "2024-05-01T12:00:00.000000Z",
-    }
 
 
 @pytest.fixture(scope="module")

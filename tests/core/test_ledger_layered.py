@@ -21,6 +21,7 @@ from dagster_wandb_secure.core.ledger_api import (
 )
 from dagster_wandb_secure.core.ledger_layered import LayeredLedger
 from dagster_wandb_secure.core.ledger_postgres import PostgresLedger
+from kit.ledger_rows import entry
 from kit.pg_roles import roles_database
 from kit.postgres import PgServer
 
@@ -35,16 +36,6 @@ def pos(sequence: int, tag: str = "") -> Position:
     )
 
 
-def entry(n: int) -> dict[str, object]:
-    return {
-        "key_id": "0123456789abcdef",
-        "alg": "ed25519",
-        "digest": hashlib.sha256(str(n).encode()).hexdigest(),
-        "length": n,
-        "context": {"artifact": "model"},
-        "serializer": "pickle",
-        "signed_at": "2024-05-01T12:00:00.000000Z",
-    }
 
 
 def snapshot(ledger: Ledger) -> tuple[object, ...]:

@@ -4,27 +4,14 @@ real server. Writers record and attach; readers read and advance marks; read-onl
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import pytest
 
 from dagster_wandb_secure.core.history import Position
 from dagster_wandb_secure.core.ledger_api import LedgerError, LedgerPermissionError
+from kit.ledger_rows import entry
 from kit.pg_roles import roles_database
 from kit.postgres import PgServer
-
-
-def entry(n: int) -> dict[str, Any]:
-    return {
-        "key_id": "0123456789abcdef",
-        "alg": "ed25519",
-        "digest": hashlib.sha256(str(n).encode()).hexdigest(),
-        "length": n,
-        "context": {"artifact": "model"},
-        "serializer": "pickle",
-        "signed_at": "2024-05-01T12:00:00.000000Z",
-    }
-
 
 ART = "team/proj/model"
 
