@@ -53,12 +53,10 @@ from .base import (
     ArtifactNotFoundError,
     ArtifactVersion,
     DiskEntry,
-    FileEntry,
     ManifestItem,
     StoreError,
     check_alias,
     check_artifact_name,
-    check_name_part,
     parse_version_label,
     version_ref_label,
 )
@@ -72,6 +70,14 @@ from .wandb_cache import (
     copy_hashing,
 )
 from .wandb_entry import fetch_entry
+from .wandb_records import (
+    artifact_extra,
+    check_artifact_type,
+    check_entity,
+    check_project,
+    describe,
+    online_versions,
+)
 from .wandb_run import (
     DAGSTER_WANDB_TAG,
     INIT_LOCK_NAME,
@@ -91,7 +97,7 @@ from .wandb_run import (
     resolve_mode,
 )
 
-# The names below moved to wandb_run / wandb_cache; they stay importable from here.
+# The names below moved to wandb_run / wandb_cache / wandb_records; they stay importable from here.
 __all__ = [
     "CACHE_LOCK_TIMEOUT",
     "DAGSTER_WANDB_TAG",
@@ -118,27 +124,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STORE_SUBDIR = "wandb-secure"
-
-
-# --- configuration checks -----------------------------------------------------------------------
-
-
-# entity, project and type follow the artifact-name rule, as in the local store (they become
-# folder names in the cache and the mirror)
-
-
-def check_entity(entity: object) -> str:
-    return check_name_part(
-        entity, "W&B entity", "set 'entity' in wandb_config to your W&B user or team name"
-    )
-
-
-def check_project(project: object) -> str:
-    return check_name_part(project, "W&B project", "set 'project' in wandb_config to a W&B project")
-
-
-def check_artifact_type(type_: object) -> str:
-    return check_name_part(type_, "artifact type")
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -483,7 +468,7 @@ class WandbArtifactStore:
             created_at=datetime.now(UTC),
             created_by_run=run_id,
             root=vdir,
-            extra={"wandb_mode": "online", **self._artifact_extra(logged), **self.run_info()},
+            extra={"wandb_mode": "online", **artifact_extra(logged), **self.run_info()},
         )
         self.cleanup_cache()
         return av
@@ -627,39 +612,7 @@ class WandbArtifactStore:
         vdir, files = self._cache.fill(
             entity, project, name, version, digest, expected, label=label, download=download
         )
-        return self._describe(artifact, entity, project, name, version, files, vdir)
-
-    def _describe(
-        self,
-        artifact: Any,
-        entity: str,
-        project: str,
-        name: str,
-        version: int,
-        files: Mapping[str, FileEntry],
-        root: Path | None = None,
-    ) -> ArtifactVersion:
-        """The version as W&B records it (hints only), with the cached ``files`` in ``root``
-        (default: where the cache would hold it)."""
-        metadata = dict(attr_obj(artifact, "metadata") or {})
-        created_by = metadata.get("source_dagster_run_id")
-        if root is None:
-            root = self._cache.name_dir(entity, project, name) / f"v{version}"
-        return ArtifactVersion(
-            entity=entity,
-            project=project,
-            name=name,
-            version=version,
-            type=str(attr_str(artifact, "type") or ""),
-            description=attr_str(artifact, "description"),
-            metadata=metadata,
-            aliases=tuple(str(a) for a in (attr_obj(artifact, "aliases") or ())),
-            files=files,
-            created_at=_parse_time(attr_str(artifact, "created_at")),
-            created_by_run=created_by if isinstance(created_by, str) else None,
-            root=root,
-            extra={"wandb_mode": "online", **self._artifact_extra(artifact), **self.run_info()},
-        )
+        return describe(artifact, entity, project, name, version, files, vdir, self.run_info())
 
     # -- files -------------------------------------------------------------------------------------
 
@@ -706,7 +659,8 @@ class WandbArtifactStore:
         scratch = self.store_dir / "entries"
         for e, p, cname, artifact, qualified in self._online_versions(entity, project, name):
             version = parse_version_label(attr_str(artifact, "version"), qualified)
-            av = self._describe(artifact, e, p, cname, version, {})
+            root = self._cache.name_dir(e, p, cname) / f"v{version}"  # where it would be
+            av = describe(artifact, e, p, cname, version, {}, root, self.run_info())
             try:
                 data: bytes | SecureArtifactError = fetch_entry(
                     artifact, relpath, scratch=scratch, max_bytes=max_bytes, where=qualified,
@@ -719,43 +673,14 @@ class WandbArtifactStore:
     def _online_versions(
         self, entity: str | None, project: str | None, name: str | None
     ) -> Iterator[tuple[str, str, str, Any, str]]:
-        """(entity, project, name, W&B artifact, qualified name) of every version W&B lists,
-        except W&B's own ``wandb-*`` types, by name and version number; nothing downloaded."""
-        entity = check_entity(entity if entity is not None else self.entity)
-        project = check_project(project if project is not None else self.project)
-        if name is not None:
-            check_artifact_name(name)
-        where = f"{entity}/{project}"
-        api = self._api(f"listing artifacts of {where}")
-        try:
-            collections = [
-                c
-                for t in api.artifact_types(project=where)
-                # W&B's own bookkeeping types (run history, ...) are not artifacts of this store
-                if not str(attr_str(t, "name") or "").startswith("wandb-")
-                for c in t.collections()
-                if name is None or c.name == name
-            ]
-        except (self._WandbError, ValueError) as exc:
-            raise StoreError(
-                f"W&B could not list the artifacts of {where}: {self._scrub(exc)}",
-                artifact=f"{where}/{name}" if name else where,
-                hint="check the host, the API key and network access",
-            ) from exc
-        for collection in collections:
-            cname = check_artifact_name(collection.name)
-            try:
-                versions = list(collection.artifacts())
-            except (self._WandbError, ValueError) as exc:
-                raise StoreError(
-                    f"W&B could not list the versions: {self._scrub(exc)}",
-                    artifact=f"{where}/{cname}",
-                    hint="check the host, the API key and network access",
-                ) from exc
-            for artifact in sorted(
-                versions, key=lambda a: parse_version_label(attr_str(a, "version"), cname)
-            ):
-                yield entity, project, cname, artifact, f"{where}/{cname}:{attr_str(artifact, 'version')}"
+        return online_versions(
+            self._api,
+            entity if entity is not None else self.entity,
+            project if project is not None else self.project,
+            name,
+            errors=(self._WandbError,),
+            scrub=self._scrub,
+        )
 
     def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
         """What is actually on disk in the version folder (symlinks and special files are
@@ -797,25 +722,3 @@ class WandbArtifactStore:
         several processes. Returns the removed version folders. Runs after every online publish
         and resolve; offline there is no cache (the mirror is never cleaned)."""
         return self._cache.cleanup(self.cache_duration, now=now)
-
-    def _artifact_extra(self, artifact: Any) -> dict[str, Any]:
-        extra = {
-            "wandb_artifact_id": attr_str(artifact, "id"),
-            "wandb_artifact_url": attr_str(artifact, "url"),
-            "wandb_artifact_size": attr_obj(artifact, "size"),
-        }
-        return {k: v for k, v in extra.items() if v is not None}
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def _parse_time(value: str | None) -> datetime:
-    if value:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            log.warning("W&B returned an unparseable created_at %r; using the current time", value)
-        else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return datetime.now(UTC)
