@@ -562,12 +562,15 @@ def _reader(root: str, stop_after: float) -> None:
         store.record_use(av, "reader")
 
 
-def test_concurrent_publishers_and_readers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_concurrent_publishers_and_readers(tmp_path: Path, start_method: str) -> None:
     root = tmp_path / "s"
-    LocalArtifactStore(root)
+    LocalArtifactStore(root)  # dropped: its index connection must not outlive it (sqlite_fork)
     src_dir = tmp_path / "src"
     src_dir.mkdir()
-    ctx = multiprocessing.get_context("spawn")  # fresh processes: nothing inherited from the test process
+    # fork: with the dropped store's connection still open (closed only by a later garbage
+    # collection), the forked publishers lost every index row under pytest-xdist
+    ctx = multiprocessing.get_context(start_method)
     procs = [ctx.Process(target=_worker, args=(str(root), str(src_dir), w, 10)) for w in range(4)]
     procs.append(ctx.Process(target=_reader, args=(str(root), 1.5)))
     for p in procs:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.keystore_place import STORE_INDEX_NAME
+from ..core.sqlite_fork import ProcessConnections
 from .base import ArtifactNotFoundError, ArtifactVersion, StoreError, shown
 from .local_rows import check_identity, version_from_row
 
@@ -110,12 +111,17 @@ class LocalIndex:
         store_root: Path,
         artifacts_dir: Path,
     ) -> None:
-        # no reference back to the store: a cycle would keep a dropped store's connection open
-        # until a garbage collection, possibly in a forked child (which must never close it)
+        # no reference back to the store: the index (and with it its connections, closed by
+        # the finalizer below) goes as soon as the store does
         self.path = path
         self.store_root = store_root  # named in not-found messages
         self.artifacts_dir = artifacts_dir
         self._local = threading.local()
+        # every connection this process opened, closed when the index is dropped (CPython's
+        # sqlite3 connections only die in a garbage collection otherwise, which can be in a
+        # forked child: core/sqlite_fork.py); inherited ones are pinned in the child
+        self._conns = ProcessConnections()
+        self._conns.finalize_with(self)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -134,8 +140,13 @@ class LocalIndex:
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is not None and local.pid == os.getpid():
             return conn
-        # a connection inherited across fork() must never be used by the child
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        # a connection inherited across fork() must never be used by the child; only this
+        # thread uses the new one (check_same_thread=False lets the finalizer close it)
+        conn = self._conns.add(
+            sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        )
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = FULL")
@@ -147,8 +158,14 @@ class LocalIndex:
         local = self._local
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is not None and local.pid == os.getpid():
-            conn.close()
+            self._conns.close(conn)
         local.conn = None
+
+    def close(self) -> None:
+        """Close every connection this process opened on the index (all threads'); a later
+        call on any thread reopens one."""
+        self._conns.close_all()
+        self._local = threading.local()
 
     @contextlib.contextmanager
     def transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
