@@ -22,12 +22,17 @@ _INHERITED: list[LocalArtifactStore] = []  # a store the parent hands its forked
 
 
 @pytest.fixture
-def no_automatic_gc() -> Iterator[None]:
-    """Garbage is collected only where a test says so (in the children)."""
+def started(tmp_path: Path) -> Iterator[tuple[Path, Path, list[LocalArtifactStore]]]:
+    """(store root, source folder, [a store holding one version]: the list is its only
+    reference); garbage is collected only where a test says so (in the children)."""
     gc.collect()
     gc.disable()
+    root, src = tmp_path / "s", tmp_path / "src"
+    src.mkdir()
+    box = [LocalArtifactStore(root)]
+    _publish(box[0], src, "parent")
     try:
-        yield
+        yield root, src, box
     finally:
         gc.enable()
 
@@ -78,13 +83,10 @@ def _versions(root: Path) -> list[int]:
 
 
 def test_a_dropped_store_closes_its_connection_before_a_fork(
-    tmp_path: Path, no_automatic_gc: None
+    started: tuple[Path, Path, list[LocalArtifactStore]],
 ) -> None:
-    root, src = tmp_path / "s", tmp_path / "src"
-    src.mkdir()
-    first = LocalArtifactStore(root)
-    _publish(first, src, "parent")
-    del first  # no garbage collection runs in this process from here on
+    root, src, box = started
+    box.clear()  # the store's last reference; no garbage collection runs here from now on
     open_now = _open_files()
     _run_children(root, src)
     assert _versions(root) == list(range(1 + WORKERS * EACH))
@@ -92,12 +94,9 @@ def test_a_dropped_store_closes_its_connection_before_a_fork(
 
 
 def test_a_live_store_in_the_parent_is_pinned_not_closed_in_children(
-    tmp_path: Path, no_automatic_gc: None
+    started: tuple[Path, Path, list[LocalArtifactStore]],
 ) -> None:
-    root, src = tmp_path / "s", tmp_path / "src"
-    src.mkdir()
-    kept = LocalArtifactStore(root)
-    _publish(kept, src, "parent-before")
+    root, src, (kept,) = started
     _INHERITED.append(kept)
     try:
         pinned = _run_children(root, src)
