@@ -13,6 +13,7 @@ import pytest
 
 from dagster import AssetIn, AssetKey, SourceAsset, asset, materialize
 from kit.adversarial import store_iom  # the ``root`` fixture: tests/adversarial/conftest.py
+from kit.dagster_runs import failure_text
 
 
 def _write(root: Path, store: str, value: Any) -> None:
@@ -33,12 +34,7 @@ def _read(root: Path, store: str) -> tuple[bool, Any, str]:
     result = materialize([SourceAsset(key=AssetKey("victim"), io_manager_key="m"), reader],
                          resources={"m": store_iom(root, store)}, selection=[reader],
                          raise_on_error=False)
-    text = ""
-    if not result.success:
-        err = result.get_step_failure_events()[0].event_specific_data.error
-        while err is not None:
-            text += f"{err.cls_name}: {err.message}\n"
-            err = err.cause or err.context
+    text = failure_text(result) if not result.success else ""
     return result.success, seen.get("value"), text
 
 

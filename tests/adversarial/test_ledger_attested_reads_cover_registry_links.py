@@ -21,6 +21,7 @@ from dagster_wandb_secure.core.envelope import (
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME
 from dagster_wandb_secure.io_manager import WandbArtifactsIOManager
+from kit.dagster_runs import failure_text
 
 E, P = "team", "proj"
 
@@ -66,12 +67,7 @@ def _read(root: Path, store: str) -> tuple[bool, Any, str]:
         [SourceAsset(key=key, io_manager_key="m"), use], selection=[use],
         resources={"m": _iom(root, store, require_ledger_record=True)}, raise_on_error=False,
     )
-    text = ""
-    if not result.success:
-        err = result.get_step_failure_events()[0].event_specific_data.error
-        while err is not None:
-            text += f"{err.cls_name}: {err.message}\n"
-            err = err.cause or err.context
+    text = failure_text(result) if not result.success else ""
     return result.success, seen.get("m"), text
 
 

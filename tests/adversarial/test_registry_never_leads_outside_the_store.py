@@ -12,6 +12,7 @@ import pytest
 from dagster import AssetIn, AssetKey, SourceAsset, asset, materialize
 from dagster_wandb_secure.core.keys import KeyStore
 from kit.adversarial import store_iom  # the ``root`` fixture: tests/adversarial/conftest.py
+from kit.dagster_runs import failure_text
 
 
 def _write(root: Path, store: str, link: bool) -> tuple[bool, str]:
@@ -24,12 +25,7 @@ def _write(root: Path, store: str, link: bool) -> tuple[bool, str]:
         return {"depth": 1}
 
     result = materialize([clf], resources={"m": store_iom(root, store)}, raise_on_error=False)
-    text = ""
-    if not result.success:
-        err = result.get_step_failure_events()[0].event_specific_data.error
-        while err is not None:
-            text += f"{err.cls_name}: {err.message}\n"
-            err = err.cause or err.context
+    text = failure_text(result) if not result.success else ""
     return result.success, text
 
 

@@ -25,6 +25,7 @@ from dagster import AssetIn, AssetKey, SourceAsset, asset, materialize
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.io_manager import WandbArtifactsIOManager
 from dagster_wandb_secure.stores.local import LocalArtifactStore
+from kit.dagster_runs import failure_text
 
 E, P = "team", "proj"
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -84,12 +85,7 @@ class Env:
         result = materialize([SourceAsset(key=AssetKey(name), io_manager_key="m"), reader],
                              resources={"m": self.iom(self.reader_keys)}, selection=[reader],
                              raise_on_error=False)
-        text = ""
-        if not result.success:
-            err = result.get_step_failure_events()[0].event_specific_data.error
-            while err is not None:
-                text += f"{err.cls_name}: {err.message}\n"
-                err = err.cause or err.context
+        text = failure_text(result) if not result.success else ""
         return result.success, seen.get("value"), text
 
     def replay(self, name: str, version: str) -> None:

@@ -28,6 +28,7 @@ from dagster_wandb_secure import WandbArtifactsIOManagerError
 from dagster_wandb_secure.artifacts.view import ArtifactView
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME
 from dagster_wandb_secure.stores.local import LocalArtifactStore
+from kit.dagster_runs import failure_text
 
 UPSTREAM_METADATA_KEYS = {
     "dagster_run_id",
@@ -50,16 +51,6 @@ SECURE_METADATA_KEYS = {
     "payload_digest_alg",
     "serializer",
 }
-
-
-def failure_text(result: Any) -> str:
-    """Every message in the first step failure's error chain (Dagster wraps IO errors)."""
-    parts: list[str] = []
-    err = result.get_step_failure_events()[0].event_specific_data.error
-    while err is not None:
-        parts.append(f"{err.cls_name}: {err.message}")
-        err = err.cause or err.context
-    return "\n".join(parts)
 
 
 def _chain(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 from dagster import AssetIn, asset, materialize
 from kit import payloads
+from kit.dagster_runs import failure_text
 
 
 def test_saved_model_nested_in_a_table_is_refused(
@@ -56,11 +57,7 @@ def test_saved_model_nested_in_a_table_is_refused(
     )
     assert not marker.exists()
     assert not result.success
-    err = result.get_step_failure_events()[0].event_specific_data.error
-    text = ""
-    while err is not None:
-        text += f"{err.cls_name}: {err.message}\n"
-        err = err.cause or err.context
+    text = failure_text(result)
     assert "SerializationError" in text and "sklearn-model-file" in text and "tables:v0" in text
     assert key_store.primary().kid in text  # the manifest's signer, though the error had none
 
@@ -90,11 +87,7 @@ def test_user_artifact_symlink_entry_is_refused_like_add_files(
 
     result = materialize([linked], resources={"m": make_io_manager()}, raise_on_error=False)
     assert not result.success
-    err = result.get_step_failure_events()[0].event_specific_data.error
-    text = ""
-    while err is not None:
-        text += f"{err.cls_name}: {err.message}\n"
-        err = err.cause or err.context
+    text = failure_text(result)
     assert "UnsafePathError" in text and "symlink" in text and "f.txt" in text
     assert stat.S_IMODE(secret.stat().st_mode) == 0o644
 
