@@ -178,8 +178,12 @@ class PostgresLedger:
             from psycopg import sql
 
             schema = sql.Identifier(self.schema)
+            # rendered to bytes once (a composed query is rendered again at every execute);
+            # the schema name is quoted as an identifier (and _SCHEMA_RE allows no quote)
             self._sql = {
-                name: sql.SQL(text.replace("{s}", "{schema}")).format(schema=schema)  # type: ignore[arg-type]
+                name: sql.SQL(text.replace("{s}", "{schema}"))  # type: ignore[arg-type]
+                .format(schema=schema)
+                .as_bytes(None)
                 for name, text in _SQL.items()
             }
             self._sql["migrations"] = {
