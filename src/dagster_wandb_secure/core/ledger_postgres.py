@@ -23,6 +23,11 @@ arguments); every driver failure becomes a typed error (``LedgerUnavailableError
 server cannot be reached) naming the host and database, never the password. Every write is one
 transaction, so a connection lost mid-write records nothing. Pool connections are checked
 before use, so a server restart between two operations costs a reconnect, not an error.
+
+Round trips and flushes (``core/ledger_postgres_tx.py``): a transaction is pipelined (BEGIN rides
+with its first answered statement, COMMIT is one round trip), statements are prepared at first
+use, and only a commit that recorded a signature row waits for the WAL flush; a publish costs 9
+round trips and one flush (tests/core/test_ledger_postgres_trips.py counts them on the wire).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from .ledger_api import (
 from .ledger_postgres_sql import MIGRATIONS as _MIGRATIONS
 from .ledger_postgres_sql import SCHEMA_VERSION
 from .ledger_postgres_sql import STATEMENTS as _SQL
+from .ledger_postgres_tx import pipelined
 
 __all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresLedger", "redact_url"]
 
@@ -172,8 +178,12 @@ class PostgresLedger:
             from psycopg import sql
 
             schema = sql.Identifier(self.schema)
+            # rendered to bytes once (a composed query is rendered again at every execute);
+            # the schema name is quoted as an identifier (and _SCHEMA_RE allows no quote)
             self._sql = {
-                name: sql.SQL(text.replace("{s}", "{schema}")).format(schema=schema)  # type: ignore[arg-type]
+                name: sql.SQL(text.replace("{s}", "{schema}"))  # type: ignore[arg-type]
+                .format(schema=schema)
+                .as_bytes(None)
                 for name, text in _SQL.items()
             }
             self._sql["migrations"] = {
@@ -265,6 +275,10 @@ class PostgresLedger:
             "connect_timeout": self.connect_timeout,
             "options": options or f"-c statement_timeout={self.statement_timeout_ms}",
             "application_name": "dagster-wandb-secure",
+            # every statement prepared at its first use on a connection (psycopg's default:
+            # the fifth), so the server parses and plans each once per connection; the set
+            # is small and fixed (ledger_postgres_sql.STATEMENTS)
+            "prepare_threshold": 0,
         }
 
     def _check_connection(self, conn: Any) -> None:
@@ -287,6 +301,11 @@ class PostgresLedger:
             yield
         except KeyStoreError:
             raise
+        except psycopg.errors.PipelineAborted:  # an OperationalError, but the server is there
+            raise LedgerError(
+                f"the PostgreSQL ledger at {self.where} refused to {doing} it: an earlier "
+                "statement of the same transaction failed, so nothing of it was recorded"
+            ) from None
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise LedgerUnavailableError(
                 f"cannot {doing} the PostgreSQL ledger at {self.where} (schema {self.schema}): "
@@ -358,10 +377,12 @@ class PostgresLedger:
             if single:  # one statement: atomic by itself in autocommit, one round trip
                 yield conn
             else:
-                # pipeline mode: BEGIN and every statement whose result is not read are sent
-                # without waiting; a transaction costs a round trip per result read + COMMIT
-                with conn.pipeline(), conn.transaction():
-                    yield conn
+                with pipelined(conn, self._statements(), self.where) as tx:
+                    self._local.tx = tx
+                    try:
+                        yield conn
+                    finally:
+                        self._local.tx = None
             self._last_ok[id(conn)] = time.monotonic()
 
     @contextmanager
@@ -478,6 +499,9 @@ class PostgresLedger:
             return []
         q = self._statements()
         with self._conn("write to", single=len(rows) == 1) as conn, conn.cursor() as cur:
+            tx = getattr(self._local, "tx", None)
+            if tx is not None:
+                tx.rows = True  # this transaction's COMMIT flushes the WAL (ledger_postgres_tx)
             if len(rows) == 1:
                 cur.execute(q["insert"], rows[0])
                 return [int(cur.fetchone()[0])]
@@ -511,25 +535,32 @@ class PostgresLedger:
         # one statement (one round trip): the version is set and the marks raised only when
         # the row exists and (has an artifact name or no alias was asked for); it answers
         # whether the row exists and its artifact, for the errors below (nothing was changed)
+        params = {
+            "id": row_id,
+            "version": artifact_version,
+            "number": number,
+            "named": len(names),
+            "aliases": marks,
+            "now": _now_text(),
+        }
+
+        def check(answer: Any) -> None:
+            found, artifact = answer.fetchone()
+            if not found:
+                raise KeyStoreError(f"the ledger has no row {row_id}", version=artifact_version)
+            if artifact is None and names:
+                raise KeyStoreError(
+                    f"ledger row {row_id} has no artifact name; aliases cannot be recorded",
+                    version=artifact_version,
+                )
+
         with self._conn("write to", single=True) as conn:
-            found, artifact = conn.execute(
-                self._statements()["attach"],
-                {
-                    "id": row_id,
-                    "version": artifact_version,
-                    "number": number,
-                    "named": len(names),
-                    "aliases": marks,
-                    "now": _now_text(),
-                },
-            ).fetchone()
-        if not found:
-            raise KeyStoreError(f"the ledger has no row {row_id}", version=artifact_version)
-        if artifact is None and names:
-            raise KeyStoreError(
-                f"ledger row {row_id} has no artifact name; aliases cannot be recorded",
-                version=artifact_version,
-            )
+            answer = conn.execute(self._statements()["attach"], params)
+            tx = getattr(self._local, "tx", None)
+            if tx is None:
+                check(answer)
+            else:  # in a batch: answered (and raised) before its COMMIT, with the others
+                tx.defer(lambda: check(answer))
 
     def note_seen(self, artifact: str, alias: str, version: int) -> None:
         """Reader side: ``alias`` of ``artifact`` resolved to ``version`` (monotonic)."""
@@ -660,9 +691,10 @@ class PostgresLedger:
         if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
             raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
         q = self._statements()
-        # alone (not in a batch() with other rows) the allocation skips its own WAL flush: the
-        # signature rows' durable commit that must follow before anything is published flushes
-        # it too. Inside a batch the batch's commit must stay durable for its other rows.
+        # alone (not in a batch()) the allocation skips its own WAL flush: the signature rows'
+        # durable commit that must follow before anything is published flushes it too. Inside
+        # a batch the batch's commit decides (durable when it records a signature row:
+        # core/ledger_postgres_tx.py).
         joined = getattr(self._local, "conn", None) is not None
         statement = q["allocate"] if joined else q["allocate_unflushed"]
         with self._conn("write to", single=True) as conn:

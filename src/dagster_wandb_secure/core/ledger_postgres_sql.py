@@ -88,6 +88,12 @@ STATEMENTS: dict[str, str] = {
     "schema_version": "SELECT MAX(version) FROM {s}.schema_migrations",
     "record_migration": "INSERT INTO {s}.schema_migrations (version) VALUES (%s)",
     "lock": "SELECT pg_advisory_xact_lock(%s)",
+    "begin": "BEGIN",
+    "commit": "COMMIT",
+    "rollback": "ROLLBACK",
+    # a transaction that recorded no signature row commits without its own WAL flush
+    # (core/ledger_postgres_tx.py: the next durable commit flushes it)
+    "unflushed": "SELECT set_config('synchronous_commit', 'off', true)",
     "migration_timeout": f"SET LOCAL statement_timeout = {MIGRATION_TIMEOUT_MS}",
     "insert": (
         "INSERT INTO {s}.signatures (key_id, alg, digest, length, artifact, artifact_type, "
