@@ -16,6 +16,7 @@ import json
 import shutil
 import struct
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -370,12 +371,34 @@ def test_fuzz_cli_verify_and_inspect(material: dict[str, Any], which: int,
     EXAMPLES["cli"] += 1
 
 
+def _max_examples(fn: Any) -> int | None:
+    found = getattr(fn, "_hypothesis_internal_use_settings", None)
+    return None if found is None else int(found.max_examples)
+
+
+@pytest.fixture(autouse=True)
+def every_example_ran(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each fuzz test ran every example its settings ask for (counted in this process, so
+    the check holds whichever pytest-xdist worker runs which test)."""
+    wanted = _max_examples(request.function)
+    before = sum(EXAMPLES.values())
+    yield
+    if wanted is not None and not request.node.get_closest_marker("slow"):
+        ran = sum(EXAMPLES.values()) - before
+        assert ran >= wanted, f"{request.node.name} ran {ran} of {wanted} examples"
+
+
 def test_fuzz_volume() -> None:
-    """The regular suite ran at least 10,000 fuzz examples (when the whole module ran)."""
-    total = sum(EXAMPLES.values())
-    if total == 0:
-        pytest.skip("the fuzz tests did not run in this session (deselected)")
-    assert total >= 10_000, dict(EXAMPLES)
+    """The regular suite asks for at least 10,000 fuzz examples (each test's own count is
+    checked by ``every_example_ran``): the regular fuzz tests, once per key algorithm."""
+    regular = {
+        name: _max_examples(fn)
+        for name, fn in globals().items()
+        if name.startswith("test_fuzz_") and _max_examples(fn) is not None
+        and not any(mark.name == "slow" for mark in getattr(fn, "pytestmark", []))
+    }
+    assert len(regular) == 6, regular
+    assert 2 * sum(n or 0 for n in regular.values()) >= 10_000, regular
 
 
 @pytest.mark.slow
