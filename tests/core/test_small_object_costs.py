@@ -1,0 +1,88 @@
+"""Per-object costs of seal + unseal as algorithmic properties (issue 16, "Small objects"): how
+many looks at keystore.json, canonical-JSON passes and SQL statements one object costs, that the
+HMAC key is prepared once per key, and that the caches behind these never outlive a change made
+by another process (revocation takes effect at the next operation)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dagster_wandb_secure.core import ledger_groups
+from dagster_wandb_secure.core.envelope import seal_with_header
+from dagster_wandb_secure.core.errors import KeyStoreError
+from dagster_wandb_secure.core.keys import KeyStore
+from dagster_wandb_secure.core.ledger import Ledger
+
+CTX = {"artifact": "small", "type": "dataset"}
+OBJ = {"name": "daily-metrics", "rows": 1234, "columns": [f"col_{i}" for i in range(24)]}
+
+
+def test_a_seal_runs_no_sql_on_the_callers_thread_until_its_group_commits(
+    key_store: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_groups, "GROUP_WINDOW_S", 60.0)  # no commit by age in this test
+    monkeypatch.setattr(ledger_groups, "FLUSHER_DELAY_S", 60.0)
+    ledger = key_store.ledger
+    statements: list[str] = []
+    ledger.flush()
+    ledger._connection().set_trace_callback(statements.append)
+    rows = [
+        seal_with_header(OBJ, key_store=key_store, context=CTX)[1].ledger_row for _ in range(10)
+    ]
+    # the group's first row takes the write lock and the next id; the other nine run no SQL
+    assert statements == ["BEGIN IMMEDIATE", "SELECT MAX(id) FROM signatures"]
+    assert rows == list(range(rows[0], rows[0] + 10))
+    other = sqlite3.connect(ledger.path)
+    assert other.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0  # not committed
+    ledger.durable()
+    assert statements[-1] == "COMMIT" and sum(s.startswith("INSERT") for s in statements) == 10
+    assert other.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 10
+    other.close()
+    assert [r.id for r in ledger.rows(artifact="small")] == rows  # the ids handed out
+    ledger.attach_version(rows[3], artifact_version="v3")  # the returned ids are real rows
+    assert ledger.rows(artifact="small")[3].artifact_version == "v3"
+
+
+def test_own_reads_see_the_open_groups_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_groups, "GROUP_WINDOW_S", 60.0)
+    monkeypatch.setattr(ledger_groups, "FLUSHER_DELAY_S", 60.0)
+    from kit.ledger_rows import digest, entry
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    first = ledger.record_signature(**entry(1))
+    assert ledger._group_rows == 1
+    assert [r.id for r in ledger.find_digest(digest(1))] == [first]
+    assert ledger.count() == 1
+    ledger.close()
+
+
+def test_a_grouped_row_that_cannot_be_inserted_breaks_the_ledger_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_groups, "GROUP_WINDOW_S", 60.0)
+    monkeypatch.setattr(ledger_groups, "FLUSHER_DELAY_S", 60.0)
+    from kit.ledger_rows import entry
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.count()  # creates the schema
+    conn = sqlite3.connect(ledger.path)
+    conn.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON signatures WHEN NEW.serializer = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    conn.commit()
+    conn.close()
+    ledger.record_signature(**entry(1))
+    ledger.record_signature(**entry(2, serializer="boom"))  # queued: the id is handed out
+    with pytest.raises(KeyStoreError, match="refused"):
+        ledger.durable()  # the barrier never passes: nothing may be published
+    with pytest.raises(KeyStoreError, match="lost uncommitted"):
+        ledger.record_signature(**entry(3))
+    with pytest.raises(KeyStoreError, match="lost uncommitted"):
+        ledger.close()  # says so once more, and resets the object
+    assert Ledger(tmp_path / "ledger.sqlite3").count() == 0  # the whole group rolled back
+
+
