@@ -5,19 +5,73 @@ by another process (revocation takes effect at the next operation)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dagster_wandb_secure.core import ledger_groups
-from dagster_wandb_secure.core.envelope import seal_with_header
-from dagster_wandb_secure.core.errors import KeyStoreError
+from dagster_wandb_secure.core import algorithms, ledger_groups
+from dagster_wandb_secure.core.envelope import seal, seal_with_header, unseal
+from dagster_wandb_secure.core.errors import KeyStoreError, NoSigningKeyError, RevokedKeyError
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.core.ledger import Ledger
 
 CTX = {"artifact": "small", "type": "dataset"}
 OBJ = {"name": "daily-metrics", "rows": 1234, "columns": [f"col_{i}" for i in range(24)]}
+
+
+@pytest.fixture
+def stats_of_keystore_json(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    real = os.stat
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).endswith("keystore.json"):
+            seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting)
+    return seen
+
+
+def test_one_look_at_keystore_json_per_seal_and_per_unseal(
+    key_store: KeyStore, stats_of_keystore_json: list[str]
+) -> None:
+    data = seal(OBJ, key_store=key_store, context=CTX, record=False)  # warm: keys loaded
+    unseal(data, key_store=key_store, expected_context=CTX)
+    stats_of_keystore_json.clear()
+    data = seal(OBJ, key_store=key_store, context=CTX, record=False)
+    assert len(stats_of_keystore_json) == 1
+    stats_of_keystore_json.clear()
+    assert unseal(data, key_store=key_store, expected_context=CTX) == OBJ
+    assert len(stats_of_keystore_json) == 1
+
+
+def test_hmac_key_is_prepared_once_per_key_not_per_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ks = KeyStore.open(tmp_path / "keys")
+    ks.generate("hmac-sha256")
+    made: list[int] = []
+    real = algorithms._keyed_hmac
+
+    def counting(secret: bytes) -> Any:
+        made.append(1)
+        return real(secret)
+
+    monkeypatch.setattr(algorithms, "_keyed_hmac", counting)
+
+    def refuse(*_: Any, **__: Any) -> bytes:
+        raise AssertionError("the one-shot hmac.digest path is not used per message")
+
+    monkeypatch.setattr(algorithms.hmac, "digest", refuse)
+    for _ in range(20):
+        unseal(seal(OBJ, key_store=ks, context=CTX, record=False), key_store=ks,
+               expected_context=CTX)
+    assert len(made) == 2  # one keyed state for signing, one for verifying
 
 
 def test_a_seal_runs_no_sql_on_the_callers_thread_until_its_group_commits(
@@ -86,3 +140,23 @@ def test_a_grouped_row_that_cannot_be_inserted_breaks_the_ledger_closed(
     assert Ledger(tmp_path / "ledger.sqlite3").count() == 0  # the whole group rolled back
 
 
+def _revoke(path: str, kid: str) -> None:
+    KeyStore.open(path).revoke(kid, "revoked by another process")
+
+
+def test_a_revocation_by_another_process_takes_effect_at_the_next_operation(
+    key_store: KeyStore,
+) -> None:
+    kid = key_store.primary().kid
+    data = seal(OBJ, key_store=key_store, context=CTX, record=False)
+    assert unseal(data, key_store=key_store, expected_context=CTX) == OBJ  # everything cached
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_revoke, args=(str(key_store.path), kid)
+    )
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    with pytest.raises(RevokedKeyError):
+        unseal(data, key_store=key_store, expected_context=CTX)
+    with pytest.raises(NoSigningKeyError):
+        seal(OBJ, key_store=key_store, context=CTX, record=False)
