@@ -5,6 +5,7 @@ by another process (revocation takes effect at the next operation)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -48,6 +49,47 @@ def test_one_look_at_keystore_json_per_seal_and_per_unseal(
     stats_of_keystore_json.clear()
     assert unseal(data, key_store=key_store, expected_context=CTX) == OBJ
     assert len(stats_of_keystore_json) == 1
+
+
+@pytest.fixture
+def json_passes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    counts = {"dumps": 0, "loads": 0}
+    real_dumps, real_loads = json.dumps, json.loads
+
+    def dumps(*args: Any, **kwargs: Any) -> str:
+        counts["dumps"] += 1
+        return real_dumps(*args, **kwargs)
+
+    def loads(*args: Any, **kwargs: Any) -> Any:
+        counts["loads"] += 1
+        return real_loads(*args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", dumps)
+    monkeypatch.setattr(json, "loads", loads)
+    return counts
+
+
+def test_one_canonical_pass_per_seal_and_one_parse_plus_one_encode_per_unseal(
+    key_store: KeyStore, json_passes: dict[str, int]
+) -> None:
+    unseal(seal(OBJ, key_store=key_store, context=CTX, record=False), key_store=key_store)
+    json_passes.update(dumps=0, loads=0)  # keystore.json parsed, keys loaded
+    data = seal(OBJ, key_store=key_store, context=CTX, record=False)
+    assert json_passes == {"dumps": 1, "loads": 0}  # the header, encoded once, never re-parsed
+    json_passes.update(dumps=0, loads=0)
+    assert unseal(data, key_store=key_store, expected_context=CTX) == OBJ
+    # the strict parse of the header, and the one re-encode proving it canonical
+    assert json_passes == {"dumps": 1, "loads": 1}
+
+
+def test_a_float_in_signed_parameters_is_still_refused_at_seal(key_store: KeyStore) -> None:
+    from dagster_wandb_secure.core import canonical, envelope
+
+    with pytest.raises(canonical.CanonicalJSONError, match="floating-point|float"):
+        envelope._assemble(  # what a serializer returning a float parameter would reach
+            [b"x"], "pickle", "1", {"protocol": 5.0}, dict(CTX), key_store.signer(),
+            envelope.default_policy(), envelope.get_digest("sha256"),
+        )
 
 
 def test_hmac_key_is_prepared_once_per_key_not_per_message(
