@@ -202,3 +202,24 @@ def test_a_revocation_by_another_process_takes_effect_at_the_next_operation(
         unseal(data, key_store=key_store, expected_context=CTX)
     with pytest.raises(NoSigningKeyError):
         seal(OBJ, key_store=key_store, context=CTX, record=False)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1.0}, {"a": "\ud800"}, {1: "x"}, {"a": 10**20}, {"a": -(10**20)}, {"a": [1.5]},
+        {"a": {"b": float("nan")}}, {"a": 1, "b": None, "c": True, "d": "x", "e": 10**20 - 1},
+        {"a": [1, "x"], "b": {"c": None}}, {}, {"\ud800": 1},
+    ],
+)
+def test_the_flat_shape_check_decides_as_the_full_walk(value: Any) -> None:
+    from dagster_wandb_secure.core import canonical
+
+    def verdict(check: Any) -> str | None:
+        try:
+            check(value)
+        except canonical.CanonicalJSONError as exc:
+            return type(exc).__name__
+        return None
+
+    assert verdict(canonical.check_shape) == verdict(lambda v: canonical._check_shape(v, 0))

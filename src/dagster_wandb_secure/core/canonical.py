@@ -74,8 +74,35 @@ def encode_shaped(value: Any) -> bytes:
 
 
 def check_shape(value: Any) -> None:
-    """CanonicalJSONError unless ``value`` has the allowed shape (module docstring)."""
+    """CanonicalJSONError unless ``value`` has the allowed shape (module docstring).
+
+    A flat object (string keys; string, integer, boolean or null values: what serializers sign
+    as their parameters) is checked in one loop; anything else by the recursive walk, which also
+    says what is wrong."""
+    if type(value) is dict:
+        for key, item in value.items():
+            kind = type(item)
+            if type(key) is not str or not _utf8_ok(key) or not (
+                item is None
+                or kind is bool
+                or (kind is int and -_INT_LIMIT < item < _INT_LIMIT)
+                or (kind is str and _utf8_ok(item))
+            ):
+                break
+        else:
+            return
     _check_shape(value, 0)
+
+
+_INT_LIMIT = 10**MAX_INT_DIGITS  # integers of at most MAX_INT_DIGITS digits
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def decode(data: bytes | memoryview, *, max_bytes: int = 65536) -> Any:
