@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -87,15 +88,25 @@ class _Signer:
         return f"<SigningKey kid={self.kid} alg={self.alg}>"
 
 
+def _keyed_hmac(secret: bytes) -> crypto_hmac.HMAC:
+    """An HMAC-SHA256 state keyed with ``secret`` (``cryptography``), to be ``copy()``-ed per
+    message: the key schedule (RFC 2104 inner and outer pads) runs once per key, not per
+    message, and the one-shot ``hmac.digest`` path (an OpenSSL context set up, and the GIL
+    dropped, on every call) is avoided."""
+    return crypto_hmac.HMAC(secret, hashes.SHA256())
+
+
 class _HmacSigner(_Signer):
-    __slots__ = ("_secret",)
+    __slots__ = ("_keyed",)
 
     def __init__(self, kid: str, alg: str, secret: bytes) -> None:
         super().__init__(kid, alg)
-        self._secret = secret
+        self._keyed = _keyed_hmac(secret)
 
     def sign(self, message: bytes) -> bytes:
-        return hmac.digest(self._secret, message, "sha256")
+        mac = self._keyed.copy()
+        mac.update(message)
+        return mac.finalize()
 
 
 class _Ed25519Signer(_Signer):
@@ -177,7 +188,14 @@ class SignatureAlgorithm:
 
     @classmethod
     def verify(cls, verify_key: Any, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is valid; ``verify_key`` is a verify key or what
+        ``prepare_verify`` made of one."""
         raise NotImplementedError
+
+    @classmethod
+    def prepare_verify(cls, verify_key: Any) -> Any:
+        """Per-key state ``verify`` can reuse for every message (default: the key itself)."""
+        return verify_key
 
     @classmethod
     def mismatch_message(cls) -> str:
@@ -450,9 +468,21 @@ class HmacSha256(SignatureAlgorithm):
         return _HmacSigner(kid, cls.name, private)
 
     @classmethod
-    def verify(cls, verify_key: bytes, message: bytes, signature: bytes) -> bool:
-        expected = hmac.digest(verify_key, message, "sha256")
-        return hmac.compare_digest(expected, bytes(signature))
+    def prepare_verify(cls, verify_key: bytes) -> crypto_hmac.HMAC:
+        return _keyed_hmac(verify_key)
+
+    @classmethod
+    def verify(
+        cls, verify_key: bytes | crypto_hmac.HMAC, message: bytes, signature: bytes
+    ) -> bool:
+        keyed = verify_key if isinstance(verify_key, crypto_hmac.HMAC) else _keyed_hmac(verify_key)
+        mac = keyed.copy()
+        mac.update(message)
+        try:
+            mac.verify(bytes(signature))  # constant-time comparison (cryptography)
+        except InvalidSignature:
+            return False
+        return True
 
     @classmethod
     def mismatch_message(cls) -> str:

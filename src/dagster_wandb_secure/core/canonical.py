@@ -55,6 +55,56 @@ def encode(value: Any) -> bytes:
 _NOT_EQUAL = object()
 
 
+def encode_shaped(value: Any) -> bytes:
+    """Encode a value whose shape is already known to be allowed, in ONE pass (no round trip).
+
+    For values this library builds from checked parts (an envelope header: fixed keys, checked
+    strings, its own integers, and parameters passed through ``check_shape``) and for values
+    ``decode`` just parsed strictly. A float slipping through would be encoded, so any part the
+    caller did not build itself goes through ``check_shape`` first; what json cannot encode (a
+    lone surrogate, NaN, an unknown type) is still a CanonicalJSONError."""
+    try:
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        return text.encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
+        _check_shape(value, 0)
+        raise CanonicalJSONError("value cannot be encoded as JSON") from None
+
+
+def check_shape(value: Any) -> None:
+    """CanonicalJSONError unless ``value`` has the allowed shape (module docstring).
+
+    A flat object (string keys; string, integer, boolean or null values: what serializers sign
+    as their parameters) is checked in one loop; anything else by the recursive walk, which also
+    says what is wrong."""
+    if type(value) is dict:
+        for key, item in value.items():
+            kind = type(item)
+            if type(key) is not str or not _utf8_ok(key) or not (
+                item is None
+                or kind is bool
+                or (kind is int and -_INT_LIMIT < item < _INT_LIMIT)
+                or (kind is str and _utf8_ok(item))
+            ):
+                break
+        else:
+            return
+    _check_shape(value, 0)
+
+
+_INT_LIMIT = 10**MAX_INT_DIGITS  # integers of at most MAX_INT_DIGITS digits
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode(data: bytes | memoryview, *, max_bytes: int = 65536) -> Any:
     """Decode canonical JSON strictly; the result re-encodes to the same bytes."""
     raw = bytes(data)
@@ -78,7 +128,9 @@ def decode(data: bytes | memoryview, *, max_bytes: int = 65536) -> Any:
     except (ValueError, RecursionError) as exc:
         raise CanonicalJSONError(f"not valid JSON: {exc}") from None
     try:
-        again = encode(value)
+        # the strict parse above admits only the allowed shape (no floats, no constants, bounded
+        # integers, depth checked on the bytes): one encode, no second parse, decides
+        again = encode_shaped(value)
     except CanonicalJSONError as exc:
         raise CanonicalJSONError(f"not of the allowed shape: {exc}") from None
     if again != raw:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -121,9 +120,7 @@ def _join_sealed(
 ) -> tuple[bytes, EnvelopeHeader]:
     head = sealed.finish(_hash_chunks(sealed.digest, sealed.chunks, sealed.length))
     out = b"".join([head, *sealed.chunks])
-    row = _record(sealed, key_store, record, run_id)
-    assert sealed.header is not None
-    return out, _with_row(sealed.header, row)
+    return out, sealed.header(_record(sealed, key_store, record, run_id))
 
 
 def seal_to(
@@ -163,24 +160,33 @@ def _write_target(
             _write_sealed(fh, sealed)
     else:
         _write_sealed(target, sealed)
-    assert sealed.header is not None
-    row = _record(sealed, key_store, record, run_id)
-    return _with_row(sealed.header, row)
+    return sealed.header(_record(sealed, key_store, record, run_id))
 
 
 class _Sealed:
-    """A payload ready to be written: chunks, the signer, and the header minus its digest."""
+    """A payload ready to be written: chunks, the signer, and the header minus its digest.
+
+    ``finish`` encodes the header once (``canonical.encode_shaped``: every field is built here
+    from checked parts, and the serializer's parameters pass ``canonical.check_shape``); the
+    ledger row and the returned ``EnvelopeHeader`` reuse those fields and ``signed_at``."""
 
     def __init__(
-        self, chunks: list[memoryview], fields: dict[str, Any], signer: Any, digest: Digest
+        self,
+        chunks: list[memoryview],
+        fields: dict[str, Any],
+        signer: Any,
+        digest: Digest,
+        signed_at: datetime,
     ) -> None:
         self.chunks = chunks
         self.digest = digest
         self.length = sum(c.nbytes for c in chunks)
         self.fields = fields
         self.signer = signer
+        self.signed_at = signed_at
         self.sig_size = SIGNATURE_SIZES[signer.alg]
-        self.header: EnvelopeHeader | None = None
+        self.final: dict[str, Any] | None = None  # the signed fields, once finished
+        self._header_bytes_done: bytes = b""
         self._prefix_size: int | None = None
 
     @property
@@ -188,32 +194,38 @@ class _Sealed:
         """Bytes before the payload; the digest is always 64 hex digits, so a placeholder gives
         the exact size. Computed only when needed (streamed writes), saving an encode per seal."""
         if self._prefix_size is None:
-            probe = self._header_bytes("0" * 64)
+            probe = canonical.encode_shaped(self._fields_with("0" * 64))
             self._prefix_size = PREAMBLE_SIZE + len(probe) + self.sig_size
         return self._prefix_size
 
-    def _header_bytes(self, digest: str) -> bytes:
+    def _fields_with(self, digest: str) -> dict[str, Any]:
         fields = dict(self.fields, payload_length=self.length)
         fields[self.digest.header_field] = digest
-        return canonical.encode(fields)
+        return fields
 
     def finish(self, digest: str) -> bytes:
-        header_bytes = self._header_bytes(digest)
+        fields = self._fields_with(digest)
+        header_bytes = canonical.encode_shaped(fields)
         preamble = PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(header_bytes), self.sig_size)
         signature = self.signer.sign(TAG + preamble + header_bytes)
         if len(signature) != self.sig_size:  # pragma: no cover - a key store bug
             raise SecureArtifactError("signer returned a signature of unexpected size")
-        fields = dict(self.fields, payload_length=self.length)
-        fields[self.digest.header_field] = digest
-        self.header = header_from_fields(
-            fields,
-            header_bytes,
-            PREAMBLE_SIZE + len(header_bytes) + self.sig_size,
-            verified=True,
-        )
+        self.final, self._header_bytes_done = fields, header_bytes
         out = preamble + header_bytes + signature
         assert self._prefix_size is None or len(out) == self._prefix_size
         return out
+
+    def header(self, ledger_row: int | None) -> EnvelopeHeader:
+        """The signed header (after ``finish``), with its ledger row id when recorded."""
+        assert self.final is not None
+        return header_from_fields(
+            self.final,
+            self._header_bytes_done,
+            PREAMBLE_SIZE + len(self._header_bytes_done) + self.sig_size,
+            verified=True,
+            signed_at=self.signed_at,
+            ledger_row=ledger_row,
+        )
 
 
 def _prepare(
@@ -263,6 +275,9 @@ def _assemble(
 ) -> _Sealed:
     chunks = [c if isinstance(c, memoryview) else memoryview(c) for c in raw_chunks]
     chunks = [c.cast("B") if c.format != "B" or c.ndim != 1 else c for c in chunks]
+    params = dict(serializer_params)
+    canonical.check_shape(params)  # the one header part not built from checked types here
+    signed_at = datetime.now(UTC)
     fields = {
         "format": FORMAT_VERSION,
         "alg": signer.alg,
@@ -270,11 +285,11 @@ def _assemble(
         "digest_alg": digest.name,
         "serializer": serializer,
         "serializer_version": serializer_version,
-        "serializer_params": dict(serializer_params),
+        "serializer_params": params,
         "context": ctx,
-        "signed_at": format_time(datetime.now(UTC)),
+        "signed_at": format_time(signed_at),
     }
-    sealed = _Sealed(chunks, fields, signer, digest)
+    sealed = _Sealed(chunks, fields, signer, digest, signed_at)
     policy.check_payload_size(sealed.length, artifact=ctx.get("artifact"), key_id=signer.kid)
     return sealed
 
@@ -350,9 +365,21 @@ def _seekable(fh: BinaryIO) -> bool:
 
 
 def _record(sealed: _Sealed, key_store: KeyStore, record: bool, run_id: str | None) -> int | None:
-    if not record or sealed.header is None:
+    """The ledger row of a finished seal, from the fields just signed (no header round trip)."""
+    fields = sealed.final
+    if not record or fields is None:
         return None
-    return record_header(key_store, sealed.header, run_id=run_id)
+    return key_store.ledger.record_signature(
+        key_id=fields["kid"],
+        alg=fields["alg"],
+        digest=fields[sealed.digest.header_field],
+        length=fields["payload_length"],
+        context=fields["context"],
+        serializer=fields["serializer"],
+        signed_at=fields["signed_at"],
+        run_id=run_id,
+        origin="signed",
+    )
 
 
 def record_header(
@@ -374,10 +401,6 @@ def record_header(
         run_id=run_id,
         origin=origin,
     )
-
-
-def _with_row(header: EnvelopeHeader, row: int | None) -> EnvelopeHeader:
-    return header if row is None else replace(header, ledger_row=row)
 
 
 # --------------------------------------------------------------------------------------------

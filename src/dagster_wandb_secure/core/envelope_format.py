@@ -129,7 +129,10 @@ class EnvelopeHeader:
 
 
 def format_time(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = when.astimezone(UTC)
+    if utc.year >= 1000:  # the same text as strftime below, without its format parsing
+        return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> datetime:
@@ -172,6 +175,7 @@ def header_from_fields(
     *,
     verified: bool,
     signed_at: datetime | None = None,
+    ledger_row: int | None = None,
 ) -> EnvelopeHeader:
     digest = get_digest(fields["digest_alg"])
     return EnvelopeHeader(
@@ -188,6 +192,7 @@ def header_from_fields(
         header_bytes=header_bytes,
         payload_offset=payload_offset,
         verified=verified,
+        ledger_row=ledger_row,
     )
 
 

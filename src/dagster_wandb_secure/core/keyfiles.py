@@ -70,6 +70,7 @@ class KeyFiles:
         self._privates: dict[str, tuple[tuple[int, ...], Any]] = {}
         self._publics: dict[str, tuple[tuple[int, ...], Any]] = {}
         self._paths: dict[tuple[str, str], str] = {}
+        self._prepared: dict[str, tuple[Any, Any]] = {}  # kid -> (verify key, prepared state)
         self.dirs_checked = False
 
     def after_fork(self) -> None:
@@ -218,10 +219,25 @@ class KeyFiles:
             return self.public_material(record)
         return algo.verify_key_of(self.private_material(record))
 
+    def prepared_verify_key(self, record: KeyRecord) -> Any:
+        """``verify_key`` with the algorithm's per-key state prepared once (``prepare_verify``),
+        cached against the very material object it was made from: a reloaded key (a changed
+        file) is a new object, so its state is prepared again."""
+        algo = algorithm(record.alg)
+        key = self.verify_key(record)
+        hit = self._prepared.get(record.kid)
+        if hit is not None and hit[0] is key:
+            return hit[1]
+        prepared = algo.prepare_verify(key)
+        with self._mutex:
+            self._prepared[record.kid] = (key, prepared)
+        return prepared
+
     def forget(self, kid: str) -> None:
         with self._mutex:
             self._privates.pop(kid, None)
             self._publics.pop(kid, None)
+            self._prepared.pop(kid, None)
 
     # -- removing ---------------------------------------------------------------------------------
 

@@ -28,9 +28,11 @@ Security rules this module enforces:
   (``algorithms.parse_hmac_key``); a passphrase only ever encrypts a PEM file.
 - A key past its not-after verifies nothing, whatever an envelope's ``signed_at`` says.
 
-The hot path (``signer`` / ``verify``) costs a ``stat`` of ``keystore.json`` and of the key file:
-records are re-parsed only when the file's inode, size, mtime or ctime changed, and loaded key
-objects are cached per (key id, file identity).
+The hot path costs one ``stat`` of ``keystore.json`` per ``signer()`` and per ``verify()`` (never
+more: the state read once is passed down) and one ``lstat`` of the key file (its permission and
+owner check): records are re-parsed only when keystore.json's inode, size, mtime or ctime
+changed, and loaded key objects (and an HMAC's keyed state) are cached per (key id, file
+identity). Why no stale cache can be used: SECURITY.md "Key store", "Caches on the hot path".
 """
 
 from __future__ import annotations
@@ -309,8 +311,8 @@ class KeyStore:
             raise UnknownKeyError(f"no key {kid} in the key store at {self.path}", key_id=kid)
         return record
 
-    def _lookup(self, kid: str) -> KeyRecord | None:
-        record = self._current().records.get(kid)
+    def _lookup(self, kid: str, state: _State | None = None) -> KeyRecord | None:
+        record = (state or self._current()).records.get(kid)
         if record is None:
             env = self._env.get(kid)
             return env.record if env is not None else None
@@ -690,6 +692,14 @@ class KeyStore:
             return env.verify_key
         return self._files.verify_key(record)
 
+    def _prepared_verify_key(self, record: KeyRecord) -> Any:
+        """What ``algorithm(record.alg).verify`` takes: the verify key, with any per-key state
+        the algorithm prepares (an HMAC keyed once) - cached with the material it came from."""
+        env = self._env.get(record.kid)
+        if record.origin == "env" and env is not None:
+            return env.verify_key  # bytes: prepared per call (env keys are rare readers)
+        return self._files.prepared_verify_key(record)
+
     # -- signing ----------------------------------------------------------------------------------
 
     def signer(self, kid: str | None = None) -> SigningKey:
@@ -759,7 +769,7 @@ class KeyStore:
         that the store does not hold matches the store's key with that fingerprint; when the
         store holds one key under several ids, the strictest record decides."""
         check_kid(kid, artifact=artifact)
-        record = self._verifier(kid, artifact)
+        record = self._verifier(kid, artifact, self._current())  # one freshness check
         if not isinstance(alg, str) or alg not in ALGORITHMS or alg != record.alg:
             raise AlgorithmMismatchError(
                 f"the envelope names algorithm {safe_kid(alg)} but key {kid} is bound to "
@@ -778,17 +788,18 @@ class KeyStore:
                 artifact=artifact,
                 key_id=kid,
             )
-        if not algo.verify(self._verify_key(record), message, signature):
+        if not algo.verify(self._prepared_verify_key(record), message, signature):
             raise TamperedPayloadError(algo.mismatch_message(), artifact=artifact, key_id=kid)
         return record
 
-    def _verifier(self, kid: str, artifact: str | None) -> KeyRecord:
-        """The record that decides whether ``kid``'s signatures verify (``UnknownKeyError``)."""
-        record = self._lookup(kid)
+    def _verifier(self, kid: str, artifact: str | None, state: _State) -> KeyRecord:
+        """The record that decides whether ``kid``'s signatures verify (``UnknownKeyError``),
+        from the one ``state`` the caller read (no second look at keystore.json)."""
+        record = self._lookup(kid, state)
         fp = record.fingerprint[:16] if record is not None else kid_fingerprint(kid)
         same: list[KeyRecord] = []
         if fp is not None:
-            same.extend(self._current().by_fp.get(fp, ()))
+            same.extend(state.by_fp.get(fp, ()))
             same.extend(e.record for e in self._env.values() if e.record.fingerprint[:16] == fp)
         return match_fingerprint(record, kid, fp, same, store=self.path, artifact=artifact)
 

@@ -34,9 +34,11 @@ per process: a connection inherited across ``fork`` is abandoned (never used nor
 child, which could disturb the parent's locks) and a fresh one is opened.
 
 Durability and group commits (``ledger_groups.py``): WAL at ``synchronous=NORMAL``; a bare
-``record_signature`` joins the process's open group transaction, committed within
-``GROUP_WINDOW_S`` (or at ``GROUP_MAX_ROWS``, any other write, ``flush``, ``close``, exit), and
-durable at the next ``durable()`` barrier (one WAL fsync). THE RULE: whatever makes a version
+``record_signature`` joins the process's open group transaction as a queued row (no SQL on the
+caller's thread but the group's first ``BEGIN IMMEDIATE``), committed by the first row added
+``GROUP_WINDOW_S`` after the group opened, by the flusher thread at ``FLUSHER_DELAY_S`` when no
+row comes (or at ``GROUP_MAX_ROWS``, any other write, ``flush``, ``close``, exit), and durable
+at the next ``durable()`` barrier (one WAL fsync). THE RULE: whatever makes a version
 visible calls ``durable()`` first (``artifacts/publishing.py``; SECURITY.md states it fully).
 """
 
@@ -52,7 +54,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,26 +66,23 @@ from .ledger_groups import (
     GroupCommits,
     _flush_others,
 )
+from .ledger_rows import (
+    _DIGEST_RE,
+    ORIGINS,
+    _now_text,
+    _short,
+    _text,
+    parse_version,
+    signature_row,
+)
 
 __all__ = ["ORIGINS", "Ledger", "LedgerRow", "parse_version"]
 
-ORIGINS = ("signed", "adopted", "resigned")
 LATEST = "latest"
 SCHEMA_VERSION = 2
 HISTORY_SOURCES = ("writer", "reader")
 _SIGNED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 BUSY_TIMEOUT_MS = 60_000
-MAX_TEXT = 4096
-MAX_CONTEXT_JSON = 65536
-
-_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
-_VERSION_RE = re.compile(r"v(0|[1-9][0-9]{0,17})")
-_CONTEXT_COLUMNS = {
-    "artifact": "artifact",
-    "type": "artifact_type",
-    "partition": "partition",
-    "asset_key": "asset_key",
-}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signatures (
@@ -194,36 +192,6 @@ class LedgerRow:
         return value
 
 
-def parse_version(version: str) -> int:
-    """``"v7"`` -> 7. Anything else is a ``KeyStoreError``."""
-    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
-        raise KeyStoreError(
-            f"invalid artifact version {_short(version)} (want vN, e.g. v3)",
-            version=version if isinstance(version, str) else None,
-        )
-    return int(version[1:])
-
-
-def _short(value: object) -> str:
-    if isinstance(value, str):
-        text = ascii(value[:60])
-        return text + (f"...({len(value)} chars)" if len(value) > 60 else "")
-    return f"<{type(value).__name__}>"
-
-
-def _text(value: object, what: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or (not value and not optional) or len(value) > MAX_TEXT:
-        raise KeyStoreError(
-            f"ledger field {what} must be a string of 1-{MAX_TEXT} characters, not {_short(value)}"
-        )
-    return value
-
-
-def _now_text() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
 
 class Ledger(GroupCommits):
     """The SQLite digest ledger. Thread-safe; many processes may write at once."""
@@ -238,9 +206,11 @@ class Ledger(GroupCommits):
         self._mutex = threading.RLock()
         self._batch_depth = 0
         self._group_rows = 0  # rows in the open group transaction (not yet committed)
-        self._group_due = 0.0  # time.monotonic() by which the flusher commits the group
+        self._group_opened = 0.0  # time.monotonic() of the open group's first row
         self._broken: str | None = None  # why a group commit failed (sticky until close)
         self._synced_once = False
+        self._queued: list[tuple[Any, ...]] = []  # the open group's rows, inserted at commit
+        self._next_id = 0
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"
@@ -260,6 +230,7 @@ class Ledger(GroupCommits):
             self._mutex = threading.RLock()
             self._batch_depth = 0
             self._group_rows = 0  # the parent's open group stays the parent's
+            self._queued = []
             self._broken = None
             self._synced_once = False
 
@@ -374,6 +345,7 @@ class Ledger(GroupCommits):
         if _PENDING:  # another Ledger object of this process may hold uncommitted rows
             _flush_others(self)
         with self._mutex:
+            self._insert_queued()  # this connection sees its own open group's rows
             try:
                 return self._connection().execute(sql, params).fetchall()
             except sqlite3.Error as exc:
@@ -406,6 +378,7 @@ class Ledger(GroupCommits):
             finally:
                 self._conn = None
                 self._group_rows = 0
+                self._queued = []
                 self._broken = None
                 self._synced_once = False
 
@@ -417,62 +390,19 @@ class Ledger(GroupCommits):
 
     # -- writing ----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _row_values(
-        *,
-        key_id: str,
-        alg: str,
-        digest: str,
-        length: int,
-        context: Mapping[str, str | None],
-        serializer: str,
-        signed_at: str,
-        run_id: str | None = None,
-        artifact_version: str | None = None,
-        origin: str = "signed",
-    ) -> tuple[Any, ...]:
-        _text(key_id, "key_id")
-        _text(alg, "alg")
-        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
-            raise KeyStoreError(
-                f"ledger digest must be 64 lowercase hex digits (sha256), not {_short(digest)}"
-            )
-        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-            raise KeyStoreError(f"ledger length must be a non-negative int, not {length!r}")
-        if not isinstance(context, Mapping):
-            raise KeyStoreError("ledger context must be a mapping of str to str or None")
-        for name, value in context.items():
-            _text(name, "context key")
-            _text(value, f"context[{name!r}]", optional=True)
-        context_json = json.dumps(dict(context), sort_keys=True, separators=(",", ":"))
-        if len(context_json) > MAX_CONTEXT_JSON:
-            raise KeyStoreError(f"ledger context is larger than {MAX_CONTEXT_JSON} characters")
-        _text(serializer, "serializer")
-        _text(signed_at, "signed_at")
-        _text(run_id, "run_id", optional=True)
-        version_num = None if artifact_version is None else parse_version(artifact_version)
-        if origin not in ORIGINS:
-            raise KeyStoreError(f"ledger origin must be one of {ORIGINS}, not {_short(origin)}")
-        return (
-            key_id,
-            alg,
-            digest,
-            length,
-            *(context.get(name) for name in _CONTEXT_COLUMNS),
-            context_json,
-            serializer,
-            signed_at,
-            run_id,
-            artifact_version,
-            version_num,
-            origin,
-            _now_text(),
-        )
+    _row_values = staticmethod(signature_row)  # the validated column values of one row
 
     _INSERT = (
         "INSERT INTO signatures (key_id, alg, digest, length, artifact, artifact_type, partition, "
         "asset_key, context_json, serializer, signed_at, run_id, artifact_version, version_num, "
         "origin, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    # grouped rows carry the id handed out under the group's write lock (ledger_groups.py)
+    _INSERT_WITH_ID = (
+        "INSERT INTO signatures (id, key_id, alg, digest, length, artifact, artifact_type, "
+        "partition, asset_key, context_json, serializer, signed_at, run_id, artifact_version, "
+        "version_num, origin, recorded_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 
     def record_signature(

@@ -1,5 +1,18 @@
 """Group commits of the SQLite ledger: pending signature rows share one transaction, and the
-``durable()`` barrier (the rule is in ``ledger.py``'s docstring and SECURITY.md)."""
+``durable()`` barrier (the rule is in ``ledger.py``'s docstring and SECURITY.md).
+
+The caller's thread does no SQL per row. The group's first row opens the transaction
+(``BEGIN IMMEDIATE``: the write lock, so no other connection can insert until the commit) and
+reads ``MAX(id)``; each row then gets the next id and is queued as a prebuilt tuple. The queue is
+inserted with one ``executemany`` (explicit ids, so the ids handed out are exactly the stored
+ones; a clash is impossible under the lock and would fail the group closed) before the commit,
+and before any read or write of this ledger, so the connection always sees its own rows. The
+caller commits its own group at the first row added ``GROUP_WINDOW_S`` after the group opened
+(or at ``GROUP_MAX_ROWS`` rows); the flusher thread commits a group only at
+``FLUSHER_DELAY_S``, when no further row came. So a steady signing loop commits on its own
+thread and never waits for the flusher's commit, whose SQLite steps would each hand the GIL
+back and forth between the two threads. The flusher keeps watching a busy ledger (one look per
+window) instead of being woken by every group."""
 
 from __future__ import annotations
 
@@ -18,7 +31,14 @@ from typing import Any
 from .errors import KeyStoreError
 
 GROUP_MAX_ROWS = 64  # a group transaction commits when this many rows are pending
-GROUP_WINDOW_S = 0.002  # ... or this long after its first row (the flusher thread)
+GROUP_WINDOW_S = 0.002  # ... or at the first row this long after the group's first row
+# ... or, when no row comes, by the flusher thread this long after it (later than the caller's
+# own deadline, so a process that keeps signing commits on its own thread)
+FLUSHER_DELAY_S = 1.5 * GROUP_WINDOW_S
+# the flusher keeps watching a ledger this long after its last row before it goes idle (an
+# idle flusher must be woken by the next group's first row: a notify and a thread switch)
+_WATCH_S = 25 * GROUP_WINDOW_S
+MAX_ROW_ID = (1 << 63) - 1
 
 
 class GroupCommits:
@@ -31,9 +51,12 @@ class GroupCommits:
     _mutex: Any
     _batch_depth: int
     _group_rows: int
-    _group_due: float
+    _group_opened: float  # time.monotonic() of the open group's first row
     _broken: str | None
     _synced_once: bool
+    _queued: list[tuple[Any, ...]]  # (id, *values) rows of the open group not inserted yet
+    _next_id: int  # the id the group's next row gets (valid while the group is open)
+    _INSERT_WITH_ID: str
 
     def _connection(self) -> sqlite3.Connection:  # pragma: no cover - Ledger's
         raise NotImplementedError
@@ -41,34 +64,58 @@ class GroupCommits:
     def _after_fork_check(self) -> None:  # pragma: no cover - Ledger's
         raise NotImplementedError
 
-    def _insert(self, conn: sqlite3.Connection, values: tuple[Any, ...]) -> int:  # pragma: no cover
-        raise NotImplementedError
-
     def _group_insert(self, values: tuple[Any, ...]) -> int:
-        """Add one row to the open group transaction (opening it); call with the mutex held."""
+        """Add one row to the open group transaction (opening it); call with the mutex held.
+        No SQL runs here except when the row opens or commits the group."""
         self._check_broken()
-        conn = self._connection()
         if not self._group_rows:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise KeyStoreError(f"the ledger {self.path} is not writable: {exc}") from None
+            self._open_group()
+        row_id = self._next_id
+        if row_id > MAX_ROW_ID:  # pragma: no cover - 2^63 rows
+            raise KeyStoreError(f"the ledger {self.path} has no row id left")
+        self._next_id = row_id + 1
+        self._queued.append((row_id, *values))
+        self._group_rows += 1
+        if self._group_rows >= GROUP_MAX_ROWS or (
+            self._group_rows > 1 and time.monotonic() - self._group_opened >= GROUP_WINDOW_S
+        ):
+            self._commit_group()  # due: the caller commits, the flusher finds nothing to do
+        elif self._group_rows == 1:
+            _schedule(self)
+        return row_id
+
+    def _open_group(self) -> None:
+        conn = self._connection()
         try:
-            row_id = self._insert(conn, values)
-        except BaseException as exc:
-            if self._group_rows:  # other callers' rows go with the rollback: fail closed
-                self._broken = f"a row insert failed inside a group commit: {exc}"
-            self._group_rows = 0
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"the ledger {self.path} is not writable: {exc}") from None
+        try:
+            top = conn.execute("SELECT MAX(id) FROM signatures").fetchone()[0]
+        except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._group_rows += 1
-        if self._group_rows >= GROUP_MAX_ROWS:
-            self._commit_group()
-        elif self._group_rows == 1:
-            self._group_due = time.monotonic() + GROUP_WINDOW_S
-            _schedule(self)
-        return row_id
+        self._next_id = (top or 0) + 1
+        self._group_opened = time.monotonic()
+
+    def _insert_queued(self) -> None:
+        """Insert the open group's queued rows (not committed); call with the mutex held."""
+        if not self._queued:
+            return
+        rows, self._queued = self._queued, []
+        conn = self._conn
+        try:
+            assert conn is not None
+            conn.executemany(self._INSERT_WITH_ID, rows)
+        except BaseException as exc:  # the ids were handed out: fail closed
+            self._broken = f"inserting {len(rows)} grouped rows failed: {exc}"
+            self._group_rows = 0
+            if conn is not None and conn.in_transaction:
+                with _suppress_sqlite():
+                    conn.execute("ROLLBACK")
+            self._check_broken()
+            raise  # pragma: no cover - _check_broken raised
 
     def _check_broken(self) -> None:
         if self._broken is not None:
@@ -83,6 +130,7 @@ class GroupCommits:
         self._check_broken()
         if not self._group_rows:
             return
+        self._insert_queued()
         conn = self._conn
         self._group_rows = 0
         try:
@@ -97,14 +145,20 @@ class GroupCommits:
             raise  # pragma: no cover - _check_broken raised
 
     def _flush_if_due(self, now: float) -> float | None:
-        """The flusher thread's step: commit a due group; returns the next due time or None."""
-        if not self._mutex.acquire(timeout=0.05):
-            return now + GROUP_WINDOW_S  # busy (a batch or a commit): try again soon
+        """The flusher thread's step: commit a due group; returns when to look again, or None
+        when this ledger has been quiet for ``_WATCH_S`` (the flusher may then go idle)."""
+        if not self._mutex.acquire(blocking=False):
+            return now + GROUP_WINDOW_S / 4  # busy (a caller, a batch, a commit): look again soon
         try:
-            if self._pid != os.getpid() or not self._group_rows:
+            if self._pid != os.getpid():
                 return None
-            if now < self._group_due:
-                return self._group_due
+            if not self._group_rows:
+                # committed by its caller; keep watching a busy ledger so the next group needs
+                # no wake-up call (a notify and a thread switch per group)
+                return now + GROUP_WINDOW_S if now - self._group_opened < _WATCH_S else None
+            flusher_due = self._group_opened + FLUSHER_DELAY_S
+            if now < flusher_due:
+                return flusher_due
             with _suppress_sqlite():
                 self._commit_group()  # a failure breaks the ledger; the next caller sees it
             return None
@@ -174,9 +228,15 @@ _FORK_GATE = threading.Lock()  # held by the flusher while it commits, and acros
 
 
 def _schedule(ledger: GroupCommits) -> None:
+    """Make sure the flusher watches ``ledger`` (called by a group's first row). A watched
+    ledger needs no wake-up: the flusher looks at it at least every ``GROUP_WINDOW_S``, and a
+    group opened after a look is due no earlier than the next one."""
     with _FLUSH_CV:
+        alive = bool(_FLUSHER) and _FLUSHER[0].is_alive()
+        if alive and ledger in _PENDING:
+            return
         _PENDING.add(ledger)
-        if not _FLUSHER or not _FLUSHER[0].is_alive():
+        if not alive:
             # multiprocessing children leave through os._exit (no atexit) after running the
             # finalizers registered in the child itself (the parent's are cleared at fork)
             multiprocessing.util.Finalize(None, _flush_all_at_exit, exitpriority=100)

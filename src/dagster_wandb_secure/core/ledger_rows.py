@@ -1,0 +1,209 @@
+"""Signature rows of the digest ledger: the one validation of a row's values before any backend
+stores it (``Ledger._row_values`` is ``signature_row``; ``ledger_postgres`` uses it too), and
+the small text helpers the ledgers share.
+
+Values are checked for type and length here, on the way in; the common row - the one ``seal``
+builds from the header it has just signed - takes a fast path with the same checks
+(``_plain_row``), and any other row gets them one by one with a precise message."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import KeyStoreError
+
+ORIGINS = ("signed", "adopted", "resigned")
+MAX_TEXT = 4096
+MAX_CONTEXT_JSON = 65536
+
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+_VERSION_RE = re.compile(r"v(0|[1-9][0-9]{0,17})")
+_CONTEXT_COLUMNS = {
+    "artifact": "artifact",
+    "type": "artifact_type",
+    "partition": "partition",
+    "asset_key": "asset_key",
+}
+
+
+def parse_version(version: str) -> int:
+    """``"v7"`` -> 7. Anything else is a ``KeyStoreError``."""
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        raise KeyStoreError(
+            f"invalid artifact version {_short(version)} (want vN, e.g. v3)",
+            version=version if isinstance(version, str) else None,
+        )
+    return int(version[1:])
+
+
+def _short(value: object) -> str:
+    if isinstance(value, str):
+        text = ascii(value[:60])
+        return text + (f"...({len(value)} chars)" if len(value) > 60 else "")
+    return f"<{type(value).__name__}>"
+
+
+def _text(value: object, what: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or (not value and not optional) or len(value) > MAX_TEXT:
+        raise KeyStoreError(
+            f"ledger field {what} must be a string of 1-{MAX_TEXT} characters, not {_short(value)}"
+        )
+    return value
+
+
+def _plain_row(
+    key_id: object,
+    alg: object,
+    digest: object,
+    length: object,
+    context: object,
+    serializer: object,
+    signed_at: object,
+    run_id: object,
+    artifact_version: object,
+    origin: object,
+) -> tuple[Any, ...] | None:
+    """The row values when every argument passes exactly the checks of ``_row_values``, else
+    None (the caller then runs those checks for the precise error). No artifact version: a
+    row being signed has none yet."""
+    if (
+        artifact_version is not None
+        or origin not in ORIGINS
+        or type(length) is not int
+        or length < 0
+        or type(context) is not dict
+        or len(context) > 16
+        or type(digest) is not str
+        or not _DIGEST_RE.fullmatch(digest)
+    ):
+        return None
+    for value in (key_id, alg, serializer, signed_at):
+        if type(value) is not str or not 0 < len(value) <= MAX_TEXT:
+            return None
+    if run_id is not None and (type(run_id) is not str or not 0 < len(run_id) <= MAX_TEXT):
+        return None
+    for name, value in context.items():
+        if type(name) is not str or not 0 < len(name) <= MAX_TEXT:
+            return None
+        if value is not None and (type(value) is not str or len(value) > MAX_TEXT):
+            return None
+    context_json = _context_json(context)
+    if context_json is None:
+        return None
+    return _columns(
+        key_id, alg, digest, length, context, context_json, serializer, signed_at, run_id,
+        None, None, origin,
+    )
+
+
+def _columns(
+    key_id: Any,
+    alg: Any,
+    digest: Any,
+    length: Any,
+    context: Mapping[str, str | None],
+    context_json: str,
+    serializer: Any,
+    signed_at: Any,
+    run_id: Any,
+    artifact_version: str | None,
+    version_num: int | None,
+    origin: Any,
+) -> tuple[Any, ...]:
+    """The ``signatures`` columns in ``Ledger._INSERT`` order (``recorded_at`` is now)."""
+    return (
+        key_id,
+        alg,
+        digest,
+        length,
+        *(context.get(name) for name in _CONTEXT_COLUMNS),
+        context_json,
+        serializer,
+        signed_at,
+        run_id,
+        artifact_version,
+        version_num,
+        origin,
+        _now_text(),
+    )
+
+
+_CONTEXT_JSON: dict[tuple[tuple[str, str | None], ...], str] = {}
+
+
+def _context_json(context: dict[str, str | None]) -> str | None:
+    """``context_json`` of a (checked) context, from a small memo: one process seals many
+    objects under the same few contexts. The memo maps the context's items to exactly what
+    ``json.dumps`` gives for them, so it changes no stored byte; None when over the cap."""
+    key = tuple(context.items())
+    text = _CONTEXT_JSON.get(key)
+    if text is None:
+        text = json.dumps(context, sort_keys=True, separators=(",", ":"))
+        if len(text) > MAX_CONTEXT_JSON:
+            return None
+        if len(_CONTEXT_JSON) >= 256:
+            _CONTEXT_JSON.clear()
+        _CONTEXT_JSON[key] = text
+    return text
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def signature_row(
+    *,
+    key_id: str,
+    alg: str,
+    digest: str,
+    length: int,
+    context: Mapping[str, str | None],
+    serializer: str,
+    signed_at: str,
+    run_id: str | None = None,
+    artifact_version: str | None = None,
+    origin: str = "signed",
+) -> tuple[Any, ...]:
+    """The validated column values of one signature row (the last one is ``recorded_at``).
+
+    ``Ledger._row_values`` (other backends import that name) is this function. The common
+    case - a row ``seal`` builds from a header it just signed - passes ``_plain_row``'s
+    type and length checks; anything else gets every check with its precise message."""
+    fast = _plain_row(
+        key_id, alg, digest, length, context, serializer, signed_at, run_id,
+        artifact_version, origin,
+    )
+    if fast is not None:
+        return fast
+    _text(key_id, "key_id")
+    _text(alg, "alg")
+    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+        raise KeyStoreError(
+            f"ledger digest must be 64 lowercase hex digits (sha256), not {_short(digest)}"
+        )
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise KeyStoreError(f"ledger length must be a non-negative int, not {length!r}")
+    if not isinstance(context, Mapping):
+        raise KeyStoreError("ledger context must be a mapping of str to str or None")
+    for name, value in context.items():
+        _text(name, "context key")
+        _text(value, f"context[{name!r}]", optional=True)
+    context_json = json.dumps(dict(context), sort_keys=True, separators=(",", ":"))
+    if len(context_json) > MAX_CONTEXT_JSON:
+        raise KeyStoreError(f"ledger context is larger than {MAX_CONTEXT_JSON} characters")
+    _text(serializer, "serializer")
+    _text(signed_at, "signed_at")
+    _text(run_id, "run_id", optional=True)
+    version_num = None if artifact_version is None else parse_version(artifact_version)
+    if origin not in ORIGINS:
+        raise KeyStoreError(f"ledger origin must be one of {ORIGINS}, not {_short(origin)}")
+    return _columns(
+        key_id, alg, digest, length, context, context_json, serializer, signed_at, run_id,
+        artifact_version, version_num, origin,
+    )
