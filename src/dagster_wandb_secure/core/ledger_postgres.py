@@ -23,6 +23,8 @@ arguments); every driver failure becomes a typed error (``LedgerUnavailableError
 server cannot be reached) naming the host and database, never the password. Every write is one
 transaction, so a connection lost mid-write records nothing. Pool connections are checked
 before use, so a server restart between two operations costs a reconnect, not an error.
+A ledger inherited across ``fork()`` abandons the parent's pools, mutex and thread state in the
+child before touching anything (``_after_fork_check``).
 
 Round trips and flushes (``core/ledger_postgres_tx.py``): a transaction is pipelined (BEGIN rides
 with its first answered statement, COMMIT is one round trip), statements are prepared at first
@@ -81,7 +83,10 @@ RECHECK_AFTER_S = 1.0  # a pooled connection idle longer than this is checked be
 _OUR_PARAMS = ("schema", "statement_timeout", "pool_max", "lock_timeout")
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
-
+# a forked child's threads replace a ledger's inherited state one at a time; every child gets a
+# new lock (a thread of the parent may have held this one at the fork)
+_FORK_LOCK = [threading.Lock()]
+os.register_at_fork(after_in_child=lambda: _FORK_LOCK.__setitem__(0, threading.Lock()))
 
 
 def redact_url(url: str) -> str:
@@ -154,6 +159,7 @@ class PostgresLedger:
         self._pool: Any = None
         self._lock_pool: Any = None
         self._pid: int | None = None
+        self._owner = os.getpid()  # the process whose mutex, thread state and pools these are
         self._mutex = threading.RLock()
         self._local = threading.local()
         self._sql: dict[str, Any] | None = None
@@ -195,14 +201,25 @@ class PostgresLedger:
             }
         return self._sql
 
+    def _after_fork_check(self) -> None:
+        """Inherited across fork: abandon the parent's pools (their threads are not here),
+        its mutex (a thread of the parent may have held it at the fork: taking it first would
+        wait forever) and its thread state (a fork inside ``batch()`` would otherwise join the
+        parent's transaction, on the parent's connection). Before anything else is touched."""
+        if self._owner == os.getpid():
+            return
+        with _FORK_LOCK[0]:
+            if self._owner == os.getpid():
+                return
+            self._pool, self._lock_pool, self._pid = None, None, None
+            self._mutex = threading.RLock()
+            self._local = threading.local()
+            self._last_ok = {}
+            self._owner = os.getpid()
+
     def _get_pool(self) -> Any:
+        self._after_fork_check()
         with self._mutex:
-            if self._pid is not None and self._pid != os.getpid():
-                # inherited across fork: abandon the parent's pool (its threads are not here)
-                self._pool, self._lock_pool, self._pid = None, None, None
-                self._mutex = threading.RLock()
-                self._local = threading.local()
-                self._last_ok = {}
             if self._pool is None:
                 self._pool = self._open_pool()
                 self._pid = os.getpid()
@@ -368,6 +385,7 @@ class PostgresLedger:
     @contextmanager
     def _conn(self, doing: str, *, single: bool = False) -> Iterator[Any]:
         """A connection inside a transaction: this thread's ``batch()`` one, or a pooled one."""
+        self._after_fork_check()
         joined = getattr(self._local, "conn", None)
         if joined is not None:
             with self._errors(doing):
@@ -416,6 +434,7 @@ class PostgresLedger:
     @contextmanager
     def batch(self) -> Iterator[PostgresLedger]:
         """Group this thread's writes into ONE transaction (all or nothing), as SQLite's."""
+        self._after_fork_check()
         if getattr(self._local, "conn", None) is not None:
             yield self
             return
@@ -436,6 +455,7 @@ class PostgresLedger:
 
     def close(self) -> None:
         """Close this process's pool (a later call reopens it)."""
+        self._after_fork_check()
         with self._mutex:
             pools = (self._pool, self._lock_pool)
             self._pool = self._lock_pool = None
@@ -691,6 +711,7 @@ class PostgresLedger:
         if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
             raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
         q = self._statements()
+        self._after_fork_check()
         # alone (not in a batch()) the allocation skips its own WAL flush: the signature rows'
         # durable commit that must follow before anything is published flushes it too. Inside
         # a batch the batch's commit decides (durable when it records a signature row:

@@ -14,8 +14,10 @@ cyclic garbage collector does, later, and after a fork that can be in the child.
 
 ``ProcessConnections`` is the bookkeeping that prevents both: the owner registers every
 connection it opens; ``close_all`` (called by the owner's ``close`` and by a finalizer when the
-owner is dropped) closes them at once in the process that opened them and never in another; and
-right after a fork the child pins every inherited connection for the rest of its life (an extra
+owner is dropped) closes them at once in the process that opened them and never in another; a
+connection one thread opened for its own use is closed when that thread ends (``close_at_exit``:
+otherwise the registry would keep every ended thread's connection, and its three descriptors,
+for as long as the owner lives); and right after a fork the child pins every inherited connection for the rest of its life (an extra
 reference the garbage collector cannot see, plus a list for inspection), so neither a garbage
 collection nor interpreter shutdown in the child ever closes one. The child then opens its own.
 """
@@ -28,10 +30,18 @@ import sqlite3
 import threading
 import weakref
 
-__all__ = ["PINNED", "ProcessConnections"]
+__all__ = ["PINNED", "ProcessConnections", "ThreadEnd"]
 
 # Connections inherited across fork by this process: pinned, never closed (see the module doc).
 PINNED: list[sqlite3.Connection] = []
+
+
+class ThreadEnd:
+    """A token kept in a ``threading.local`` next to the thread's connection: it dies when the
+    thread ends (CPython releases an ended thread's locals), and with it the connection is
+    closed (``ProcessConnections.close_at_exit``)."""
+
+    __slots__ = ("__weakref__",)
 
 
 class ProcessConnections:
@@ -62,6 +72,26 @@ class ProcessConnections:
             if conn in self.conns:
                 self.conns.remove(conn)
         conn.close()
+
+    def close_at_exit(self, conn: sqlite3.Connection) -> ThreadEnd:
+        """A token for the opening thread's locals: when the thread ends and the token dies,
+        ``conn`` is closed, in the process that opened it only (an inherited connection is
+        pinned in a forked child, whose locals of the parent's other threads may die there)."""
+        token = ThreadEnd()
+        weakref.finalize(token, self._release, conn, os.getpid())
+        return token
+
+    def _release(self, conn: sqlite3.Connection, pid: int) -> None:
+        if pid != os.getpid():
+            return
+        with self.lock:
+            if conn not in self.conns:  # closed already (close, close_all)
+                return
+            self.conns.remove(conn)
+        try:
+            conn.close()
+        except sqlite3.Error:  # pragma: no cover - closing a connection that failed earlier
+            pass
 
     def close_all(self) -> None:
         """Close every registered connection, in the process that opened them only."""

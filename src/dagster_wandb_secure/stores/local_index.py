@@ -150,7 +150,9 @@ class LocalIndex:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = FULL")
+        # closed when this thread ends (the registry would keep it for the index's lifetime)
         local.conn, local.pid = conn, os.getpid()
+        local.end = self._conns.close_at_exit(conn)
         return conn
 
     def close_thread_connection(self) -> None:
@@ -159,7 +161,7 @@ class LocalIndex:
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is not None and local.pid == os.getpid():
             self._conns.close(conn)
-        local.conn = None
+        local.conn = local.end = None
 
     def close(self) -> None:
         """Close every connection this process opened on the index (all threads'); a later
