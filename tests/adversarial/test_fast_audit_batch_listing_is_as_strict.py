@@ -245,6 +245,8 @@ def test_no_path_is_resolved_per_version(env: Env, monkeypatch: pytest.MonkeyPat
     """A fresh store object resolves its artifacts folder once; the audit resolves nothing per
     version (before: three ``check_inside`` and two ``resolve_inside`` per version)."""
     counts = []
+    env.publish("n0")
+    audit_store(LocalArtifactStore(env.store_dir), env.ks, deep=False)  # once-per-process work
     for total in (2, 8):
         while sum(1 for _ in env.store.list_versions()) < total:
             env.publish(f"n{sum(1 for _ in env.store.list_versions()) % 3}")
