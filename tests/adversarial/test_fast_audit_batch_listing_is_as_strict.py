@@ -289,3 +289,32 @@ def test_batches_split_long_artifacts_and_keep_the_order(
     assert all(len(batch) <= 2 and len({q.split(":")[0] for q in batch}) == 1 for batch in seen)
     assert sum(len(b) for b in seen) == 7
     assert {str(e.status) for e in report.entries} == {"signature-ok"}
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_the_batch_listing_leaves_no_descriptor_open(env: Env, tmp_path: Path) -> None:
+    _store(env)
+    (tmp_path / "attacker").mkdir()
+    _subfolder_symlink(env, tmp_path / "attacker")
+    audit_store(env.store, env.ks, deep=False)  # connections and caches opened once
+    before = _open_fds()
+    for _ in range(3):
+        audit_store(env.store, env.ks, deep=False)
+    listing = env.store.list_files_of(list(env.store.list_versions()))
+    next(listing)
+    listing.close()  # a consumer that stops early
+    assert _open_fds() == before
+
+
+def test_a_missing_artifacts_folder_is_an_error_for_every_version(env: Env) -> None:
+    _store(env)
+    art = env.store_dir / "artifacts"
+    os.rename(art, env.root / "gone")
+    art.symlink_to(env.root / "gone", target_is_directory=True)
+    env.store._artifacts_real = art  # as if it had been resolved before the swap
+    got = statuses(env)
+    assert set(got.values()) <= {"tampered", "error"} and len(got) == 3

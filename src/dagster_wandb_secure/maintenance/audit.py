@@ -13,7 +13,9 @@ The default (``deep=True``) re-hashes every payload byte, on a thread pool (one 
 core); only then is a version ``valid``. Fast mode (``deep=False``) checks signatures, contexts,
 file lists and sizes without hashing payloads, and calls a version that passes ``signature-ok``,
 never ``valid``. Nothing is ever deserialized. The key store is opened once (its records and parsed keys are cached), and the
-ledger is read once for the whole audit, not once per version.
+ledger is read once for the whole audit, not once per version. A local store is listed in
+batches through folder descriptors (``LocalArtifactStore.list_files_of``): no path is resolved
+per version, and no symlink below its artifacts folder is followed.
 """
 
 from __future__ import annotations

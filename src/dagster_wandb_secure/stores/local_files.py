@@ -230,11 +230,22 @@ def list_versions_below(artifacts: Path, versions: Iterable[ArtifactVersion]) ->
     ``artifacts/<e>/<p>/<name>/v<N>`` (the index's validated names), for callers that open the
     listed files by path with ``O_NOFOLLOW`` as the verifier does; a version whose folder cannot
     be listed comes with its typed error."""
-    with ExitStack() as stack:
+    try:
         base_fd = os.open(artifacts, _DIR_FLAGS)
+    except OSError as exc:
+        error: SecureArtifactError = (
+            UnsafePathError(f"the artifacts folder {artifacts} is a symlink or not a folder")
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+            else _missing_root(artifacts, "the store", exc)
+        )
+        for av in versions:
+            yield av, artifacts, error
+        return
+    with ExitStack() as stack:
         stack.callback(os.close, base_fd)
         current: tuple[str, str, str] | None = None
-        art_fd: int | SecureArtifactError | None = None
+        art: list[int | SecureArtifactError] = []  # the current artifact folder's descriptor
+        stack.callback(lambda: [os.close(fd) for fd in art if isinstance(fd, int)])
         for av in versions:
             where = av.qualified_name
             try:  # the store's own checks of index data (``_root_of``)
@@ -246,20 +257,20 @@ def list_versions_below(artifacts: Path, versions: Iterable[ArtifactVersion]) ->
                 continue
             root = artifacts.joinpath(*ident, f"v{number}")
             if ident != current:
-                if isinstance(art_fd, int):
-                    os.close(art_fd)
-                current, art_fd = ident, None
+                while art:
+                    fd = art.pop()
+                    if isinstance(fd, int):
+                        os.close(fd)
+                current = ident
                 try:
-                    art_fd = _open_chain(base_fd, ident, "/".join(ident))
+                    art.append(_open_chain(base_fd, ident, "/".join(ident)))
                 except SecureArtifactError as exc:
-                    art_fd = exc
-            if not isinstance(art_fd, int):
-                assert art_fd is not None
-                yield av, root, art_fd
-                continue
-            yield av, root, _list_below(art_fd, f"v{number}", root, where)
-        if isinstance(art_fd, int):
-            os.close(art_fd)
+                    art.append(exc)
+            got = art[0]
+            if isinstance(got, int):
+                yield av, root, _list_below(got, f"v{number}", root, where)
+            else:
+                yield av, root, got
 
 
 def _open_chain(dir_fd: int, parts: Sequence[str], label: str) -> int:
