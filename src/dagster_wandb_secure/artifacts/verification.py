@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from ..core.serializers import PICKLE_FAMILY_NAMES
 from ..stores.base import (
     ArtifactStore,
     ArtifactVersion,
+    DiskEntry,
     VersionRowError,
     shown,
     version_ref_label,
@@ -63,7 +64,6 @@ def files_on_disk(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
 
     A store must list its folder: its own index (``av.files``) would miss a planted file."""
     lister = getattr(store, "list_files", None)
-    out: dict[str, Path] = {}
     if not callable(lister):
         raise WandbArtifactsIOManagerError(
             f"the artifact store {type(store).__name__} has no list_files(), so the files "
@@ -72,7 +72,16 @@ def files_on_disk(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
             version=av.version_label,
             hint="use the local or W&B store, or implement list_files() in this store",
         )
-    for entry in lister(av):
+    return files_of_listing(av, lister(av), lambda rel: store.file_path(av, rel))
+
+
+def files_of_listing(
+    av: ArtifactVersion, entries: Iterable[DiskEntry], path_of: Callable[[str], Path]
+) -> dict[str, Path]:
+    """``files_on_disk`` of a listing the store made (``list_files``): every name safe, every
+    entry a regular file (a symlink, FIFO or device is an UnsafePathError), ``path_of`` its path."""
+    out: dict[str, Path] = {}
+    for entry in entries:
         rel = safe_relpath(entry.path, what="artifact file name")
         if entry.kind != "file":
             raise UnsafePathError(
@@ -80,7 +89,7 @@ def files_on_disk(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
                 artifact=av.name,
                 version=av.version_label,
             )
-        out[rel] = store.file_path(av, rel)
+        out[rel] = path_of(rel)
     return out
 
 

@@ -13,7 +13,9 @@ The default (``deep=True``) re-hashes every payload byte, on a thread pool (one 
 core); only then is a version ``valid``. Fast mode (``deep=False``) checks signatures, contexts,
 file lists and sizes without hashing payloads, and calls a version that passes ``signature-ok``,
 never ``valid``. Nothing is ever deserialized. The key store is opened once (its records and parsed keys are cached), and the
-ledger is read once for the whole audit, not once per version.
+ledger is read once for the whole audit, not once per version. A local store is listed in
+batches through folder descriptors (``LocalArtifactStore.list_files_of``): no path is resolved
+per version, and no symlink below its artifacts folder is followed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import os
 import stat
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ..artifacts.history import history_key
 from ..artifacts.registry import list_links
 from ..artifacts.target import version_context
-from ..artifacts.verification import files_on_disk
+from ..artifacts.verification import files_of_listing, files_on_disk
 from ..core.envelope import format_time, read_header_unverified
 from ..core.errors import (
     AlgorithmMismatchError,
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
     from ..core.ledger import LedgerRow
     from ..core.manifest import VerifiedManifest
     from ..core.policy import Policy
-    from ..stores.base import ArtifactStore, ArtifactVersion
+    from ..stores.base import ArtifactStore, ArtifactVersion, DiskEntry
 
 __all__ = [
     "AUDIT_SCHEMA",
@@ -413,13 +415,17 @@ def check_version(
     ledger: _LedgerIndex,
     policy: Policy,
     deep: bool,
+    listed: Callable[[], dict[str, Path]] | None = None,
 ) -> AuditEntry:
-    """The status of one version (rollback is decided later, across versions)."""
+    """The status of one version (rollback is decided later, across versions).
+
+    ``listed``: the version's files as a batch listing found them (``_listed_files``) instead
+    of ``files_on_disk``; it raises that listing's error."""
 
     entry = _base_entry(av)
     files: dict[str, Path] = {}
     try:
-        files = files_on_disk(store, av)
+        files = listed() if listed is not None else files_on_disk(store, av)
         entry.serializer = _payload_serializer(files)
         vm = verify_version_manifest(files, av, key_store=key_store, policy=policy, deep=deep)
     except SecureArtifactError as exc:
@@ -551,23 +557,78 @@ def check_versions(
     workers: int | None = None,
 ) -> list[AuditEntry]:
     """``check_version`` for every version, on a thread pool (hashlib releases the GIL while
-    hashing, so a deep audit uses every core); entries come back in ``versions`` order."""
+    hashing, and so does Ed25519 verification in ``cryptography``, so every core is used);
+    entries come back in ``versions`` order.
+
+    A store with ``list_files_of`` (the local store) lists versions in batches of one
+    artifact's consecutive versions (at most ``BATCH`` of them), resolving no path per version
+    (``stores.local_files.list_versions_below``); otherwise each version is listed on its own
+    (``files_on_disk``)."""
     total = len(versions)
     workers = max(1, min(workers or os.cpu_count() or 1, total or 1))
     step = max(1, total // 200)
+    batch_lister = getattr(store, "list_files_of", None)
 
-    def one(av: ArtifactVersion) -> AuditEntry:
-        return check_version(
-            store, av, key_store=key_store, ledger=ledger, policy=policy, deep=deep
-        )
+    def one_batch(batch: list[ArtifactVersion]) -> list[AuditEntry]:
+        if batch_lister is None:
+            return [
+                check_version(store, av, key_store=key_store, ledger=ledger, policy=policy, deep=deep)
+                for av in batch
+            ]
+        return [
+            check_version(
+                store, av, key_store=key_store, ledger=ledger, policy=policy, deep=deep,
+                listed=_listed_files(av, root, got),
+            )
+            for av, root, got in batch_lister(batch)
+        ]
 
     entries: list[AuditEntry] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit") as pool:
-        for i, entry in enumerate(pool.map(one, versions)):
-            entries.append(entry)
-            if progress is not None and (i % step == 0 or i + 1 == total):
-                progress(i + 1, total)
+        for done in pool.map(one_batch, _batches(versions, batch_lister is not None)):
+            before = len(entries)
+            entries.extend(done)
+            if progress is not None and (
+                len(entries) // step != before // step or len(entries) == total
+            ):
+                progress(len(entries), total)
     return entries
+
+
+BATCH = 64  # versions per task: enough to share an artifact folder, small enough to balance
+
+
+def _batches(versions: list[ArtifactVersion], by_artifact: bool) -> Iterator[list[ArtifactVersion]]:
+    """Consecutive versions of one artifact, at most ``BATCH`` together (one each without a
+    batch lister)."""
+    batch: list[ArtifactVersion] = []
+    for av in versions:
+        if batch and (
+            not by_artifact
+            or len(batch) >= BATCH
+            or (av.entity, av.project, av.name) != (batch[0].entity, batch[0].project, batch[0].name)
+        ):
+            yield batch
+            batch = []
+        batch.append(av)
+    if batch:
+        yield batch
+
+
+def _listed_files(
+    av: ArtifactVersion, root: Path, got: list[DiskEntry] | SecureArtifactError
+) -> Callable[[], dict[str, Path]]:
+    """The files of one version of a batch listing, checked as ``files_on_disk`` checks them
+    (``files_of_listing``), each at its path below the listed folder; raises the listing's
+    error. The verifier opens each file by that path with ``O_NOFOLLOW`` and checks it is a
+    regular file of the signed size, as it does with ``files_on_disk``'s paths."""
+
+    def files() -> dict[str, Path]:
+        if isinstance(got, SecureArtifactError):
+            raise got
+        return files_of_listing(av, got, root.joinpath)
+
+    return files
 
 
 def _flag(entry: AuditEntry, status: Status, reason: str) -> None:

@@ -49,7 +49,7 @@ import shutil
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,7 +75,14 @@ from .base import (
     parse_version,
     walk_version_folder,
 )
-from .local_files import MAX_LISTED_ENTRIES, list_version, open_in_version, read_in_versions
+from .local_files import (
+    MAX_LISTED_ENTRIES,
+    FolderListing,
+    list_version,
+    list_versions_below,
+    open_in_version,
+    read_in_versions,
+)
 from .local_index import (
     BUSY_TIMEOUT_S,
     INDEX_NAME,
@@ -195,12 +202,15 @@ class LocalArtifactStore:
         """The folder of one version, from validated components, resolving (symlinks followed)
         inside ``artifacts/``: every path the store builds from index data comes from here."""
         folder = version_folder(self._artifacts, entity, project, name, number)
-        if self._artifacts_real is None:
-            self._artifacts_real = self._artifacts.resolve()
         return check_inside(
             self._artifacts, folder, f"the folder of {artifact_label(entity, project, name)}:"
-            f"v{number}", real_base=self._artifacts_real
+            f"v{number}", real_base=self._resolved_artifacts()
         )
+
+    def _resolved_artifacts(self) -> Path:
+        if self._artifacts_real is None:
+            self._artifacts_real = self._artifacts.resolve()
+        return self._artifacts_real
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -817,3 +827,9 @@ class LocalArtifactStore:
         Symlinks and special files are reported (not skipped) so the verifier can refuse them,
         and files planted after publishing show up; directories themselves are not listed."""
         return list_version(self._root_of(av), av.qualified_name)
+
+    def list_files_of(self, versions: Iterable[ArtifactVersion]) -> Iterator[FolderListing]:
+        """``list_files`` of many versions (the audit), resolving no path per version: each
+        folder opened below the artifacts folder (resolved once) following no symlink, one
+        artifact folder descriptor for consecutive versions (``local_files.list_versions_below``)."""
+        return list_versions_below(self._resolved_artifacts(), versions)

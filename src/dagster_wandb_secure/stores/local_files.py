@@ -10,6 +10,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..core.errors import SecureArtifactError, UnsafePathError
@@ -20,6 +21,9 @@ from .base import (
     DiskEntry,
     ManifestItem,
     StoreError,
+    check_artifact_name,
+    check_name_part,
+    parse_version,
     read_capped,
     walk_version_folder,
 )
@@ -29,7 +33,14 @@ try:  # POSIX only; without it a version file is opened blocking
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["MAX_LISTED_ENTRIES", "list_version", "open_in_version", "read_in_versions"]
+__all__ = [
+    "MAX_LISTED_ENTRIES",
+    "FolderListing",
+    "list_version",
+    "list_versions_below",
+    "open_in_version",
+    "read_in_versions",
+]
 
 MAX_LISTED_ENTRIES = 100_000
 
@@ -198,3 +209,146 @@ def list_version(root: Path, where: str) -> list[DiskEntry]:
         return walk_version_folder(root, max_entries=MAX_LISTED_ENTRIES, where=where)
     except OSError as exc:
         raise StoreError(f"cannot list {root}: {exc.strerror or exc}", artifact=where) from exc
+
+
+# (version, its folder's path below the resolved artifacts folder, its entries or the typed error)
+FolderListing = tuple[ArtifactVersion, Path, list[DiskEntry] | SecureArtifactError]
+
+
+def list_versions_below(artifacts: Path, versions: Iterable[ArtifactVersion]) -> Iterator[FolderListing]:
+    """``list_version`` of many versions (an audit), with one path resolution in all instead of
+    one per version and per file: each version's folder is opened below the open descriptor
+    of its artifact folder, which is kept for consecutive versions of one artifact, and listed
+    through its descriptor.
+
+    ``artifacts`` is the store's artifacts folder, already resolved; it is opened without
+    following a symlink, and so is every folder below it (entity, project, name, ``v<N>``,
+    subfolders): a symlink anywhere below ``artifacts`` is refused (``UnsafePathError``),
+    also one that stays inside the store, which ``check_inside`` lets through. This is never
+    weaker than ``list_version`` after ``check_inside``: the folder listed is the one below
+    ``artifacts`` at that moment, with no path re-resolved. The path returned is
+    ``artifacts/<e>/<p>/<name>/v<N>`` (the index's validated names), for callers that open the
+    listed files by path with ``O_NOFOLLOW`` as the verifier does; a version whose folder cannot
+    be listed comes with its typed error."""
+    try:
+        base_fd = os.open(artifacts, _DIR_FLAGS)
+    except OSError as exc:
+        error: SecureArtifactError = (
+            UnsafePathError(f"the artifacts folder {artifacts} is a symlink or not a folder")
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+            else _missing_root(artifacts, "the store", exc)
+        )
+        for av in versions:
+            yield av, artifacts, error
+        return
+    with ExitStack() as stack:
+        stack.callback(os.close, base_fd)
+        current: tuple[str, str, str] | None = None
+        art: list[int | SecureArtifactError] = []  # the current artifact folder's descriptor
+        stack.callback(lambda: [os.close(fd) for fd in art if isinstance(fd, int)])
+        for av in versions:
+            where = av.qualified_name
+            try:  # the store's own checks of index data (``_root_of``)
+                ident = (check_name_part(av.entity, "entity"), check_name_part(av.project, "project"),
+                         check_artifact_name(av.name))
+                number = parse_version(av.version, av.name)
+            except SecureArtifactError as exc:
+                yield av, artifacts, exc.with_location(artifact=where)
+                continue
+            root = artifacts.joinpath(*ident, f"v{number}")
+            if ident != current:
+                while art:
+                    fd = art.pop()
+                    if isinstance(fd, int):
+                        os.close(fd)
+                current = ident
+                try:
+                    art.append(_open_chain(base_fd, ident, "/".join(ident)))
+                except SecureArtifactError as exc:
+                    art.append(exc)
+            got = art[0]
+            if isinstance(got, int):
+                yield av, root, _list_below(got, f"v{number}", root, where)
+            else:
+                yield av, root, got
+
+
+def _open_chain(dir_fd: int, parts: Sequence[str], label: str) -> int:
+    """A descriptor of ``parts`` below the open folder ``dir_fd``, following no symlink."""
+    fd = dir_fd
+    for i, part in enumerate(parts):
+        try:
+            next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            if fd != dir_fd:
+                os.close(fd)
+            _raise_open_error(exc, "/".join(parts[: i + 1]), label, label, folder=True)
+        if fd != dir_fd:
+            os.close(fd)
+        fd = next_fd
+    return fd
+
+
+def _list_below(art_fd: int, folder: str, root: Path, where: str) -> list[DiskEntry] | SecureArtifactError:
+    """The entries of version folder ``folder`` below the artifact folder ``art_fd``."""
+    try:
+        fd = os.open(folder, _DIR_FLAGS, dir_fd=art_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return UnsafePathError(
+                f"the version folder {root} is a symlink or not a folder", artifact=where
+            )
+        return _missing_root(root, where, exc)
+    try:
+        return _walk_fd(fd, root, where)
+    except SecureArtifactError as exc:
+        return exc
+    except OSError as exc:
+        return StoreError(f"cannot list {root}: {exc.strerror or exc}", artifact=where)
+    finally:
+        os.close(fd)
+
+
+def _walk_fd(top: int, root: Path, where: str) -> list[DiskEntry]:
+    """``base.walk_version_folder`` of the open folder ``top``: every entry below it, sorted by
+    path; subfolders opened relative to their parent without following a symlink (a folder
+    replaced by a symlink while listed is an UnsafePathError)."""
+    found: list[DiskEntry] = []
+    pending: list[tuple[str, int]] = [("", top)]
+    try:
+        while pending:
+            prefix, fd = pending.pop()
+            try:
+                with os.scandir(fd) as it:
+                    for entry in it:
+                        rel = prefix + entry.name
+                        est = entry.stat(follow_symlinks=False)
+                        mode = est.st_mode
+                        if stat.S_ISLNK(mode):
+                            target = os.readlink(entry.name, dir_fd=fd)
+                            found.append(DiskEntry(rel, "symlink", est.st_size, target))
+                        elif stat.S_ISDIR(mode):
+                            try:
+                                sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                            except OSError as exc:
+                                _raise_open_error(exc, rel, rel, where, folder=True)
+                            pending.append((rel + "/", sub))
+                        elif stat.S_ISREG(mode):
+                            found.append(DiskEntry(rel, "file", est.st_size))
+                        else:
+                            found.append(DiskEntry(rel, "other", 0))
+                        if len(found) + len(pending) > MAX_LISTED_ENTRIES:
+                            raise StoreError(
+                                f"the version folder {root} holds more than "
+                                f"{MAX_LISTED_ENTRIES} entries",
+                                artifact=where,
+                            )
+            finally:
+                if fd != top:
+                    os.close(fd)
+    finally:
+        for _, fd in pending:
+            if fd != top:
+                os.close(fd)
+    found.sort(key=lambda e: e.path)
+    return found
