@@ -92,6 +92,7 @@ class ArtifactIOEngine(IOManager):
         self._ledger: Any = None
         self._lock = threading.Lock()
         self._privates: list[PrivateCopies] = []
+        self._swept: list[PrivateCopies] = []  # privates whose cache root was swept this run
 
     def connect_ledger(self) -> None:
         """Reach a configured shared ledger now (resource setup), so an unreachable one fails
@@ -138,6 +139,7 @@ class ArtifactIOEngine(IOManager):
         engine stays usable: a later call opens a new session."""
         with self._lock:
             privates, self._privates = self._privates, []
+            self._swept = []
             session, self._session = self._session, None
             ledger, self._ledger = self._ledger, None
         for private in privates:
@@ -148,6 +150,14 @@ class ArtifactIOEngine(IOManager):
             ledger.close()
 
     def _cleanup(self, private: PrivateCopies) -> None:
+        """Sweep the private copy root of other processes' expired folders, once per run and
+        root (it lists the whole root; at every output and input it was O(folders) per asset).
+        Nothing is trusted from the sweep: it only removes folders unused for
+        ``cache_duration_in_minutes`` whose owner's lock is free."""
+        with self._lock:
+            if any(p is private for p in self._swept):
+                return
+            self._swept.append(private)
         private.cleanup()
 
     # --- writing --------------------------------------------------------------------------
