@@ -84,3 +84,13 @@ def test_every_flush_finishes_and_the_first_error_is_raised(tmp_path: Path) -> N
         fsync_together([fd])  # one job: the calling thread runs it
     finally:
         os.close(fd)
+
+
+def test_the_first_extra_job_runs_on_the_calling_thread(tmp_path: Path) -> None:
+    where: list[int] = []
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fsync_together([fd, fd], (lambda: where.append(threading.get_ident()),))
+    finally:
+        os.close(fd)
+    assert where == [threading.get_ident()]  # the ledger's barrier keeps its thread (its lock)

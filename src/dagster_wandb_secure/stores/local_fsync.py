@@ -42,9 +42,12 @@ def _fsync(fd: int) -> Callable[[], None]:
 
 
 def fsync_together(fds: Sequence[int], also: Sequence[Callable[[], None]] = ()) -> None:
-    """fsync every descriptor in ``fds`` and run every callable in ``also`` concurrently (the
-    calling thread takes one of them); return once all completed, raising the first error."""
-    jobs = [_fsync(fd) for fd in fds] + list(also)
+    """fsync every descriptor in ``fds`` and run every callable in ``also`` concurrently;
+    return once all completed, raising the first error. The calling thread runs the first of
+    ``also`` itself (the ledger's ``durable()`` then runs where it would have run alone: it
+    takes the ledger's re-entrant lock and refuses to run inside the caller's batch), the
+    worker threads the rest."""
+    jobs = list(also) + [_fsync(fd) for fd in fds]
     if not jobs:
         return
     futures: list[Future[None]] = []
