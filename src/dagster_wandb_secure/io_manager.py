@@ -45,7 +45,7 @@ from .artifacts.config import (
     validate_write_config,
 )
 from .artifacts.delivery import deliver
-from .artifacts.log_lines import signature_line, signature_metadata
+from .artifacts.log_lines import add_loaded_input_metadata, signature_line, signature_metadata
 from .artifacts.naming import (
     artifact_name,
     artifact_name_for_asset_key,
@@ -92,6 +92,7 @@ class ArtifactIOEngine(IOManager):
         self._ledger: Any = None
         self._lock = threading.Lock()
         self._privates: list[PrivateCopies] = []
+        self._swept: list[PrivateCopies] = []  # privates whose cache root was swept this run
 
     def connect_ledger(self) -> None:
         """Reach a configured shared ledger now (resource setup), so an unreachable one fails
@@ -138,6 +139,7 @@ class ArtifactIOEngine(IOManager):
         engine stays usable: a later call opens a new session."""
         with self._lock:
             privates, self._privates = self._privates, []
+            self._swept = []
             session, self._session = self._session, None
             ledger, self._ledger = self._ledger, None
         for private in privates:
@@ -148,6 +150,14 @@ class ArtifactIOEngine(IOManager):
             ledger.close()
 
     def _cleanup(self, private: PrivateCopies) -> None:
+        """Sweep the private copy root of other processes' expired folders, once per run and
+        root (it lists the whole root; at every output and input it was O(folders) per asset).
+        Nothing is trusted from the sweep: it only removes folders unused for
+        ``cache_duration_in_minutes`` whose owner's lock is free."""
+        with self._lock:
+            if any(p is private for p in self._swept):
+                return
+            self._swept.append(private)
         private.cleanup()
 
     # --- writing --------------------------------------------------------------------------
@@ -382,9 +392,10 @@ def _log_verified(context: InputContext, verified: Any) -> None:
         signature_line("verified", verified.label, verified.key_id, verified.algorithm, seq, digest)
     )
     try:
-        context.add_input_metadata(
+        add_loaded_input_metadata(
+            context,
             signature_metadata(verified.label, verified.key_id, verified.algorithm, seq, digest),
-            description=f"verified {verified.label}",
+            f"verified {verified.label}",
         )
     except Exception:  # noqa: BLE001, S110 - e.g. an op input Dagster keeps no metadata for
         pass

@@ -445,12 +445,18 @@ def publish_version(
     ``signed`` and ``history_key`` (format 2), the writer's ledger also records the manifest
     and advances the marks of the aliases it signed. ``staged`` (the store's own staging area
     holding ``files``): published by move, with ``signed.digests`` as the index hints. The
-    ledger's ``durable()`` barrier runs first: a version is never visible before its signature
-    rows are on disk (SECURITY.md)."""
+    ledger's ``durable()`` barrier completes before anything is published: a version is never
+    visible before its signature rows are on disk (SECURITY.md). By move, the store runs it
+    alongside its fsyncs of the staged files, all before its rename (``stores.local_fsync``)."""
     by_move: dict[str, Any] = {}
     if staged is not None and staged.by_move:
-        by_move = {"staged": staged, "digests": dict(signed.digests) if signed else None}
-    key_store.ledger.durable()
+        by_move = {
+            "staged": staged,
+            "digests": dict(signed.digests) if signed else None,
+            "barrier": key_store.ledger.durable,
+        }
+    else:
+        key_store.ledger.durable()
     version = store.publish(
         entity=entity,
         project=project,

@@ -49,7 +49,7 @@ import shutil
 import sqlite3
 import stat
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,7 +105,6 @@ from .local_staging import (
     clean_staging,
     copy_one,
     encode_metadata,
-    fsync_folders,
     hold_staging,
     plan_files,
 )
@@ -283,13 +282,16 @@ class LocalArtifactStore:
         run_id: str | None = None,
         staged: StagingArea | None = None,
         digests: Mapping[str, StagedDigest] | None = None,
+        barrier: Callable[[], None] | None = None,
     ) -> ArtifactVersion:
         """Publish a new immutable version ``v<N>`` from ``files`` (relpath -> source file).
 
         ``latest`` and every alias given move to the new version. Atomic: on any failure or
         crash, no part of the version becomes visible. With ``staged`` (an area of
         ``staging_area()`` holding exactly ``files``) the folder is published by rename after
-        ``check_staged``; ``digests`` are then what the index records (else SHA-256 in place)."""
+        ``check_staged``; ``digests`` are then what the index records (else SHA-256 in place).
+        ``barrier`` (the ledger's ``durable()``): run before anything is renamed, alongside
+        the staged files' fsyncs when staged, else first; publish fails if it raises."""
         check_name_part(entity, "entity")
         check_name_part(project, "project")
         check_artifact_name(name)
@@ -316,9 +318,10 @@ class LocalArtifactStore:
             staging, staging_fd = self._new_staging(label)
         try:
             if staged is not None:
-                entries = self._check_staged(staging, plan, dict(digests or {}), label)
-                fsync_folders(staging, entries)
+                entries = self._check_staged(staging, plan, dict(digests or {}), label, barrier)
             else:
+                if barrier is not None:
+                    barrier()
                 entries = self._copy_all(staging, plan, label)
             return self._commit(
                 staging,
@@ -446,9 +449,12 @@ class LocalArtifactStore:
             self._make_parents(target.parent)
             if os.path.lexists(target):
                 self._discard_orphan(conn, entity, project, name, number, target)
-            # Durable intent first, so a crash between the rename and the commit is undone by
-            # the next process that opens the store (see _recover_pending).
-            with self._index.transaction(conn):
+            # Intent first, so a crash between the rename and the commit is undone by the next
+            # process that opens the store (_recover_pending). Not fsynced on its own: a process
+            # crash keeps it, the final commit below fsyncs it; a power cut before that may lose
+            # it with the version, leaving a folder no row names, which readers never see and
+            # the next publish of this number removes (_discard_orphan).
+            with self._index.transaction(conn, durable=False):
                 pending_id = conn.execute(
                     "INSERT INTO pending (entity, project, name, number, started_at) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -768,21 +774,14 @@ class LocalArtifactStore:
             check_run_id(run_id)
         except ConfigurationError as exc:
             raise exc.with_location(artifact=av.qualified_name) from None
-        with self._index.connect() as conn:
-            # Lineage is a record, not the store's integrity: WAL with synchronous=NORMAL keeps
-            # it crash-consistent (a power cut may lose the last reads), without an fsync per
-            # input load. Publishing stays at FULL.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            try:
-                with self._index.transaction(conn):
-                    art_id = self._index.version_key(conn, av)
-                    conn.execute(
-                        "INSERT OR IGNORE INTO lineage (artifact_id, number, run_id, direction, "
-                        "at) VALUES (?, ?, ?, 'read', ?)",
-                        (art_id, av.version, run_id, _now()),
-                    )
-            finally:
-                conn.execute("PRAGMA synchronous = FULL")
+        # Lineage is a record, not the store's integrity: a power cut may lose the last reads
+        with self._index.connect() as conn, self._index.transaction(conn, durable=False):
+            art_id = self._index.version_key(conn, av)
+            conn.execute(
+                "INSERT OR IGNORE INTO lineage (artifact_id, number, run_id, direction, at) "
+                "VALUES (?, ?, ?, 'read', ?)",
+                (art_id, av.version, run_id, _now()),
+            )
 
     def lineage(self, av: ArtifactVersion) -> Lineage:
         """The run that wrote ``av`` and the runs that read it (first read first)."""

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ..core.errors import SecureArtifactError, UnsafePathError
-from ..core.fsutil import resolve_inside, safe_relpath
+from ..core.fsutil import safe_relpath
 from .base import (
     ArtifactNotFoundError,
     ArtifactVersion,
@@ -53,14 +53,16 @@ _DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
 
 def open_in_version(root: Path, relpath: str, where: str) -> tuple[int, Path]:
     """Open a file of the version folder ``root`` without following any symlink on the way;
-    returns a read-only descriptor of a regular file and its path."""
+    returns a read-only descriptor of a regular file and its path.
+
+    Every component below ``root`` is opened relative to its parent's descriptor with
+    ``O_NOFOLLOW``, so a symlink anywhere below ``root`` is refused outright: stronger than a
+    ``resolve_inside`` check (a symlink that stays inside), which is therefore not made as
+    well (it resolved ``root`` and the file's folder again, per file opened)."""
     try:
         rel = safe_relpath(relpath)
-        resolve_inside(root, rel)
     except UnsafePathError as exc:
         raise exc.with_location(artifact=where) from None
-    except OSError as exc:
-        raise _missing_root(root, where, exc) from exc
     try:
         dir_fd = os.open(root, _DIR_FLAGS)
     except OSError as exc:

@@ -170,15 +170,28 @@ class LocalIndex:
         self._local = threading.local()
 
     @contextlib.contextmanager
-    def transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
-        conn.execute("BEGIN IMMEDIATE")
+    def transaction(self, conn: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]:
+        """One write transaction. ``durable`` (the default): committed at ``synchronous=FULL``,
+        the WAL fsynced before this returns. ``durable=False``: committed at ``NORMAL``, into
+        the WAL without an fsync: the commit survives a crash of any process (it is in the
+        page cache, which the next process reads), and the next durable commit on this index
+        fsyncs it together with its own frames (the WAL is one file, written in order); only
+        a power cut before that may lose it. For rows whose loss on a power cut is harmless
+        (see the callers)."""
+        if not durable:
+            conn.execute("PRAGMA synchronous = NORMAL")
         try:
-            yield
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            if not durable:
+                conn.execute("PRAGMA synchronous = FULL")
 
     def error(self, exc: sqlite3.Error) -> StoreError:
         return StoreError(

@@ -17,15 +17,16 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..core.digests import HEX_DIGEST_RE
 from ..core.errors import ConfigurationError, UnsafePathError
-from ..core.fsutil import fsync_dir, open_no_follow, safe_relpath
+from ..core.fsutil import open_no_follow, safe_relpath
 from .base import FileEntry, StagedDigest, StoreError, check_alias, walk_version_folder
 from .local_files import open_in_version
+from .local_fsync import fsync_together
 from .local_rows import (
     DIGEST_KINDS,
     MAX_DESCRIPTION_CHARS,
@@ -52,7 +53,6 @@ __all__ = [
     "clean_staging",
     "copy_one",
     "encode_metadata",
-    "fsync_folders",
     "hold_staging",
     "plan_files",
 ]
@@ -209,13 +209,16 @@ def check_staged(
     plan: list[tuple[str, Path]],
     digests: Mapping[str, StagedDigest],
     label: str,
+    barrier: Callable[[], None] | None = None,
 ) -> dict[str, FileEntry]:
     """The index entries of files a publisher wrote straight into ``staging`` (publish by
     move), after checking them in place without reading their bytes: each source is
     ``staging/<relpath>``; everything in the folder is a regular file of the plan (a symlink,
     special file or stray file is refused); each file has one link (a hard link would let
     another name change the version later), lives on the staging folder's file system, and has
-    the size its ``StagedDigest`` states. Each file is then made read-only and fsynced.
+    the size its ``StagedDigest`` states. Each file is then made read-only; the checked files
+    (through the very descriptors checked) and every folder of the version are fsynced
+    together, with ``barrier`` (the ledger's ``durable()``) alongside (``local_fsync``).
     A file without a ``StagedDigest`` is hashed (SHA-256) in place instead."""
     base = os.path.normpath(staging)
     planned = {rel for rel, _ in plan}
@@ -257,47 +260,61 @@ def check_staged(
                 artifact=label,
             )
     entries: dict[str, FileEntry] = {}
-    for rel, _ in plan:
-        fd, _path = open_in_version(staging, rel, label)
-        try:
-            st = os.fstat(fd)
-            given = digests.get(rel)
-            problem = (
-                "has other hard links" if st.st_nlink != 1
-                else "is on another file system" if st.st_dev != folder_st.st_dev
-                else f"has {st.st_size} bytes, not the {given.size} the publisher wrote"
-                if given is not None and st.st_size != given.size
-                else None
-            )
-            if problem is not None:
-                raise UnsafePathError(
-                    f"the staged file {rel!r} {problem}; nothing was published", artifact=label
-                )
-            os.fchmod(fd, 0o444)
-            if given is None:
-                entries[rel] = _hash_fd(fd, rel, st.st_size)
-            else:
-                entries[rel] = FileEntry(rel, given.size, given.digest, given.digest_kind)
-            os.fsync(fd)
-        except OSError as exc:
-            raise StoreError(
-                f"checking the staged file {rel!r} failed: {exc.strerror or exc}",
-                artifact=label,
-            ) from exc
-        finally:
+    fds: list[int] = []
+    try:
+        for rel, _ in plan:
+            fd, _path = open_in_version(staging, rel, label)
+            fds.append(fd)
+            entries[rel] = _check_one(fd, rel, digests.get(rel), folder_st, label)
+        for folder in _folders(staging, entries):
+            fds.append(os.open(folder, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC))
+        fsync_together(fds, () if barrier is None else (barrier,))
+    except OSError as exc:
+        raise StoreError(
+            f"making the staged files of {label} durable failed: {exc.strerror or exc}",
+            artifact=label,
+        ) from exc
+    finally:
+        for fd in fds:
             os.close(fd)
     return entries
 
 
-def fsync_folders(staging: Path, relpaths: Iterable[str]) -> None:
-    """fsync every folder of a staged version (``staging`` and the parents of ``relpaths``),
-    deepest first, so the new folder entries are durable before the rename."""
+def _check_one(
+    fd: int, rel: str, given: StagedDigest | None, folder_st: os.stat_result, label: str
+) -> FileEntry:
+    """One staged file, through its open descriptor (see ``check_staged``)."""
+    try:
+        st = os.fstat(fd)
+        problem = (
+            "has other hard links" if st.st_nlink != 1
+            else "is on another file system" if st.st_dev != folder_st.st_dev
+            else f"has {st.st_size} bytes, not the {given.size} the publisher wrote"
+            if given is not None and st.st_size != given.size
+            else None
+        )
+        if problem is not None:
+            raise UnsafePathError(
+                f"the staged file {rel!r} {problem}; nothing was published", artifact=label
+            )
+        os.fchmod(fd, 0o444)
+        if given is None:
+            return _hash_fd(fd, rel, st.st_size)
+        return FileEntry(rel, given.size, given.digest, given.digest_kind)
+    except OSError as exc:
+        raise StoreError(
+            f"checking the staged file {rel!r} failed: {exc.strerror or exc}",
+            artifact=label,
+        ) from exc
+
+
+def _folders(staging: Path, relpaths: Iterable[str]) -> list[Path]:
+    """``staging`` and every folder of ``relpaths`` in it, deepest first."""
     folders = {staging}
     for rel in relpaths:
         parts = rel.split("/")[:-1]
         folders.update(staging.joinpath(*parts[:i]) for i in range(1, len(parts) + 1))
-    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        fsync_dir(folder)
+    return sorted(folders, key=lambda p: len(p.parts), reverse=True)
 
 
 def _hash_fd(fd: int, rel: str, size: int) -> FileEntry:
