@@ -45,7 +45,7 @@ from .artifacts.config import (
     validate_write_config,
 )
 from .artifacts.delivery import deliver
-from .artifacts.log_lines import add_loaded_input_metadata, signature_line, signature_metadata
+from .artifacts.log_lines import signature_line, signature_metadata
 from .artifacts.naming import (
     artifact_name,
     artifact_name_for_asset_key,
@@ -392,10 +392,9 @@ def _log_verified(context: InputContext, verified: Any) -> None:
         signature_line("verified", verified.label, verified.key_id, verified.algorithm, seq, digest)
     )
     try:
-        add_loaded_input_metadata(
-            context,
+        context.add_input_metadata(
             signature_metadata(verified.label, verified.key_id, verified.algorithm, seq, digest),
-            f"verified {verified.label}",
+            description=f"verified {verified.label}",
         )
     except Exception:  # noqa: BLE001, S110 - e.g. an op input Dagster keeps no metadata for
         pass

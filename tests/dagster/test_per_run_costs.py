@@ -68,18 +68,3 @@ def test_the_ledger_barrier_runs_once_per_publish_before_the_version_appears(
     monkeypatch.setattr(os, "rename", rename)
     assert materialize(_assets(3), resources={"io_manager": make_io_manager()}).success
     assert events == ["durable", "published"] * 4
-
-
-def test_a_verified_read_adds_its_facts_to_loaded_input_and_no_observation(
-    key_store: Any, make_io_manager: Any
-) -> None:
-    result = materialize(_assets(2), resources={"io_manager": make_io_manager()})
-    assert result.success
-    kinds = [e.event_type_value for e in result.all_events]
-    assert "ASSET_OBSERVATION" not in kinds  # one event-log write per read fewer
-    loaded = [e for e in result.all_events if e.event_type_value == "LOADED_INPUT"]
-    assert len(loaded) == 2
-    for event in loaded:
-        meta = event.event_specific_data.metadata
-        assert str(meta["signature_status"].value).startswith("verified part_")
-        assert meta["signed_sequence"].value == 1

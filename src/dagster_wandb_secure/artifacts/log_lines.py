@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["add_loaded_input_metadata", "signature_line", "signature_metadata"]
+__all__ = ["signature_line", "signature_metadata"]
 
 SHORT_DIGEST = 12  # hex characters of a manifest digest shown in a log line
 
@@ -54,21 +54,3 @@ def signature_metadata(
     if manifest_digest:
         meta["signed_manifest_digest"] = manifest_digest
     return meta
-
-
-def add_loaded_input_metadata(context: Any, metadata: dict[str, Any], description: str) -> None:
-    """``metadata`` on the input's LOADED_INPUT event (the step in the Dagster UI).
-
-    Dagster's ``add_input_metadata`` also logs an ASSET_OBSERVATION of the upstream asset for
-    every asset input: one more event-log write per read (~1.5 ms, the costliest part of a
-    small read; issue 16) repeating the same facts. Where the input context keeps its LOADED_INPUT
-    metadata as this Dagster release does (a dict it hands to that event), the facts go there
-    alone; otherwise (another release, an op input) the public call is made. Nothing a check
-    depends on: these are the reader's own statements of what it verified."""
-    pending = getattr(context, "_user_generated_metadata", None)
-    if isinstance(pending, dict) and getattr(context, "has_asset_key", False):
-        from dagster._core.definitions.metadata import normalize_metadata
-
-        context._user_generated_metadata = {**pending, **normalize_metadata(metadata)}
-        return
-    context.add_input_metadata(metadata, description=description)
