@@ -289,6 +289,9 @@ def link_verified(
             key_id=session.signing_key_id,
             policy=session.policy,
         )
+        # the statement's signature row is durable before the link is visible (the rule of
+        # publishing.py: nothing becomes visible before its signature is durably recorded)
+        session.key_store.ledger.durable()
         atomic_write(folder / f"v{version}.link", data, mode=0o644)
     link = RegistryLink(path, version, names, source, header.kid, header.alg,
                         statement_sha256=header.payload_sha256,
