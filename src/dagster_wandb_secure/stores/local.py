@@ -91,7 +91,8 @@ from .local_index import (
     artifact_label,
     version_folder,
 )
-from .local_rows import RowIdentity, check_number, check_pending_row, scan_stub_from_row
+from .local_recovery import Recovery
+from .local_rows import RowIdentity, check_number, scan_stub_from_row
 from .local_staging import (
     COPY_CHUNK,
     LATEST,
@@ -448,7 +449,7 @@ class LocalArtifactStore:
             target = self._version_dir(entity, project, name, number)
             self._make_parents(target.parent)
             if os.path.lexists(target):
-                self._discard_orphan(conn, entity, project, name, number, target)
+                self._recovery().discard_orphan(conn, entity, project, name, number, target)
             # Intent first, so a crash between the rename and the commit is undone by the next
             # process that opens the store (_recover_pending). Not fsynced on its own: a process
             # crash keeps it, the final commit below fsyncs it; a power cut before that may lose
@@ -494,7 +495,7 @@ class LocalArtifactStore:
                 if not committed:  # take the folder back out so the index never lags behind it
                     with contextlib.suppress(StoreError, UnsafePathError, sqlite3.Error):
                         if os.path.lexists(target):
-                            self._discard_folder(target)
+                            self._recovery().discard_folder(target)
                         conn.execute("DELETE FROM pending WHERE id = ?", (pending_id,))
         return ArtifactVersion(
             entity=entity,
@@ -516,35 +517,6 @@ class LocalArtifactStore:
         """All index rows of one new version; called inside the publish transaction."""
         self._index.write_rows(conn, **rows)
 
-    def _recover_pending(self, conn: sqlite3.Connection) -> None:
-        """Undo publishes that died between their rename and their commit. Call under the lock:
-        then every pending row belongs to a publisher that is gone."""
-        rows = conn.execute("SELECT id, entity, project, name, number FROM pending").fetchall()
-        for row in rows:
-            # hostile input: a planted row must not move or delete anything outside the store
-            pending_id, entity, project, name, number = check_pending_row(row)
-            try:
-                target = self._version_dir(entity, project, name, number)
-            except UnsafePathError as exc:
-                raise StoreError(
-                    f"the pending row id={pending_id} of the store index: {exc.reason}",
-                    artifact=artifact_label(entity, project, name),
-                    version=f"v{number}",
-                    hint=exc.hint,
-                ) from None
-            art = self._index.artifact_row(conn, entity, project, name)
-            indexed = (
-                art is not None
-                and conn.execute(
-                    "SELECT 1 FROM versions WHERE artifact_id = ? AND number = ?", (art[0], number)
-                ).fetchone()
-            )
-            if not indexed and os.path.lexists(target):
-                with contextlib.suppress(StoreError):  # a case collision: leave the folder be
-                    self._discard_orphan(conn, entity, project, name, number, target)
-            with self._index.transaction(conn):
-                conn.execute("DELETE FROM pending WHERE id = ?", (pending_id,))
-
     def _make_parents(self, folder: Path) -> None:
         """Create ``artifacts/<entity>/<project>/<name>`` durably."""
         missing: list[Path] = []
@@ -556,51 +528,14 @@ class LocalArtifactStore:
             path.mkdir(exist_ok=True)
             fsync_dir(path.parent)
 
-    def _discard_orphan(
-        self,
-        conn: sqlite3.Connection,
-        entity: str,
-        project: str,
-        name: str,
-        number: int,
-        target: Path,
-    ) -> None:
-        """``target`` exists but the index has no such version: a publish crashed after its
-        rename. Refuse if the folder is really another artifact's (a case-insensitive file
-        system folding two names together); otherwise remove it."""
-        for other in conn.execute(
-            "SELECT a.entity, a.project, a.name FROM versions v JOIN artifacts a "
-            "ON a.id = v.artifact_id WHERE lower(a.entity) = lower(?) AND lower(a.project) = "
-            "lower(?) AND lower(a.name) = lower(?) AND v.number = ?",
-            (entity, project, name, number),
-        ).fetchall():
-            try:  # index data: an invalid row names no folder and cannot collide with this one
-                other_dir = self._version_dir(other[0], other[1], other[2], number)
-            except (StoreError, UnsafePathError):
-                continue
-            with contextlib.suppress(OSError):
-                if os.path.samefile(other_dir, target):
-                    raise StoreError(
-                        f"the folder {target} already holds {artifact_label(*other)}:v{number}; "
-                        "names that differ only in case collide on this file system",
-                        artifact=artifact_label(entity, project, name),
-                        hint="use an artifact name that differs by more than letter case",
-                    )
-        self._discard_folder(target)
+    def _recovery(self) -> Recovery:
+        # built per use: a Recovery kept on the store would hold a bound method of the store
+        # (a reference cycle keeps a dropped store, and its index connections, until a GC)
+        return Recovery(self._index, self._artifacts, self._staging, self._version_dir)
 
-    def _discard_folder(self, folder: Path) -> None:
-        check_inside(self._artifacts, folder.parent, f"the folder {folder}")
-        trash = self._staging / f"discard-{time.time_ns()}-{secrets.token_hex(6)}"
-        try:
-            os.rename(folder, trash)
-            fsync_dir(folder.parent)
-        except OSError as exc:
-            raise StoreError(f"cannot remove the unindexed folder {folder}: {exc}") from exc
-        if os.path.isdir(trash) and not os.path.islink(trash):
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(trash)
+    def _recover_pending(self, conn: sqlite3.Connection) -> None:
+        """Undo publishes that died between their rename and their commit (``Recovery``)."""
+        self._recovery().pending(conn)
 
     # --- reading -------------------------------------------------------------------------------
 
