@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dagster_wandb_secure.core import keys as keys_module
+from dagster_wandb_secure.core import keystore_state
 from dagster_wandb_secure.core.algorithms import format_hmac_key, parse_hmac_key
 from dagster_wandb_secure.core.errors import (
     AlgorithmMismatchError,
@@ -939,6 +940,7 @@ def test_hot_path_does_not_reload_keys(
     monkeypatch.setattr(keys_module.serialization, "load_pem_private_key", boom)
     monkeypatch.setattr(keys_module.serialization, "load_pem_public_key", boom)
     monkeypatch.setattr(keys_module, "_parse_store", boom)
+    monkeypatch.setattr(keystore_state, "parse_store", boom)
     monkeypatch.setattr(keys_module, "_decode_b64_secret", boom)
     start = time.perf_counter()
     for _ in range(1000):
@@ -966,9 +968,9 @@ def test_store_reads_keystore_once_per_change(
     store.generate("hmac-sha256")
     store.primary()
     calls = []
-    real = keys_module._parse_store
+    real = keystore_state.parse_store
     monkeypatch.setattr(
-        keys_module, "_parse_store", lambda raw, where: calls.append(1) or real(raw, where)
+        keystore_state, "parse_store", lambda raw, where: calls.append(1) or real(raw, where)
     )
     for _ in range(100):
         store.primary()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dagster_wandb_secure.core import ledger_rows
 from dagster_wandb_secure.core.errors import KeyStoreError
 from dagster_wandb_secure.core.history import Position
 from dagster_wandb_secure.core.ledger_api import LedgerError, LedgerUnavailableError
@@ -75,9 +76,14 @@ def test_only_the_signature_rows_commit_flushes(traced: Any) -> None:
             assert any(unflushed in s for s in statements), statements
 
 
-def test_a_swallowed_failure_in_a_batch_never_passes_for_a_commit(pg_url: str) -> None:
+def test_a_swallowed_failure_in_a_batch_never_passes_for_a_commit(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """PostgreSQL answers ROLLBACK, not an error, to COMMIT after a failed statement: a caller
     that caught the statement's error inside its batch must still see the batch fail."""
+    # the row checks refuse a length beyond 64 bits before any SQL (ledger_rows.MAX_SQL_INT);
+    # lift that bound here so the statement reaches the server and fails there
+    monkeypatch.setattr(ledger_rows, "MAX_SQL_INT", 2**80)
     ledger = PostgresLedger(pg_url)
     try:
         for then_more in (False, True):

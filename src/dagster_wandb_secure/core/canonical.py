@@ -62,15 +62,19 @@ def encode_shaped(value: Any) -> bytes:
     strings, its own integers, and parameters passed through ``check_shape``) and for values
     ``decode`` just parsed strictly. A float slipping through would be encoded, so any part the
     caller did not build itself goes through ``check_shape`` first; what json cannot encode (a
-    lone surrogate, NaN, an unknown type) is still a CanonicalJSONError."""
+    lone surrogate, NaN, an unknown type) is still a CanonicalJSONError. The depth rule is
+    checked on the bytes, as ``decode`` checks it (brackets inside strings count), so nothing is
+    written that a reader refuses."""
     try:
         text = json.dumps(
             value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
-        return text.encode("utf-8")
+        data = text.encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
         _check_shape(value, 0)
         raise CanonicalJSONError("value cannot be encoded as JSON") from None
+    _check_depth_bytes(data)
+    return data
 
 
 def check_shape(value: Any) -> None:
@@ -85,7 +89,7 @@ def check_shape(value: Any) -> None:
             if type(key) is not str or not _utf8_ok(key) or not (
                 item is None
                 or kind is bool
-                or (kind is int and -_INT_LIMIT < item < _INT_LIMIT)
+                or (kind is int and _INT_MIN < item < _INT_LIMIT)
                 or (kind is str and _utf8_ok(item))
             ):
                 break
@@ -94,7 +98,10 @@ def check_shape(value: Any) -> None:
     _check_shape(value, 0)
 
 
-_INT_LIMIT = 10**MAX_INT_DIGITS  # integers of at most MAX_INT_DIGITS digits
+# integers of at most MAX_INT_DIGITS characters, a minus sign included (what decode's parser
+# admits: a writer must never sign an integer its readers refuse)
+_INT_LIMIT = 10**MAX_INT_DIGITS
+_INT_MIN = -(10 ** (MAX_INT_DIGITS - 1))
 
 
 def _utf8_ok(text: str) -> bool:
@@ -191,8 +198,8 @@ def _check_shape(value: Any, depth: int) -> None:
                 raise CanonicalJSONError("string is not valid Unicode (lone surrogate)") from None
         return
     if isinstance(value, int):
-        if len(str(abs(value))) > MAX_INT_DIGITS:
-            raise CanonicalJSONError("integer is too long")
+        if not _INT_MIN < value < _INT_LIMIT:  # as _bounded_int reads it: sign included
+            raise CanonicalJSONError(f"integer is longer than {MAX_INT_DIGITS} characters")
         return
     if isinstance(value, list | tuple):
         for item in value:

@@ -41,7 +41,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,11 +108,12 @@ from .keyrecords import (
     signing_refusal,
 )
 from .keyrecords import dump_store as _dump_store
-from .keyrecords import file_sig as _file_sig
 from .keyrecords import now as _now
 from .keyrecords import parse_store as _parse_store
 from .keyrecords import read_store_file as _read_store_file
 from .keystore_place import check_key_store_place
+from .keystore_state import StoreState as _State
+from .keystore_state import close_pin, fresh, load_state
 from .ledger import Ledger
 
 if TYPE_CHECKING:
@@ -143,19 +144,6 @@ LOCK_FILE = "keystore.lock"
 LEDGER_FILE = "ledger.sqlite3"
 KEYSTORE_FILE_MODE = 0o644
 MAX_REASON_CHARS = 1000
-
-
-@dataclass(frozen=True)
-class _State:
-    sig: tuple[int, ...]
-    records: dict[str, KeyRecord]
-    primary: str | None
-    # records by the 16 hex digits of their fingerprint a derived key id carries
-    by_fp: dict[str, tuple[KeyRecord, ...]]
-    # An open descriptor of the keystore.json that was parsed. While it is open the file's inode
-    # cannot be freed and reused, so every atomic replace shows up as a new inode number, even
-    # when size and (coarse) mtime stay the same.
-    pin_fd: int
 
 
 # --- the store -----------------------------------------------------------------------------------
@@ -251,34 +239,17 @@ class KeyStore:
                 hint="restore it from a backup, or open the folder as a new key store",
             ) from None
         state = self._state
-        if state is not None and state.sig == _file_sig(st):
+        if fresh(state, st):  # keystore_state.py: why an unchanged identity is the same file
+            assert state is not None
             return state
         return self._reload()
 
     def _reload(self) -> _State:
         with self._mutex:
-            raw, st, fd = _read_store_file(self._file, pin=True)
-            assert fd is not None
-            try:
-                records = _parse_store(raw, self._file)
-            except BaseException:
-                os.close(fd)
-                raise
-            primary = next((r.kid for r in records.values() if r.status is KeyStatus.PRIMARY), None)
-            by_fp: dict[str, tuple[KeyRecord, ...]] = {}
-            for r in records.values():
-                by_fp[r.fingerprint[:16]] = (*by_fp.get(r.fingerprint[:16], ()), r)
-            old, self._state = (
-                self._state,
-                _State(sig=_file_sig(st), records=records, primary=primary, by_fp=by_fp, pin_fd=fd),
-            )
+            old, self._state = self._state, load_state(self._file)
             if old is not None:
-                self._close_pin(old)
+                close_pin(old)
             return self._state
-
-    def _close_pin(self, state: _State) -> None:
-        with contextlib.suppress(OSError):
-            os.close(state.pin_fd)
 
     def close(self) -> None:
         """Release the descriptor this object keeps on keystore.json and the ledger's
@@ -286,7 +257,7 @@ class KeyStore:
         with self._mutex:
             state, self._state = self._state, None
             if state is not None:
-                self._close_pin(state)
+                close_pin(state)
             if self._ledger is not None:
                 self._ledger.close()
 
@@ -294,7 +265,7 @@ class KeyStore:
         state = getattr(self, "_state", None)
         if state is not None:
             with contextlib.suppress(Exception):
-                os.close(state.pin_fd)
+                close_pin(state)
 
     def records(self) -> list[KeyRecord]:
         """Every key record (store order), then the in-memory env keys of this process."""

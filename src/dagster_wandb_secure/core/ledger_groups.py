@@ -109,7 +109,7 @@ class GroupCommits:
             assert conn is not None
             conn.executemany(self._INSERT_WITH_ID, rows)
         except BaseException as exc:  # the ids were handed out: fail closed
-            self._broken = f"inserting {len(rows)} grouped rows failed: {exc}"
+            self._broken = f"inserting grouped rows {_describe(rows)} failed: {exc}"
             self._group_rows = 0
             if conn is not None and conn.in_transaction:
                 with _suppress_sqlite():
@@ -194,6 +194,18 @@ class GroupCommits:
                     f"cannot make the ledger {self.path} durable: {exc.strerror or exc}"
                 ) from None
             self._synced_once = True
+
+
+def _describe(rows: list[tuple[Any, ...]]) -> str:
+    """Which queued rows (``(id, *Ledger._INSERT values)``) a failure lost: their ids, key ids
+    and artifacts, so the caller can tell which signed objects must be sealed again."""
+    kids = sorted({str(r[1]) for r in rows})
+    artifacts = sorted({str(r[5]) for r in rows if r[5] is not None})
+    def few(names: list[str]) -> str:
+        text = ", ".join(ascii(n[:64]) for n in names[:4])
+        return text + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    where = f"ids {rows[0][0]}-{rows[-1][0]}, key ids {few(kids)}"
+    return where + (f", artifacts {few(artifacts)}" if artifacts else "")
 
 
 def _fsync_path(path: Path, *, directory: bool = False) -> None:

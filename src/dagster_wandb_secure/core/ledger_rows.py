@@ -19,6 +19,11 @@ from .errors import KeyStoreError
 ORIGINS = ("signed", "adopted", "resigned")
 MAX_TEXT = 4096
 MAX_CONTEXT_JSON = 65536
+# SQLite's INTEGER range. A grouped row is inserted later (at the group's commit), so every value
+# must be storable when it is queued: an int beyond this or a string that is not valid Unicode (a
+# lone surrogate, which sqlite3 cannot encode) would fail the whole group there - other callers'
+# rows included - after its own caller was handed a row id.
+MAX_SQL_INT = (1 << 63) - 1
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _VERSION_RE = re.compile(r"v(0|[1-9][0-9]{0,17})")
@@ -47,6 +52,12 @@ def _short(value: object) -> str:
     return f"<{type(value).__name__}>"
 
 
+def _short_int(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if abs(value) < 10**30 else f"an int of {value.bit_length()} bits"
+    return _short(value)
+
+
 def _text(value: object, what: str, *, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
@@ -54,7 +65,20 @@ def _text(value: object, what: str, *, optional: bool = False) -> str | None:
         raise KeyStoreError(
             f"ledger field {what} must be a string of 1-{MAX_TEXT} characters, not {_short(value)}"
         )
+    if not _storable(value):
+        raise KeyStoreError(f"ledger field {what} is not valid Unicode (a lone surrogate)")
     return value
+
+
+def _storable(text: str) -> bool:
+    """Whether sqlite3 can store ``text`` (UTF-8 encodable: no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _plain_row(
@@ -76,22 +100,39 @@ def _plain_row(
         artifact_version is not None
         or origin not in ORIGINS
         or type(length) is not int
-        or length < 0
+        or not 0 <= length <= MAX_SQL_INT
         or type(context) is not dict
         or len(context) > 16
         or type(digest) is not str
         or not _DIGEST_RE.fullmatch(digest)
     ):
         return None
+    # storable: valid Unicode (isascii() is the fast yes; sqlite3 cannot encode a lone surrogate)
     for value in (key_id, alg, serializer, signed_at):
-        if type(value) is not str or not 0 < len(value) <= MAX_TEXT:
+        if (
+            type(value) is not str
+            or not 0 < len(value) <= MAX_TEXT
+            or not (value.isascii() or _storable(value))
+        ):
             return None
-    if run_id is not None and (type(run_id) is not str or not 0 < len(run_id) <= MAX_TEXT):
+    if run_id is not None and (
+        type(run_id) is not str
+        or not 0 < len(run_id) <= MAX_TEXT
+        or not (run_id.isascii() or _storable(run_id))
+    ):
         return None
     for name, value in context.items():
-        if type(name) is not str or not 0 < len(name) <= MAX_TEXT:
+        if (
+            type(name) is not str
+            or not 0 < len(name) <= MAX_TEXT
+            or not (name.isascii() or _storable(name))
+        ):
             return None
-        if value is not None and (type(value) is not str or len(value) > MAX_TEXT):
+        if value is not None and (
+            type(value) is not str
+            or len(value) > MAX_TEXT
+            or not (value.isascii() or _storable(value))
+        ):
             return None
     context_json = _context_json(context)
     if context_json is None:
@@ -187,8 +228,10 @@ def signature_row(
         raise KeyStoreError(
             f"ledger digest must be 64 lowercase hex digits (sha256), not {_short(digest)}"
         )
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        raise KeyStoreError(f"ledger length must be a non-negative int, not {length!r}")
+    if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= MAX_SQL_INT:
+        raise KeyStoreError(
+            f"ledger length must be an int from 0 to {MAX_SQL_INT}, not {_short_int(length)}"
+        )
     if not isinstance(context, Mapping):
         raise KeyStoreError("ledger context must be a mapping of str to str or None")
     for name, value in context.items():
