@@ -26,8 +26,10 @@ child before touching anything (``_after_fork_check``).
 
 Round trips and flushes (``core/ledger_postgres_tx.py``): a transaction is pipelined (BEGIN rides
 with its first answered statement, COMMIT is one round trip), statements are prepared at first
-use, and only a commit that recorded a signature row waits for the WAL flush; a publish costs 9
-round trips and one flush (tests/core/test_ledger_postgres_trips.py counts them on the wire).
+use, and a commit waits for the WAL flush unless every write in it may be lost (the writer's
+records after its publish, an allocation; a signature row or a reader's mark must not be): a
+publish costs 9 round trips and one flush, an alias read 5 round trips and one flush
+(tests/core/test_ledger_postgres_trips.py counts them on the wire).
 """
 
 from __future__ import annotations
@@ -444,8 +446,8 @@ class PostgresLedger(PostgresHistory):
         self._read("ping")
 
     def durable(self) -> None:
-        """The durability barrier (``ledger_api.LedgerBackend``): a no-op here, every commit of
-        this backend is durable when it returns."""
+        """The durability barrier (``ledger_api.LedgerBackend``): a no-op here, every write a
+        publish depends on (a signature row) is durable when its commit returns."""
 
     def close(self) -> None:
         """Close this process's pool (a later call reopens it)."""
@@ -513,9 +515,7 @@ class PostgresLedger(PostgresHistory):
             return []
         q = self._statements()
         with self._conn("write to", single=len(rows) == 1) as conn, conn.cursor() as cur:
-            tx = getattr(self._local, "tx", None)
-            if tx is not None:
-                tx.rows = True  # this transaction's COMMIT flushes the WAL (ledger_postgres_tx)
+            self._wrote(keep=True)  # on disk before a version using the row is published
             if len(rows) == 1:
                 cur.execute(q["insert"], rows[0])
                 return [int(cur.fetchone()[0])]
@@ -526,6 +526,14 @@ class PostgresLedger(PostgresHistory):
                 if not cur.nextset():
                     break
             return ids
+
+    def _wrote(self, *, keep: bool) -> None:
+        """Tell this thread's open transaction (if any) what it wrote: ``keep`` when the write
+        must survive a server crash once COMMIT returns (core/ledger_postgres_tx.py). A write
+        outside a transaction is one statement in autocommit, flushed by the server default."""
+        tx = getattr(self._local, "tx", None)
+        if tx is not None:
+            tx.wrote(keep=keep)
 
     def _raise_mark(self, conn: Any, artifact: str, alias: str, version: int, source: str) -> None:
         from .ledger import _now_text
@@ -569,6 +577,7 @@ class PostgresLedger(PostgresHistory):
                 )
 
         with self._conn("write to", single=True) as conn:
+            self._wrote(keep=False)  # the writer's records after its publish (SECURITY.md)
             answer = conn.execute(self._statements()["attach"], params)
             tx = getattr(self._local, "tx", None)
             if tx is None:
@@ -585,6 +594,7 @@ class PostgresLedger(PostgresHistory):
                 f"version must be a non-negative int, not {version!r}", artifact=artifact
             )
         with self._conn("write to", single=True) as conn:
+            self._wrote(keep=True)  # a reader's anti-rollback mark
             self._raise_mark(conn, artifact, alias, version, "reader")
 
     # -- reading ----------------------------------------------------------------------------------

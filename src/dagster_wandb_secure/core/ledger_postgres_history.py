@@ -6,6 +6,9 @@ History: a sequence is allocated by one atomic statement (monotonic across every
 every machine, never reused); history marks advance under a row lock, only forward; an
 artifact's ``history_lock`` is a session advisory lock on a connection of its own, so writers
 on different machines allocate and publish one artifact in turn (bounded by ``lock_timeout``).
+Durability per write (``_wrote``, core/ledger_postgres_tx.py): a reader's history mark and seen
+manifest must survive a server crash; the writer's own records after its publish and an
+allocation may be lost (SECURITY.md, "Durability of ledger writes").
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class PostgresHistory:
 
     def _read(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError  # pragma: no cover - PostgresLedger's
+
+    def _wrote(self, *, keep: bool) -> None:  # pragma: no cover - PostgresLedger's
+        raise NotImplementedError
 
     def _history_lock_key(self, artifact: str) -> int:
         """The 64-bit advisory lock key of one artifact's history in this schema."""
@@ -127,6 +133,7 @@ class PostgresHistory:
         joined = getattr(self._local, "conn", None) is not None
         statement = q["allocate"] if joined else q["allocate_unflushed"]
         with self._conn("write to", single=True) as conn:
+            self._wrote(keep=False)  # a lost allocation was used by no published version
             row = conn.execute(statement, (artifact, floor + 1, _now_text())).fetchone()
             return int(row[0])
 
@@ -153,6 +160,7 @@ class PostgresHistory:
         if source not in HISTORY_SOURCES:
             raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
         with self._conn("write to", single=True) as conn:
+            self._wrote(keep=source == "reader")  # a reader's mark is anti-rollback state
             # one statement: ON CONFLICT DO UPDATE locks the row and re-checks the WHERE on
             # its newest version, so concurrent writers and readers never move it back
             conn.execute(
@@ -172,6 +180,7 @@ class PostgresHistory:
         """Remember a manifest envelope seen for ``artifact`` (the first sighting is kept)."""
         values = _manifest_record_values(artifact, digest, position, version, source)
         with self._conn("write to", single=True) as conn:
+            self._wrote(keep=source == "reader")  # what a reader saw backs its verdicts
             conn.execute(
                 self._statements()["record_manifest"],
                 (artifact, digest, *values, version, source, _now_text()),
