@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from dagster_wandb_secure.core.errors import KeyStoreError
+from dagster_wandb_secure.core.history import Position
 from dagster_wandb_secure.core.ledger_api import (
     LedgerSchemaError,
     LedgerUnavailableError,
@@ -20,7 +21,7 @@ from dagster_wandb_secure.core.ledger_postgres import (
     SCHEMA_VERSION,
     PostgresLedger,
 )
-from kit.ledger_rows import entry
+from kit.ledger_rows import digest, entry
 from kit.postgres import PgServer, running_server
 
 
@@ -48,6 +49,45 @@ def test_restart_between_runs_loses_nothing(own_server: PgServer, url: str) -> N
         assert reader.count() == 50 and reader.newest_version("model", alias="prod") == 7
     ledger.record_signature(**entry(99))
     assert ledger.count() == 51
+
+
+@pytest.mark.parametrize("moves", [True, False], ids=["mark-moves", "mark-already-there"])
+def test_a_readers_mark_survives_a_server_crash_right_after_the_read(
+    own_server: PgServer, url: str, moves: bool
+) -> None:
+    """A read returns, then the server crashes: its mark and seen manifest are there after the
+    restart (a lost mark would let the store roll the alias back once more). Also when the
+    reader read what the writer had just marked (its statements change nothing): the writer's
+    records it relied on were not flushed, the reader's commit flushes them. The WAL writer is
+    slowed to 10 s so that a commit without its own flush would still be in the server's WAL
+    buffers when it dies (as it was before reader marks were made durable)."""
+    art, at = "team/proj/crash", "2024-05-01T12:00:00.000000Z"
+    own_server.psql("ALTER SYSTEM SET wal_writer_delay = '10s'; SELECT pg_reload_conf();")
+    try:
+        time.sleep(0.5)  # the WAL writer rereads its configuration
+        ledger = PostgresLedger(url)
+        row = ledger.record_signature(**entry(1, artifact=art))  # durable: a publish follows
+        first = Position(1, at, digest("m1"))
+        second = Position(2, at, digest("m2")) if moves else first
+        with ledger.batch():  # the writer's records after its publish (may be lost)
+            ledger.attach_version(row, artifact_version="v1")
+            ledger.record_manifest(art, first.digest, first, version="v1", source="writer")
+            ledger.advance_mark(art, "latest", first, source="writer")
+        version = "v2" if moves else "v1"
+        with ledger.batch():  # a reader accepted it (artifacts/history.py:check_alias_history)
+            ledger.record_manifest(art, second.digest, second, version=version, source="reader")
+            ledger.advance_mark(art, "latest", second, source="reader")
+        own_server.stop_immediate()
+        own_server.restart()
+        after = PostgresLedger(url)
+        assert after.history_mark(art, "latest") == second
+        seen = after.seen_manifest(art, second.digest)
+        assert seen is not None and seen.position == second and seen.version == version
+        ledger.close()
+        after.close()
+    finally:
+        own_server.restart()
+        own_server.psql("ALTER SYSTEM RESET wal_writer_delay; SELECT pg_reload_conf();")
 
 
 def test_server_stopped_mid_run(own_server: PgServer, url: str) -> None:

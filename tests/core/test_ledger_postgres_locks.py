@@ -14,7 +14,8 @@ ART = "team/proj/locked"
 def _backends(url: str) -> set[int]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'dagster-wandb-secure'"
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'dagster-wandb-secure' "
+            "AND datname = current_database()"  # not an earlier test's backends, still exiting
         ).fetchall()
     return {int(r[0]) for r in rows}
 

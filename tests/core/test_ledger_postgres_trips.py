@@ -1,7 +1,8 @@
-"""A publish's share of the PostgreSQL ledger, counted on the wire (libpq's trace): its round
-trips, and which of its commits flush the WAL. A version is never visible before its signature
-rows are durable: the rows' commit flushes; the version's records after the publish and the
-allocation do not (core/ledger_postgres_tx.py, SECURITY.md)."""
+"""A publish's and a read's share of the PostgreSQL ledger, counted on the wire (libpq's trace):
+their round trips, and which of their commits flush the WAL. A version is never visible before
+its signature rows are durable: the rows' commit flushes; the version's records after the
+publish and the allocation do not. A reader's marks are anti-rollback state: their commit
+flushes (core/ledger_postgres_tx.py, SECURITY.md "Durability of ledger writes")."""
 
 from __future__ import annotations
 
@@ -42,6 +43,23 @@ def publish(ledger: PostgresLedger, i: int) -> None:
                 ledger.advance_mark(ART, alias, position, source="writer")
 
 
+def read(ledger: PostgresLedger, i: int) -> None:
+    """The ledger calls of one alias read of version ``i`` (artifacts/history.py,
+    ``check_alias_history``): the mark and what the verdict needs, then the reader's marks."""
+    position = Position(WARM + TRACED + i, AT, digest(f"r{i}"))
+    mark = ledger.history_mark(ART, "latest")
+    if mark is not None:
+        ledger.seen_manifest(ART, mark.digest)
+    ledger.seen_manifest(ART, position.digest)
+    ledger.newest_seen(ART)
+    with ledger.batch():
+        ledger.record_manifest(ART, position.digest, position, version=f"v{i}", source="reader")
+        ledger.advance_mark(ART, "latest", position, source="reader")
+
+
+UNFLUSHED = "set_config('synchronous_commit', 'off', true)"
+
+
 @pytest.fixture
 def traced(pg_url: str, monkeypatch: Any, tmp_path: Path) -> Any:
     with tracing(monkeypatch, tmp_path) as tracer:
@@ -64,9 +82,28 @@ def test_a_publish_costs_nine_round_trips(traced: Any) -> None:
     assert traced.round_trips() == 9 * TRACED
 
 
-def test_only_the_signature_rows_commit_flushes(traced: Any) -> None:
+@pytest.fixture
+def traced_reads(pg_url: str, monkeypatch: Any, tmp_path: Path) -> Any:
+    """Publishes and reads in turn (one ledger, as a writer that reads back); only the reads
+    are counted."""
+    with tracing(monkeypatch, tmp_path) as tracer:
+        ledger = PostgresLedger(pg_url)
+        for i in range(WARM):
+            publish(ledger, i)
+            read(ledger, i)
+        for i in range(WARM, WARM + TRACED):
+            publish(ledger, i)
+            tracer.start()
+            read(ledger, i)
+            tracer.pause()
+        tracer.stop()
+        ledger.close()
+        yield tracer
+
+
+def test_only_the_signature_rows_commit_of_a_publish_flushes(traced: Any) -> None:
     writes = [t for t in traced.transactions() if any(s.startswith(("INSERT", "WITH")) for s in t)]
-    unflushed = "set_config('synchronous_commit', 'off', true)"
+    unflushed = UNFLUSHED
     rows = [t for t in writes if any(".signatures (key_id" in s for s in t)]
     assert len(rows) == TRACED and len(writes) == 3 * TRACED
     for statements in rows:  # durable before the version may be published
@@ -74,6 +111,46 @@ def test_only_the_signature_rows_commit_flushes(traced: Any) -> None:
     for statements in writes:
         if statements not in rows:  # the allocation, the version's records
             assert any(unflushed in s for s in statements), statements
+
+
+def test_a_read_costs_five_round_trips(traced_reads: Any) -> None:
+    """The mark, the two seen manifests, the newest seen, then the reader's marks: BEGIN and
+    both statements ride with their COMMIT (nothing of theirs is read)."""
+    assert traced_reads.round_trips() == 5 * TRACED
+
+
+def test_a_readers_marks_commit_flushes_the_wal(traced_reads: Any) -> None:
+    """Once a read returned, its mark must survive a server crash: a lost mark lets the store
+    roll the alias back under the reader once more (SECURITY.md)."""
+    writes = [t for t in traced_reads.transactions() if any(s.startswith("INSERT") for s in t)]
+    assert len(writes) == TRACED
+    for statements in writes:
+        assert [s.split(" (")[0] for s in statements] == [
+            "BEGIN", 'INSERT INTO "dagster_wandb_secure".history_seen',
+            'INSERT INTO "dagster_wandb_secure".history_marks AS m', "COMMIT",
+        ], statements
+        assert not any(UNFLUSHED in s for s in statements), statements
+
+
+@pytest.mark.parametrize("source", ["reader", "writer"])
+def test_one_write_that_must_be_kept_makes_its_batch_durable(
+    pg_url: str, monkeypatch: Any, tmp_path: Path, source: str
+) -> None:
+    """A batch flushes unless every write in it may be lost: a reader's mark joined to writer
+    records makes the whole commit durable; writer records alone do not."""
+    with tracing(monkeypatch, tmp_path) as tracer:
+        ledger = PostgresLedger(pg_url)
+        ledger.ping()
+        tracer.start()
+        position = Position(1, AT, digest("m"))
+        with ledger.batch():
+            ledger.record_manifest(ART, position.digest, position, version="v1", source="writer")
+            ledger.advance_mark(ART, "latest", position, source="writer")
+            ledger.advance_mark(ART, "prod", position, source=source)
+        tracer.stop()
+        ledger.close()
+    (statements,) = [t for t in tracer.transactions() if t[0] == "BEGIN"]
+    assert any(UNFLUSHED in s for s in statements) is (source == "writer"), statements
 
 
 def test_a_swallowed_failure_in_a_batch_never_passes_for_a_commit(

@@ -27,7 +27,7 @@ _LOCK = threading.Lock()
 class Tracer:
     folder: Path
     conns: list[Any] = field(default_factory=list)
-    starts: dict[int, int] = field(default_factory=dict)
+    spans: dict[int, list[list[int]]] = field(default_factory=dict)  # counted [start, end)
 
     def _path(self, i: int) -> Path:
         return self.folder / f"trace-{i}.txt"
@@ -45,13 +45,30 @@ class Tracer:
         conn.pgconn.trace(conn._dws_trace.fileno())
         conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
 
-    def start(self) -> None:
-        """Count from here on (what came before only names prepared statements)."""
+    def _sizes(self) -> dict[int, int]:
+        """Every connection's trace length so far (libpq's stream flushed)."""
+        sizes = {}
         for i, conn in enumerate(self.conns):
-            if not conn.closed:
+            if not conn.closed and getattr(conn, "_dws_trace", None) is not None:
                 conn.pgconn.untrace()  # flushes libpq's stream
                 self._trace(conn)
-            self.starts[i] = self._path(i).stat().st_size
+            sizes[i] = self._path(i).stat().st_size
+        return sizes
+
+    def start(self) -> None:
+        """Count from here on (what came before only names prepared statements), until
+        ``pause`` (then ``start`` again counts on: several spans add up)."""
+        for i, size in self._sizes().items():
+            self.spans.setdefault(i, []).append([size, 1 << 62])
+
+    def pause(self) -> None:
+        """Stop counting (what follows still names prepared statements)."""
+        for i, size in self._sizes().items():
+            if i in self.spans:
+                self.spans[i][-1][1] = size
+
+    def _counted(self, i: int, offset: int) -> bool:
+        return any(start <= offset < end for start, end in self.spans[i])
 
     def stop(self) -> None:
         for conn in self.conns:
@@ -63,7 +80,7 @@ class Tracer:
 
     def _messages(self) -> Iterator[list[tuple[str, str, str, bool]]]:
         """Per connection: (direction, message, rest, counted) for every message traced."""
-        for i in self.starts:
+        for i in self.spans:
             rows = []
             with self._path(i).open("rb") as f:
                 data = f.read()
@@ -71,7 +88,7 @@ class Tracer:
                 parts = line.split("\t")
                 if len(parts) >= 3:
                     rest = parts[3] if len(parts) > 3 else ""
-                    rows.append((parts[0], parts[2], rest, offset >= self.starts[i]))
+                    rows.append((parts[0], parts[2], rest, self._counted(i, offset)))
             yield rows
 
     def round_trips(self) -> int:

@@ -12,10 +12,8 @@ finds the work done); the applied versions are recorded in ``schema_migrations``
 migrated by newer code is refused (``LedgerSchemaError``). A role that may only read and
 write the tables (no CREATE) works once the schema is current.
 
-History: a sequence is allocated by one atomic statement (monotonic across every writer of
-every machine, never reused); history marks advance under a row lock, only forward; an
-artifact's ``history_lock`` is a session advisory lock on a connection of its own, so writers
-on different machines allocate and publish one artifact in turn (bounded by ``lock_timeout``).
+History (``core/ledger_postgres_history.py``): sequences allocated by one atomic statement,
+marks that only move forward, a session advisory lock per artifact.
 
 Faults: connect and statement timeouts are bounded (``connect_timeout`` seconds,
 ``statement_timeout`` milliseconds, both configurable as URL query parameters or keyword
@@ -28,8 +26,10 @@ child before touching anything (``_after_fork_check``).
 
 Round trips and flushes (``core/ledger_postgres_tx.py``): a transaction is pipelined (BEGIN rides
 with its first answered statement, COMMIT is one round trip), statements are prepared at first
-use, and only a commit that recorded a signature row waits for the WAL flush; a publish costs 9
-round trips and one flush (tests/core/test_ledger_postgres_trips.py counts them on the wire).
+use, and a commit waits for the WAL flush unless every write in it may be lost (the writer's
+records after its publish, an allocation; a signature row or a reader's mark must not be): a
+publish costs 9 round trips and one flush, an alias read 5 round trips and one flush
+(tests/core/test_ledger_postgres_trips.py counts them on the wire).
 """
 
 from __future__ import annotations
@@ -45,27 +45,22 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import KeyStoreError
-from .history import Position, SeenManifest
 from .ledger import (
-    HISTORY_SOURCES,
     LATEST,
     Ledger,
     LedgerRow,
-    _check_position,
-    _manifest_record_values,
     _now_text,
-    _position_values,
     _short,
     _text,
     parse_version,
 )
 from .ledger_api import (
     LedgerError,
-    LedgerLockTimeoutError,
     LedgerPermissionError,
     LedgerSchemaError,
     LedgerUnavailableError,
 )
+from .ledger_postgres_history import PostgresHistory
 from .ledger_postgres_sql import MIGRATIONS as _MIGRATIONS
 from .ledger_postgres_sql import SCHEMA_VERSION
 from .ledger_postgres_sql import STATEMENTS as _SQL
@@ -114,8 +109,9 @@ def _int_param(value: Any, what: str, low: int, high: int) -> int:
     return number
 
 
-class PostgresLedger:
-    """The PostgreSQL digest ledger. Thread-safe; any number of processes and machines."""
+class PostgresLedger(PostgresHistory):
+    """The PostgreSQL digest ledger. Thread-safe; any number of processes and machines. The
+    signed history's methods are ``PostgresHistory``'s (core/ledger_postgres_history.py)."""
 
     backend = "postgresql"
 
@@ -450,8 +446,8 @@ class PostgresLedger:
         self._read("ping")
 
     def durable(self) -> None:
-        """The durability barrier (``ledger_api.LedgerBackend``): a no-op here, every commit of
-        this backend is durable when it returns."""
+        """The durability barrier (``ledger_api.LedgerBackend``): a no-op here, every write a
+        publish depends on (a signature row) is durable when its commit returns."""
 
     def close(self) -> None:
         """Close this process's pool (a later call reopens it)."""
@@ -519,9 +515,7 @@ class PostgresLedger:
             return []
         q = self._statements()
         with self._conn("write to", single=len(rows) == 1) as conn, conn.cursor() as cur:
-            tx = getattr(self._local, "tx", None)
-            if tx is not None:
-                tx.rows = True  # this transaction's COMMIT flushes the WAL (ledger_postgres_tx)
+            self._wrote(keep=True)  # on disk before a version using the row is published
             if len(rows) == 1:
                 cur.execute(q["insert"], rows[0])
                 return [int(cur.fetchone()[0])]
@@ -532,6 +526,14 @@ class PostgresLedger:
                 if not cur.nextset():
                     break
             return ids
+
+    def _wrote(self, *, keep: bool) -> None:
+        """Tell this thread's open transaction (if any) what it wrote: ``keep`` when the write
+        must survive a server crash once COMMIT returns (core/ledger_postgres_tx.py). A write
+        outside a transaction is one statement in autocommit, flushed by the server default."""
+        tx = getattr(self._local, "tx", None)
+        if tx is not None:
+            tx.wrote(keep=keep)
 
     def _raise_mark(self, conn: Any, artifact: str, alias: str, version: int, source: str) -> None:
         from .ledger import _now_text
@@ -575,6 +577,7 @@ class PostgresLedger:
                 )
 
         with self._conn("write to", single=True) as conn:
+            self._wrote(keep=False)  # the writer's records after its publish (SECURITY.md)
             answer = conn.execute(self._statements()["attach"], params)
             tx = getattr(self._local, "tx", None)
             if tx is None:
@@ -591,6 +594,7 @@ class PostgresLedger:
                 f"version must be a non-negative int, not {version!r}", artifact=artifact
             )
         with self._conn("write to", single=True) as conn:
+            self._wrote(keep=True)  # a reader's anti-rollback mark
             self._raise_mark(conn, artifact, alias, version, "reader")
 
     # -- reading ----------------------------------------------------------------------------------
@@ -649,153 +653,4 @@ class PostgresLedger:
             "sequences": int(sequences),
             "history_marks": int(history_marks),
             "manifests": int(manifests),
-        }
-
-    # -- signed history (the interface of core/ledger.py's docstring) ---------------------------
-
-    def _history_lock_key(self, artifact: str) -> int:
-        """The 64-bit advisory lock key of one artifact's history in this schema."""
-        text = f"dagster-wandb-secure history {self.schema} {artifact}"
-        return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big", signed=True)
-
-    @contextmanager
-    def history_lock(self, artifact: str) -> Iterator[None]:
-        """Hold ``artifact``'s history lock: a session advisory lock on a connection of its own
-        (not the pool's), held until exit, so writers on every machine sharing this ledger
-        allocate and publish one artifact in turn. Waits at most ``lock_timeout`` ms, then
-        ``LedgerLockTimeoutError``; a writer that dies releases it with its connection."""
-        _text(artifact, "artifact")
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
-        key = self._history_lock_key(artifact)
-        pool = self._get_lock_pool()
-        q = self._statements()
-        with self._errors("connect to"):
-            try:
-                conn = pool.getconn()
-            except PoolTimeout:  # every session busy or the server away: a connection of its own
-                conn = psycopg.connect(self._conninfo, **pool.kwargs)
-        reusable = False
-        try:
-            with self._errors("lock the history of an artifact in"):
-                try:
-                    conn.execute(q["history_lock"], (key,))
-                except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
-                    raise LedgerLockTimeoutError(
-                        f"another writer held the history lock of {artifact} in the PostgreSQL "
-                        f"ledger at {self.where} for more than {self.lock_timeout_ms} ms",
-                        artifact=artifact,
-                    ) from None
-            self._last_ok[id(conn)] = time.monotonic()
-            try:
-                yield
-            finally:
-                try:
-                    # back to the pool only when the server confirms the lock is released
-                    reusable = conn.execute(q["history_unlock"], (key,)).fetchone()[0] is True
-                except psycopg.Error:
-                    reusable = False  # closing the connection releases it anyway
-        finally:
-            if not reusable:
-                conn.close()  # the pool discards closed connections
-            if getattr(conn, "_pool", None) is pool:
-                pool.putconn(conn)
-            elif not conn.closed:
-                conn.close()
-
-    def allocate_sequence(self, artifact: str, *, floor: int) -> int:
-        """``max(last allocated, floor) + 1``, remembered: one atomic statement, so sequences
-        are monotonic and never reused across every writer of every machine."""
-        _text(artifact, "artifact")
-        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
-            raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
-        q = self._statements()
-        self._after_fork_check()
-        # alone (not in a batch()) the allocation skips its own WAL flush: the signature rows'
-        # durable commit that must follow before anything is published flushes it too. Inside
-        # a batch the batch's commit decides (durable when it records a signature row:
-        # core/ledger_postgres_tx.py).
-        joined = getattr(self._local, "conn", None) is not None
-        statement = q["allocate"] if joined else q["allocate_unflushed"]
-        with self._conn("write to", single=True) as conn:
-            row = conn.execute(statement, (artifact, floor + 1, _now_text())).fetchone()
-            return int(row[0])
-
-    def history_mark(self, artifact: str, alias: str) -> Position | None:
-        _text(artifact, "artifact")
-        _text(alias, "alias")
-        rows = self._read("mark", (artifact, alias))
-        return Position(int(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
-
-    def history_marks(self, artifact: str) -> dict[str, Position]:
-        _text(artifact, "artifact")
-        return {
-            str(alias): Position(int(seq), at, digest)
-            for alias, seq, at, digest in self._read("marks_of", (artifact,))
-        }
-
-    def advance_mark(
-        self, artifact: str, alias: str, position: Position, *, source: str
-    ) -> None:
-        """Move the mark of (artifact, alias) up to ``position``; never down."""
-        _text(artifact, "artifact")
-        _text(alias, "alias")
-        _check_position(position)
-        if source not in HISTORY_SOURCES:
-            raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
-        with self._conn("write to", single=True) as conn:
-            # one statement: ON CONFLICT DO UPDATE locks the row and re-checks the WHERE on
-            # its newest version, so concurrent writers and readers never move it back
-            conn.execute(
-                self._statements()["advance_mark"],
-                (artifact, alias, *_position_values(position), source, _now_text()),
-            )
-
-    def record_manifest(
-        self,
-        artifact: str,
-        digest: str,
-        position: Position | None,
-        *,
-        version: str | None,
-        source: str,
-    ) -> None:
-        """Remember a manifest envelope seen for ``artifact`` (the first sighting is kept)."""
-        values = _manifest_record_values(artifact, digest, position, version, source)
-        with self._conn("write to", single=True) as conn:
-            conn.execute(
-                self._statements()["record_manifest"],
-                (artifact, digest, *values, version, source, _now_text()),
-            )
-
-    @staticmethod
-    def _seen(row: Sequence[Any]) -> SeenManifest:
-        d, seq, at, pd, version = row
-        return SeenManifest(d, None if seq is None else Position(int(seq), at, pd), version)
-
-    def seen_manifest(self, artifact: str, digest: str) -> SeenManifest | None:
-        _text(artifact, "artifact")
-        rows = self._read("seen_manifest", (artifact, digest))
-        return self._seen(rows[0]) if rows else None
-
-    def newest_seen(self, artifact: str) -> SeenManifest | None:
-        """The seen manifest of ``artifact`` highest in the signed order (format 2 only)."""
-        _text(artifact, "artifact")
-        rows = self._read("newest_seen", (artifact,))
-        return self._seen(rows[0]) if rows else None
-
-    def history_rows(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every sequence, history mark and seen manifest (``ledger migrate``): the same
-        shapes as ``ledger_api.export_history``."""
-        return {
-            "sequences": [(str(a), int(n)) for a, n in self._read("all_sequences")],
-            "marks": [
-                (str(a), str(b), Position(int(seq), at, d), str(src))
-                for a, b, seq, at, d, src in self._read("all_history_marks")
-            ],
-            "manifests": [
-                (str(a), self._seen((d, seq, at, pd, v)), str(src))
-                for a, d, seq, at, pd, v, src in self._read("all_seen")
-            ],
         }

@@ -91,7 +91,7 @@ STATEMENTS: dict[str, str] = {
     "begin": "BEGIN",
     "commit": "COMMIT",
     "rollback": "ROLLBACK",
-    # a transaction that recorded no signature row commits without its own WAL flush
+    # a transaction whose every write may be lost commits without its own WAL flush
     # (core/ledger_postgres_tx.py: the next durable commit flushes it)
     "unflushed": "SELECT set_config('synchronous_commit', 'off', true)",
     "migration_timeout": f"SET LOCAL statement_timeout = {MIGRATION_TIMEOUT_MS}",

@@ -1,5 +1,5 @@
 """One transaction of the PostgreSQL ledger (``core/ledger_postgres.py``): as few round trips
-as its statements allow, and a WAL flush at COMMIT only when it recorded a signature row.
+as its statements allow, and a WAL flush at COMMIT unless every write in it may be lost.
 
 Round trips. The connection is in pipeline mode and BEGIN is queued, not sent alone: it travels
 with the first statement whose result is read (a signature row's id). Statements whose result
@@ -13,15 +13,24 @@ The COMMIT's answer is checked: PostgreSQL answers ``ROLLBACK``, not an error, t
 a transaction an earlier failed statement aborted (a caller that caught that statement's error
 inside its ``batch()``), and that must never pass for a commit.
 
-Durability (SECURITY.md, "The shared ledger on PostgreSQL"). A transaction that recorded a
-signature row commits durably (server default ``synchronous_commit``: the WAL is flushed before
-COMMIT returns), so a row is on disk before any version using it is published. One that
-recorded none (a version's records after its publish: version labels, alias and history marks,
-seen manifests) commits without a flush of its own (``synchronous_commit`` off for that
-transaction only): the next durable commit of any writer, or the WAL writer within three
-``wal_writer_delay``, flushes it. A server crash in between loses it, which leaves the state a
-writer killed between the store's publish and its records leaves (already possible, and
-handled); the SQLite ledger makes the same trade (``synchronous=NORMAL``, fsync at ``durable()``).
+Durability (SECURITY.md, "Durability of ledger writes"). Every write declares whether it
+must be on disk when the transaction returns (``Transaction.wrote``): a signature row (a version
+using it may be published next), a reader's history mark or seen manifest, a reader's alias
+mark (anti-rollback state: once a read returned, a lost mark would let the store roll the alias
+back once more). Those commit durably (server default ``synchronous_commit``: the WAL is flushed
+before COMMIT returns). A transaction whose every write declared itself loss-tolerant (a
+version's records after its publish by the writer: version labels, writer alias and history
+marks, seen manifests; a sequence allocation) commits without a flush of its own
+(``synchronous_commit`` off for that transaction only): the next durable commit of anyone, or
+the WAL writer within three ``wal_writer_delay``, flushes it (the WAL is one ordered stream, so
+what a crash loses is always a suffix of commits, never one before a durable one). A server
+crash in between loses it, which leaves the state a writer killed between the store's publish
+and its records leaves (already possible, and handled). A transaction in which nothing
+declared anything commits durably (the default is the safe one). A reader's batch flushes even
+when it changes nothing (its mark already there, its manifest already seen): ``advance_mark``'s
+``ON CONFLICT DO UPDATE`` locks the row, a WAL record, so the COMMIT waits for the flush of the
+WAL up to it, which includes the writer's records the reader relied on
+(tests/core/test_ledger_faults.py).
 """
 
 from __future__ import annotations
@@ -36,14 +45,20 @@ __all__ = ["Transaction", "pipelined"]
 
 
 class Transaction:
-    """What one open transaction has done so far: its deferred checks and whether it recorded
-    a signature row (then its COMMIT flushes the WAL)."""
+    """What one open transaction has done so far: its deferred checks and whether its COMMIT
+    must flush the WAL (``keep``: None while no write declared anything, then True as soon as
+    one write must survive a crash, False while every write may be lost)."""
 
-    __slots__ = ("checks", "rows")
+    __slots__ = ("checks", "keep")
 
     def __init__(self) -> None:
         self.checks: list[Callable[[], None]] = []
-        self.rows = False
+        self.keep: bool | None = None
+
+    def wrote(self, *, keep: bool) -> None:
+        """A write of this transaction: ``keep`` when it must be on disk once COMMIT returns
+        (module doc). One such write makes the whole COMMIT durable."""
+        self.keep = keep or bool(self.keep)
 
     def defer(self, check: Callable[[], None]) -> None:
         """Run ``check`` before COMMIT (it reads its statement's answer, and raises to roll the
@@ -66,7 +81,7 @@ def pipelined(conn: Any, statements: Mapping[str, Any], where: str) -> Iterator[
             except BaseException:
                 _settle(pipeline)
                 raise
-            if not tx.rows:  # nothing a later publish depends on being on disk (module doc)
+            if tx.keep is False:  # every write may be lost by a server crash (module doc)
                 conn.execute(statements["unflushed"])
             answer = conn.execute(statements["commit"])
         # leaving the pipeline synced it: COMMIT was sent and answered
