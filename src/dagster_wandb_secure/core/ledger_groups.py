@@ -186,9 +186,16 @@ class GroupCommits:
             self._connection()  # an open connection keeps the WAL file in place
             try:
                 _fsync_path(self.path.with_name(self.path.name + "-wal"))
-                if not self._synced_once:  # the database file and its folder entry, once
-                    _fsync_path(self.path)
+                if not self._synced_once:  # the folder entries (WAL, database), once
                     _fsync_path(self.path.parent, directory=True)
+                # NEVER open (and so close) the database file itself here: closing any
+                # descriptor of it drops every POSIX lock this process holds on it, including
+                # the SHARED lock each WAL-mode connection keeps. Another process closing its
+                # connection then believes it is the last one, checkpoints and deletes the WAL
+                # and -shm, and this process's next commits go to the unlinked WAL: lost
+                # without an error (the flaky storm test, tests/core/test_ledger_wal_locks.py).
+                # SQLite syncs the database file itself: at its creation (the switch to WAL is
+                # a synced rollback-journal commit, folder included) and after every checkpoint.
             except OSError as exc:
                 raise KeyStoreError(
                     f"cannot make the ledger {self.path} durable: {exc.strerror or exc}"
