@@ -81,3 +81,68 @@ def test_durable_keeps_the_wal_of_a_live_writer(tmp_path: Path) -> None:
         writer.kill()
         writer.wait()
     assert [r.artifact_version for r in Ledger(path).rows(artifact="own3")] == ["v0"]
+
+
+# The flusher thread is kept from looking at the ledger (it needs ``_FLUSH_CV``, held here), so
+# the only thing that can commit the group is the drop or the exit itself.
+HOLD_FLUSHER = """
+import gc, sys
+from dagster_wandb_secure.core import ledger_groups
+from dagster_wandb_secure.core.ledger import Ledger
+ledger_groups._FLUSH_CV.acquire()
+"""
+
+DROP = (
+    HOLD_FLUSHER
+    + ROW
+    + """
+ledger = Ledger(sys.argv[1])
+ledger.record_signature(**row)  # joins an open group: the caller holds its row id
+del ledger
+gc.collect()
+"""
+)
+
+BROKEN_AT_EXIT = (
+    HOLD_FLUSHER
+    + ROW
+    + """
+ledger = Ledger(sys.argv[1])
+ledger.record_signature(**row)
+ledger._INSERT_WITH_ID = "INSERT INTO no_such_table VALUES (?)"  # the exit commit fails
+"""
+)
+
+
+def test_a_dropped_ledger_commits_its_open_group(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    subprocess.run([sys.executable, "-c", DROP, str(path)], check=True)
+    assert Ledger(path).count() == 1
+
+
+def test_a_failed_commit_at_exit_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    done = subprocess.run(
+        [sys.executable, "-c", BROKEN_AT_EXIT, str(path)], capture_output=True, text=True
+    )
+    assert "KeyStoreError" in done.stderr and "lost uncommitted signature rows" in done.stderr
+    assert Ledger(path).count() == 0
+
+
+BROKEN_BY_THE_FLUSHER = (
+    BROKEN_AT_EXIT
+    + """
+import time
+ledger._flush_if_due(time.monotonic() + 60)  # the flusher's step: its commit fails
+del ledger
+"""
+)
+
+
+def test_a_group_the_flusher_failed_to_commit_is_reported_at_exit(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    done = subprocess.run(
+        [sys.executable, "-c", BROKEN_BY_THE_FLUSHER, str(path)], capture_output=True, text=True
+    )
+    assert "lost uncommitted signature rows" in done.stderr
+    assert done.stderr.count("lost uncommitted") == 1  # once, though two exit hooks run
