@@ -22,7 +22,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,8 +158,10 @@ class GroupCommits:
             flusher_due = self._group_opened + FLUSHER_DELAY_S
             if now < flusher_due:
                 return flusher_due
-            with _suppress_sqlite():
+            try:
                 self._commit_group()  # a failure breaks the ledger; the next caller sees it
+            except (sqlite3.Error, KeyStoreError):
+                _BROKEN.add(self)  # ... and if none comes, the exit reports it
             return None
         finally:
             self._mutex.release()
@@ -186,9 +187,16 @@ class GroupCommits:
             self._connection()  # an open connection keeps the WAL file in place
             try:
                 _fsync_path(self.path.with_name(self.path.name + "-wal"))
-                if not self._synced_once:  # the database file and its folder entry, once
-                    _fsync_path(self.path)
+                if not self._synced_once:  # the folder entries (WAL, database), once
                     _fsync_path(self.path.parent, directory=True)
+                # NEVER open (and so close) the database file itself here: closing any
+                # descriptor of it drops every POSIX lock this process holds on it, including
+                # the SHARED lock each WAL-mode connection keeps. Another process closing its
+                # connection then believes it is the last one, checkpoints and deletes the WAL
+                # and -shm, and this process's next commits go to the unlinked WAL: lost
+                # without an error (the flaky storm test, tests/core/test_ledger_wal_locks.py).
+                # SQLite syncs the database file itself: at its creation (the switch to WAL is
+                # a synced rollback-journal commit, folder included) and after every checkpoint.
             except OSError as exc:
                 raise KeyStoreError(
                     f"cannot make the ledger {self.path} durable: {exc.strerror or exc}"
@@ -232,7 +240,10 @@ def _suppress_sqlite() -> Iterator[None]:
 
 # --- the flusher: one daemon thread per process commits due groups of every ledger ----------
 
-_PENDING: weakref.WeakSet[GroupCommits] = weakref.WeakSet()
+# strong references: a Ledger dropped (or never closed) with an open group stays here until that
+# group is committed (by the flusher, or at exit); its collection would roll the group back
+_PENDING: set[GroupCommits] = set()
+_BROKEN: set[GroupCommits] = set()  # broken by the flusher's commit: reported at exit
 _FLUSH_CV = threading.Condition()
 _FLUSHER: list[threading.Thread] = []
 _ABANDONED: list[sqlite3.Connection] = []  # connections inherited across fork, never closed
@@ -287,9 +298,18 @@ def _flush_others(reader: GroupCommits) -> None:
 
 
 def _flush_all_at_exit() -> None:
-    for ledger in list(_PENDING):
-        with _suppress_sqlite():
-            ledger.flush()
+    """Commit every open group at exit. A commit that fails is raised once every ledger was
+    tried (the ids of those rows were handed out: the loss must not pass silently)."""
+    error: BaseException | None = None
+    for ledger in {*_PENDING, *_BROKEN}:
+        try:
+            ledger.flush()  # a ledger closed since it broke is no longer broken: a no-op
+        except (sqlite3.Error, KeyStoreError) as exc:
+            _PENDING.discard(ledger)  # reported once (atexit and multiprocessing both run this)
+            _BROKEN.discard(ledger)
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 def _reset_after_fork() -> None:
@@ -298,6 +318,7 @@ def _reset_after_fork() -> None:
     _FORK_GATE = threading.Lock()
     _FLUSHER.clear()
     _PENDING.clear()
+    _BROKEN.clear()
 
 
 atexit.register(_flush_all_at_exit)
