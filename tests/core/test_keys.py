@@ -942,12 +942,9 @@ def test_hot_path_does_not_reload_keys(
     monkeypatch.setattr(keys_module, "_parse_store", boom)
     monkeypatch.setattr(keystore_state, "parse_store", boom)
     monkeypatch.setattr(keys_module, "_decode_b64_secret", boom)
-    start = time.perf_counter()
-    for _ in range(1000):
+    for _ in range(50):  # any re-read of key material or keystore.json parse raises above
         s = store.signer()
         store.verify(kid=s.kid, alg=s.alg, message=MSG, signature=s.sign(MSG), signed_at=now())
-    elapsed = time.perf_counter() - start
-    assert elapsed < (1.0 if alg == "ed25519" else 0.25), elapsed
 
 
 def test_promote_by_another_object_is_seen_immediately(store: KeyStore) -> None:

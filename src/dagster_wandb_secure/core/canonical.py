@@ -29,18 +29,10 @@ def encode(value: Any) -> bytes:
     Fast path: encode with the C encoder, parse the text back strictly with the C decoder and
     compare; only a value that does not survive the round trip (a float, a non-string key, a
     tuple...) is walked in Python to accept it (tuples) or say precisely what is wrong."""
-    try:
-        text = json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-        data = text.encode("utf-8")
-    except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
-        _check_shape(value, 0)
-        raise CanonicalJSONError("value cannot be encoded as JSON") from None
-    _check_depth_bytes(data)
+    data = encode_shaped(value)  # the one encoding; then the strict round trip checks shape
     try:
         back = json.loads(
-            text,
+            data,
             parse_float=_reject_float,
             parse_int=_bounded_int,
             parse_constant=_reject_constant,
