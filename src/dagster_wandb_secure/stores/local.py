@@ -48,6 +48,7 @@ import secrets
 import shutil
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -164,6 +165,7 @@ class LocalArtifactStore:
         self._staging = self.root / STAGING_DIR
         self._artifacts = self.root / ARTIFACTS_DIR
         self._artifacts_real: Path | None = None  # resolved once, on first use
+        self._artifacts_real_lock = threading.Lock()  # audit threads ask for it at once
         try:
             for folder in (self.root, self._staging, self._artifacts):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -209,7 +211,9 @@ class LocalArtifactStore:
 
     def _resolved_artifacts(self) -> Path:
         if self._artifacts_real is None:
-            self._artifacts_real = self._artifacts.resolve()
+            with self._artifacts_real_lock:
+                if self._artifacts_real is None:
+                    self._artifacts_real = self._artifacts.resolve()
         return self._artifacts_real
 
     # --- publishing ----------------------------------------------------------------------------
