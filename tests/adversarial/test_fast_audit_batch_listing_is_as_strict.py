@@ -23,6 +23,7 @@ from dagster_wandb_secure.core.manifest import MANIFEST_NAME
 from dagster_wandb_secure.maintenance.audit import audit_store
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 from kit.cli import ENTITY, PROJECT, Env, append_byte, flip_last_byte, make_writable
+from kit.counting import count_calls
 
 ART = Path("artifacts") / ENTITY / PROJECT
 
@@ -229,18 +230,6 @@ def test_any_mix_of_hostile_layouts_gets_the_per_version_statuses(
 # --- the shortcut's algorithmic properties ----------------------------------------------------
 
 
-def _counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
-    calls = [0]
-    real = getattr(module, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
-
-
 def test_no_path_is_resolved_per_version(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh store object resolves its artifacts folder once; the audit resolves nothing per
     version (before: three ``check_inside`` and two ``resolve_inside`` per version)."""
@@ -252,20 +241,20 @@ def test_no_path_is_resolved_per_version(env: Env, monkeypatch: pytest.MonkeyPat
             env.publish(f"n{sum(1 for _ in env.store.list_versions()) % 3}")
         store = LocalArtifactStore(env.store_dir)
         with monkeypatch.context() as m:
-            calls = _counting(m, os.path, "realpath")
+            calls = count_calls(m, os.path, "realpath")
             report = audit_store(store, env.ks, deep=False)
         assert len(report.entries) == total
-        counts.append(calls[0])
+        counts.append(len(calls))
     assert counts[0] == counts[1] <= 2, counts
 
 
 def test_each_version_folder_is_listed_once(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(5):
         env.publish(f"n{i % 2}")
-    calls = _counting(monkeypatch, os, "scandir")
+    calls = count_calls(monkeypatch, os, "scandir")
     report = audit_store(env.store, env.ks, deep=False)
     assert {str(e.status) for e in report.entries} == {"signature-ok"}
-    assert calls[0] == 5
+    assert len(calls) == 5
 
 
 def test_batches_split_long_artifacts_and_keep_the_order(

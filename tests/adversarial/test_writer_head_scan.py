@@ -25,6 +25,7 @@ from dagster_wandb_secure.core.manifest import (
 )
 from dagster_wandb_secure.stores.base import list_manifests
 from dagster_wandb_secure.stores.local import LocalArtifactStore
+from kit.counting import count_calls
 
 E, P, NAME = "team", "proj", "scanned"
 CONTEXT = {"artifact": NAME, "type": "dataset", "project": f"{E}/{P}", "partition": None}
@@ -66,16 +67,8 @@ def _publish(tmp_path: Path, store: LocalArtifactStore, ks: KeyStore, sequence: 
     return manifest
 
 
-def _count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    real = manifest_module.verify_bytes
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(manifest_module, "verify_bytes", counting)
-    return calls
+def _count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    return count_calls(monkeypatch, manifest_module, "verify_bytes")
 
 
 def _fresh_pod(tmp_path: Path) -> KeyStore:

@@ -19,27 +19,21 @@ from dagster_wandb_secure.core.envelope import seal, seal_with_header, unseal
 from dagster_wandb_secure.core.errors import KeyStoreError, NoSigningKeyError, RevokedKeyError
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.core.ledger import Ledger
+from kit.counting import Call, count_calls
 
 CTX = {"artifact": "small", "type": "dataset"}
 OBJ = {"name": "daily-metrics", "rows": 1234, "columns": [f"col_{i}" for i in range(24)]}
 
 
 @pytest.fixture
-def stats_of_keystore_json(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    seen: list[str] = []
-    real = os.stat
-
-    def counting(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
-        if str(path).endswith("keystore.json"):
-            seen.append(str(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "stat", counting)
-    return seen
+def stats_of_keystore_json(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
+    return count_calls(
+        monkeypatch, os, "stat", only=lambda path, *_, **__: str(path).endswith("keystore.json")
+    )
 
 
 def test_one_look_at_keystore_json_per_seal_and_per_unseal(
-    key_store: KeyStore, stats_of_keystore_json: list[str]
+    key_store: KeyStore, stats_of_keystore_json: list[Call]
 ) -> None:
     data = seal(OBJ, key_store=key_store, context=CTX, record=False)  # warm: keys loaded
     unseal(data, key_store=key_store, expected_context=CTX)
@@ -97,14 +91,7 @@ def test_hmac_key_is_prepared_once_per_key_not_per_message(
 ) -> None:
     ks = KeyStore.open(tmp_path / "keys")
     ks.generate("hmac-sha256")
-    made: list[int] = []
-    real = algorithms._keyed_hmac
-
-    def counting(secret: bytes) -> Any:
-        made.append(1)
-        return real(secret)
-
-    monkeypatch.setattr(algorithms, "_keyed_hmac", counting)
+    made = count_calls(monkeypatch, algorithms, "_keyed_hmac")
 
     def refuse(*_: Any, **__: Any) -> bytes:
         raise AssertionError("the one-shot hmac.digest path is not used per message")

@@ -9,6 +9,7 @@ import pytest
 
 from dagster import AssetIn, asset, materialize
 from dagster_wandb_secure.artifacts.private_copies import PrivateCopies
+from kit.counting import count_calls
 
 
 def _assets(count: int) -> list[Any]:
@@ -31,14 +32,7 @@ def _assets(count: int) -> list[Any]:
 def test_the_private_copy_root_is_swept_once_per_run(
     key_store: Any, make_io_manager: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sweeps: list[int] = []
-    orig = PrivateCopies.cleanup
-
-    def cleanup(self: PrivateCopies) -> int:
-        sweeps.append(1)
-        return orig(self)
-
-    monkeypatch.setattr(PrivateCopies, "cleanup", cleanup)
+    sweeps = count_calls(monkeypatch, PrivateCopies, "cleanup")
     io = make_io_manager()
     for run in range(2):
         assert materialize(_assets(3), resources={"io_manager": io}).success
