@@ -339,23 +339,21 @@ def _check_read_length(got: int, length: int, label: str | None, kid: str) -> No
 def _private_buffer(length: int) -> memoryview:
     """A writable buffer of ``length`` bytes that only this process can change.
 
-    Large buffers are anonymous private mappings asking for transparent huge pages: the pages
-    are then faulted in 2 MiB at a time by ``readinto`` itself (in the kernel, while the worker
-    thread hashes the previous chunk). ``bytearray(n)`` would first zero-fill every 4 KiB page in
-    user space, which on a 512 MiB payload costs more than reading it."""
+    Large buffers are anonymous private mappings: their pages are faulted in by ``readinto``
+    itself (in the kernel, while the worker thread hashes the previous chunk), where
+    ``bytearray(n)`` would first zero-fill every page in user space, which on a 512 MiB payload
+    costs more than reading it. The mapping is not advised ``MADV_HUGEPAGE``: it gets the same
+    base pages as any ``malloc`` (what ``pickle.load`` reads into). Huge pages must come from
+    free 2 MiB blocks, which a VM with free page reporting at that order (Firecracker with
+    virtio-balloon, ``page_reporting_order=9``) has handed back to the host, so each one costs a
+    host fault: 2-4x slower reads there (benchmarks/RESULTS.md, "IO manager, large, on a
+    Firecracker VM"); with ``defrag=madvise`` they may also stall in direct compaction."""
     if length >= LARGE_PAYLOAD and hasattr(mmap, "MAP_ANONYMOUS"):
         flags = getattr(mmap, "MAP_PRIVATE", 0) | mmap.MAP_ANONYMOUS
         try:
-            mapping = mmap.mmap(-1, length, flags=flags)
+            return memoryview(mmap.mmap(-1, length, flags=flags))
         except (OSError, ValueError, TypeError):
             pass  # fall back to ordinary memory
-        else:
-            if hasattr(mmap, "MADV_HUGEPAGE"):
-                try:
-                    mapping.madvise(mmap.MADV_HUGEPAGE)
-                except OSError:
-                    pass  # no transparent huge pages here: 4 KiB pages work too
-            return memoryview(mapping)
     return memoryview(bytearray(length))
 
 
