@@ -11,7 +11,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import METRICS, TARGETS, Config, MetricResult, failed, isolate_environment, machine
+from .common import (
+    METRICS,
+    MIB,
+    TARGETS,
+    Config,
+    MetricResult,
+    failed,
+    host_memory,
+    host_memory_text,
+    isolate_environment,
+    machine,
+)
 
 GROUPS = ("large", "small", "hash", "rss", "io", "audit", "scaling", "ledger")
 
@@ -90,6 +101,7 @@ def report(cfg: Config, results: list[MetricResult], scaling: dict[str, Any], se
         out[name] = res.value if res else None
     out["machine"] = machine()
     out["machine"]["load_average_at_start"] = cfg.load_at_start
+    out["machine"]["host_memory_at_start"] = cfg.host_memory_at_start
     out["targets"] = {name: TARGETS[name].text() for name in METRICS}
     out["ok"] = {name: (by_name[name].ok if name in by_name else None) for name in METRICS}
     out["details"] = {name: by_name[name].as_dict() for name in METRICS if name in by_name}
@@ -120,6 +132,10 @@ def table(data: dict[str, Any]) -> str:
         f"Python {m['python']}, SHA extensions: {m['sha_extensions']}",
         f"load average (1/5/15 min) at start {m['load_average_at_start']}, "
         f"at end {m['load_average_1_5_15min']} (other processes share these cores)",
+    ]
+    if m.get("host_memory_at_start"):
+        lines.append(f"at start: {host_memory_text(m['host_memory_at_start'])}")
+    lines += [
         "",
         f"{'metric':<31} {'baseline':>12} {'candidate':>12} {'value':>10} {'target':>12}  ok",
         "-" * 86,
@@ -145,6 +161,9 @@ def table(data: dict[str, Any]) -> str:
             lines.append(f"  {name}: {det['baseline_label']}  vs  {det['candidate_label']}")
             if det["note"]:
                 lines.append(f"      ({det['note']})")
+            if det["extra"].get("host_memory"):
+                probe = host_memory_text(det["extra"]["host_memory"])
+                lines.append(f"      before these runs: {probe}")
     payload = data["scaling"].get("payload")
     if payload:
         lines += ["", "payload scaling (medians; seal_to/unseal_from vs pickle dump/load to file)"]
@@ -195,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     isolate_environment(scratch / "home")
     cfg = Config.make(quick=args.quick, workdir=scratch, only=frozenset(args.only))
     cfg.load_at_start = machine()["load_average_1_5_15min"]
+    cfg.host_memory_at_start = host_memory(scratch, min(cfg.large_bytes, 512 * MIB))
 
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)

@@ -75,6 +75,7 @@ class Config:
     scaling_runs: int
     only: frozenset[str] = frozenset()
     load_at_start: list[float] = field(default_factory=list)
+    host_memory_at_start: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def make(cls, *, quick: bool, workdir: Path, only: frozenset[str] = frozenset()) -> Config:
@@ -234,6 +235,111 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
     }
+
+
+PAGE_REPORTING = Path("/sys/module/page_reporting/parameters")
+
+
+def _page_reporting() -> dict[str, Any] | None:
+    """The guest kernel's free page reporting settings (virtio-balloon hands free blocks of
+    ``2**page_reporting_order`` pages back to the host), or None where the module is absent."""
+    if not PAGE_REPORTING.is_dir():
+        return None
+    out: dict[str, Any] = {}
+    for item in sorted(PAGE_REPORTING.iterdir()):
+        try:
+            text = item.read_text().strip()
+        except OSError:
+            continue
+        out[item.name] = int(text) if text.lstrip("-").isdigit() else text
+    balloon = Path("/sys/bus/virtio/drivers/virtio_balloon")
+    out["virtio_balloon"] = balloon.is_dir() and any(
+        p.name.startswith("virtio") for p in balloon.iterdir()
+    )
+    return out
+
+
+def _touch_seconds(nbytes: int) -> float:
+    """Seconds to fault in a new private anonymous mapping of ``nbytes`` (one write per page)."""
+    import mmap
+
+    import numpy as np
+
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | mmap.MAP_ANONYMOUS
+    mapping = mmap.mmap(-1, nbytes, flags=flags)
+    try:
+        pages = np.frombuffer(mapping, np.uint8)
+        with Timer() as t:
+            pages[:: mmap.PAGESIZE] = 1
+        del pages
+    finally:
+        mapping.close()
+    return t.seconds
+
+
+def _write_seconds(path: Path, data: memoryview) -> float:
+    with Timer() as t, path.open("wb") as fh:
+        fh.write(data)
+    return t.seconds
+
+
+def host_memory(workdir: Path, nbytes: int) -> dict[str, Any]:
+    """What fresh memory costs on this host right now, in seconds per GiB.
+
+    On a VM whose free pages are reported to the host (Firecracker with virtio-balloon), memory
+    that has been free for a second or two is no longer backed by the host, and the first touch
+    of each page costs a host fault; pages freed a moment ago are still backed. Large-payload
+    figures move with that state, so every run prints it:
+
+    - ``anon_touch``: a new anonymous mapping faulted in (what a read buffer costs);
+    - ``anon_retouch``: the same right after the previous one was unmapped (pages just freed);
+    - ``page_cache_grow``: writing ``nbytes`` to a new file while the last one stays cached
+      (what a store that keeps every version costs);
+    - ``page_cache_reuse``: writing ``nbytes`` to a new file right after deleting the previous
+      one (its pages just freed: what overwriting one file costs).
+    The probe files are deleted afterwards."""
+    gib = nbytes / GIB
+    out: dict[str, Any] = {"probe_bytes": nbytes}
+    try:
+        out["anon_touch_s_per_gib"] = round(_touch_seconds(nbytes) / gib, 3)
+        out["anon_retouch_s_per_gib"] = round(_touch_seconds(nbytes) / gib, 3)
+        import numpy as np
+
+        data = memoryview(np.ones(nbytes, np.uint8))
+        probe = workdir / "host-memory-probe"
+        probe.mkdir(parents=True, exist_ok=True)
+        try:
+            _write_seconds(probe / "a", data)
+            out["page_cache_grow_s_per_gib"] = round(_write_seconds(probe / "b", data) / gib, 3)
+            (probe / "b").unlink()
+            out["page_cache_reuse_s_per_gib"] = round(_write_seconds(probe / "c", data) / gib, 3)
+        finally:
+            for item in probe.iterdir():
+                item.unlink()
+            probe.rmdir()
+    except (OSError, ValueError, ImportError) as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    out["page_reporting"] = _page_reporting()
+    return out
+
+
+def host_memory_text(probe: dict[str, Any]) -> str:
+    """One line for the table header."""
+    if "error" in probe:
+        return f"host memory probe failed: {probe['error']}"
+    reporting = probe.get("page_reporting")
+    rep = (
+        "no free page reporting"
+        if not reporting
+        else f"free page reporting order {reporting.get('page_reporting_order')}"
+        + (", virtio-balloon" if reporting.get("virtio_balloon") else "")
+    )
+    return (
+        f"host memory (s/GiB, {probe['probe_bytes'] >> 20} MiB probe): anon touch "
+        f"{probe['anon_touch_s_per_gib']}, just freed {probe['anon_retouch_s_per_gib']}; page "
+        f"cache grow {probe['page_cache_grow_s_per_gib']}, reuse "
+        f"{probe['page_cache_reuse_s_per_gib']} ({rep})"
+    )
 
 
 def make_key_store(path: Path, alg: str) -> KeyStore:
