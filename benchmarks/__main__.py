@@ -161,6 +161,11 @@ def table(data: dict[str, Any]) -> str:
             lines.append(f"  {name}: {det['baseline_label']}  vs  {det['candidate_label']}")
             if det["note"]:
                 lines.append(f"      ({det['note']})")
+            if det["extra"].get("ratio_keeping_versions") is not None:
+                lines.append(
+                    "      every version kept instead (page cache grows a payload a run): "
+                    f"ratio {det['extra']['ratio_keeping_versions']:.3g}"
+                )
             if det["extra"].get("host_memory"):
                 probe = host_memory_text(det["extra"]["host_memory"])
                 lines.append(f"      before these runs: {probe}")
