@@ -252,10 +252,15 @@ def _page_reporting() -> dict[str, Any] | None:
         except OSError:
             continue
         out[item.name] = int(text) if text.lstrip("-").isdigit() else text
+    # a bound virtio-balloon device offering VIRTIO_BALLOON_F_REPORTING (feature bit 5)
+    out["virtio_balloon_reporting"] = False
     balloon = Path("/sys/bus/virtio/drivers/virtio_balloon")
-    out["virtio_balloon"] = balloon.is_dir() and any(
-        p.name.startswith("virtio") for p in balloon.iterdir()
-    )
+    for dev in balloon.iterdir() if balloon.is_dir() else ():
+        try:
+            features = (dev / "features").read_text()
+        except OSError:
+            continue
+        out["virtio_balloon_reporting"] |= features[5:6] == "1"
     return out
 
 
@@ -332,7 +337,7 @@ def host_memory_text(probe: dict[str, Any]) -> str:
         "no free page reporting"
         if not reporting
         else f"free page reporting order {reporting.get('page_reporting_order')}"
-        + (", virtio-balloon" if reporting.get("virtio_balloon") else "")
+        + (" by virtio-balloon" if reporting.get("virtio_balloon_reporting") else "")
     )
     return (
         f"host memory (s/GiB, {probe['probe_bytes'] >> 20} MiB probe): anon touch "
