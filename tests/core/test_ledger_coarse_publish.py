@@ -175,3 +175,23 @@ def test_allocate_next_counts_the_newest_seen_manifest(ledger: LedgerBackend) ->
     for floor in (-1, True, "3"):
         with pytest.raises(KeyStoreError):
             ledger.allocate_next(ART, floor=floor)  # type: ignore[arg-type]
+
+
+def test_postgres_connections_keep_generic_plans(pg_url: str) -> None:
+    """Every ledger connection (the pool's and the history-lock sessions) plans a prepared
+    statement once: a publish's record_version was re-planned at every execution otherwise."""
+    from dagster_wandb_secure.core.ledger_postgres import PostgresLedger
+
+    ledger = PostgresLedger(pg_url)
+    try:
+        assert ledger._read("ping") == [(1,)]
+        with ledger._pooled() as conn:
+            assert conn.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
+        with ledger.history_lock(ART):
+            conn = ledger._get_lock_pool().getconn()
+            try:
+                assert conn.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
+            finally:
+                ledger._get_lock_pool().putconn(conn)
+    finally:
+        ledger.close()
