@@ -2,7 +2,9 @@
 
 A real cluster (``pgserver``, unix socket, default durability: every commit is flushed) in a
 scratch folder. Each of 4 forked writer processes (one artifact each) performs, per publish,
-the ledger calls ``publish_output`` makes (``publish_once``). The value is the median over
+the ledger calls ``publish_output`` makes (``publish_once``), the ``durable()`` barrier before
+the store's publish included (a no-op on PostgreSQL, whose row commit flushes; one WAL fsync
+on SQLite, which the loop left out before session 5: the baseline now has equal durability). The value is the median over
 writers of (writer's wall time / its publishes), in milliseconds; the baseline is the same
 loop against the key store's SQLite ledger. The note gives the latency of one durable commit
 on the same server, the floor under each of the publish's commits.

@@ -27,8 +27,10 @@ child before touching anything (``_after_fork_check``).
 Round trips and flushes (``core/ledger_postgres_tx.py``): a transaction is pipelined (BEGIN rides
 with its first answered statement, COMMIT is one round trip), statements are prepared at first
 use, and a commit waits for the WAL flush unless every write in it may be lost (the writer's
-records after its publish, an allocation; a signature row or a reader's mark must not be): a
-publish costs 9 round trips and one flush, an alias read 5 round trips and one flush
+records after its publish, an allocation; a signature row or a reader's mark must not be).
+A publish makes one statement per step, each atomic alone in autocommit (no BEGIN/COMMIT):
+the history lock, ``allocate_next``, ``record_many`` of its rows (the one flush),
+``record_version``, the unlock: 5 round trips; an alias read 5 round trips and one flush
 (tests/core/test_ledger_postgres_trips.py counts them on the wire).
 """
 
