@@ -195,3 +195,11 @@ def test_postgres_connections_keep_generic_plans(pg_url: str) -> None:
                 ledger._get_lock_pool().putconn(conn)
     finally:
         ledger.close()
+
+
+def test_record_version_of_no_rows_records_the_history(ledger: LedgerBackend) -> None:
+    """``history.note_published``: the manifest and the marks alone (no signature row)."""
+    ledger.record_version((), artifact_version="v4", history_key=ART,
+                          manifest_digest=pos(4).digest, position=pos(4), marks=("prod",))
+    assert ledger.history_marks(ART) == {"latest": pos(4), "prod": pos(4)}
+    assert ledger.aliases("model") == {} and ledger.count() == 0
