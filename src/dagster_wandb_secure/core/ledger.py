@@ -725,15 +725,16 @@ class Ledger(GroupCommits):
     # -- a publish's coarse steps (ledger_api.LedgerBackend) ----------------------------------
 
     def allocate_next(self, artifact: str, *, floor: int) -> tuple[int, SeenManifest | None]:
-        """``newest_seen`` and ``allocate_sequence`` above it, one transaction: the sequence
+        """``newest_seen``, then ``allocate_sequence`` above it: the sequence
         ``max(last allocated, floor, newest seen's sequence) + 1`` and that newest seen
-        manifest (the writer's parent candidate)."""
+        manifest (the writer's parent candidate). The read stays outside the allocation's
+        write transaction (as the two calls were made before): a read flushes other ledger
+        objects' row groups, which must never wait while this one holds the write lock."""
         _text(artifact, "artifact")
         _check_floor(floor)
-        with self.batch():
-            seen = self.newest_seen(artifact)
-            above = seen.position.sequence if seen is not None and seen.position else 0
-            return self.allocate_sequence(artifact, floor=max(floor, above)), seen
+        seen = self.newest_seen(artifact)
+        above = seen.position.sequence if seen is not None and seen.position else 0
+        return self.allocate_sequence(artifact, floor=max(floor, above)), seen
 
     def record_version(
         self,
