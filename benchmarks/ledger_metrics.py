@@ -2,7 +2,9 @@
 
 A real cluster (``pgserver``, unix socket, default durability: every commit is flushed) in a
 scratch folder. Each of 4 forked writer processes (one artifact each) performs, per publish,
-the ledger calls ``publish_output`` makes (``publish_once``). The value is the median over
+the ledger calls ``publish_output`` makes (``publish_once``), the ``durable()`` barrier before
+the store's publish included (a no-op on PostgreSQL, whose row commit flushes; one WAL fsync
+on SQLite, which the loop left out before session 5: the baseline now has equal durability). The value is the median over
 writers of (writer's wall time / its publishes), in milliseconds; the baseline is the same
 loop against the key store's SQLite ledger. The note gives the latency of one durable commit
 on the same server, the floor under each of the publish's commits.
@@ -47,25 +49,19 @@ def _entry(worker: int, i: int, role: str) -> dict[str, Any]:
 def publish_once(ledger: Any, worker: int, i: int) -> None:
     """The ledger calls of one ``publish_output`` (artifacts/publishing.py), in its order: three
     commits (the allocation; both signature rows, durable before the store publishes; the
-    version's records after it)."""
+    version's records after it), each one call (one statement on PostgreSQL)."""
     key = f"team/proj/asset-{worker}"
     with ledger.history_lock(key):  # history.allocate
-        seen = ledger.newest_seen(key)
-        floor = seen.position.sequence if seen is not None and seen.position else 0
-        sequence = ledger.allocate_sequence(key, floor=floor)
-        with ledger.batch():  # add_signed_manifest: the payload's row and the manifest's
-            rows = [ledger.record_signature(**_entry(worker, i, role))
-                    for role in ("payload", "manifest")]
+        sequence, _seen = ledger.allocate_next(key, floor=0)
+        # add_signed_manifest: the payload's row and the manifest's
+        rows = ledger.record_many([_entry(worker, i, role) for role in ("payload", "manifest")])
+        ledger.durable()
         # ... store.publish(...) happens here ...
         position = Position(sequence, "2024-05-01T12:00:00.000000Z", _digest(worker, i, "m"))
-        with ledger.batch():  # publish_version: attach_version + history.note_published
-            for row in rows:
-                ledger.attach_version(row, artifact_version=f"v{i + 1}",
-                                      aliases=("latest", "prod"))
-            ledger.record_manifest(key, position.digest, position, version=f"v{i + 1}",
-                                   source="writer")
-            for alias in ("latest", "prod"):
-                ledger.advance_mark(key, alias, position, source="writer")
+        ledger.record_version(  # publish_version: the rows' version, manifest, history marks
+            rows, artifact_version=f"v{i + 1}", aliases=("latest", "prod"), history_key=key,
+            manifest_digest=position.digest, position=position, marks=("prod",),
+        )
 
 
 def _writer(spec: str | None, folder: str, worker: int, count: int, start: Any, out: Any) -> None:

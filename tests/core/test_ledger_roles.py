@@ -67,3 +67,31 @@ def test_grants_per_role(pg_server: PgServer) -> None:
             write()
     assert owner.count() == 1 and owner.newest_version("model") == 4
     assert owner.history_mark(ART, "latest") == pos(2) and owner.allocate_sequence(ART, floor=0) == 2
+
+
+def test_a_writer_role_may_make_a_publishs_coarse_calls(pg_server: PgServer) -> None:
+    """allocate_next, record_many and record_version (one statement each) need no GRANT
+    beyond the documented writer's; a reader role may make none of them."""
+    db = roles_database(pg_server)
+    writer = db.ledger_of("writer")
+    with writer.history_lock(ART):
+        sequence, seen = writer.allocate_next(ART, floor=0)
+        assert (sequence, seen) == (1, None)
+        rows = writer.record_many([entry(1), entry(2)])
+        writer.record_version(
+            rows, artifact_version="v1", aliases=("latest", "prod"), history_key=ART,
+            manifest_digest=pos(1).digest, position=pos(1), marks=("prod",),
+        )
+    assert writer.history_marks(ART) == {"latest": pos(1), "prod": pos(1)}
+    assert writer.aliases("model") == {"latest": 1, "prod": 1}
+
+    reader = db.ledger_of("reader")
+    with pytest.raises(LedgerError, match="GRANT"):
+        reader.allocate_next(ART, floor=0)
+    with pytest.raises(LedgerError, match="GRANT"):
+        reader.record_many([entry(3), entry(4)])
+    with pytest.raises(LedgerError):
+        reader.record_version(rows, artifact_version="v2")
+    assert writer.count() == 2 and writer.history_marks(ART)["latest"] == pos(1)
+    for ledger in (writer, reader):
+        ledger.close()

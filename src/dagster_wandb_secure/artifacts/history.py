@@ -159,18 +159,13 @@ def allocate(
     ledger = key_store.ledger
     with ledger.history_lock(key):
         head = store_head(store, key_store, entity, project, name, policy=policy)
-        seen = ledger.newest_seen(key)
+        # the ledger's newest seen manifest raises the floor too (one step: allocate_next)
+        sequence, seen = ledger.allocate_next(key, floor=head.sequence if head else 0)
         candidates: list[tuple[Position, str]] = []
         if head is not None:
             candidates.append(head.order)
         if seen is not None and seen.position is not None:
             candidates.append((seen.position, seen.digest))
-        floor = 0
-        if head is not None:
-            floor = head.sequence
-        if seen is not None and seen.position is not None:
-            floor = max(floor, seen.position.sequence)
-        sequence = ledger.allocate_sequence(key, floor=floor)
         parent = max(candidates)[1] if candidates else None
         yield Allocation(key, sequence, parent)
 
@@ -185,12 +180,12 @@ def note_published(
     aliases: Sequence[str],
 ) -> None:
     """The writer's record of its own version: manifest seen, and marks for its aliases (a
-    reader sharing this ledger then refuses anything earlier for them)."""
-    ledger = key_store.ledger
-    with ledger.batch():
-        ledger.record_manifest(key, digest, position, version=version, source="writer")
-        for alias in dict.fromkeys(["latest", *aliases]):
-            ledger.advance_mark(key, alias, position, source="writer")
+    reader sharing this ledger then refuses anything earlier for them). ``publish_version``
+    records them with the version's rows in one ``record_version`` instead."""
+    key_store.ledger.record_version(
+        (), artifact_version=version, history_key=key, manifest_digest=digest,
+        position=position, marks=aliases,
+    )
 
 
 def check_alias_history(

@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import __version__
 from ..core.digests import DEFAULT_DIGEST, digest_file, get_digest
-from ..core.envelope import EnvelopeHeader, format_time, record_header, seal_serialized_to, seal_to
+from ..core.envelope import EnvelopeHeader, format_time, seal_serialized_to, seal_to
 from ..core.errors import SecureArtifactError, TamperedPayloadError, UnsafePathError
 from ..core.fsutil import PRIVATE_DIR_MODE, open_no_follow, safe_relpath
 from ..core.history import Position
@@ -49,7 +49,7 @@ from ..stores.base import (
     staging_area,
 )
 from .config import LocalAddition, WandbArtifactsIOManagerError, WriteConfig
-from .history import allocate, history_key, note_published
+from .history import allocate, history_key
 from .naming import run_alias
 from .session import Session
 from .target import Target
@@ -395,10 +395,10 @@ def add_signed_manifest(
         digest_alg=digest_alg,
         described=described,
     )
-    with key_store.ledger.batch():
-        for header in headers:
-            rows.append(record_header(key_store, header, run_id=run_id, origin=origin))
-        rows.append(record_header(key_store, mheader, run_id=run_id, origin=origin))
+    # every row in one call: one commit (one statement on PostgreSQL)
+    rows.extend(key_store.ledger.record_many(
+        [ledger_entry(h, run_id=run_id, origin=origin) for h in (*headers, mheader)]
+    ))
     manifest_path = staging / MANIFEST_NAME
     manifest_path.write_bytes(manifest_bytes)
     files[MANIFEST_NAME] = manifest_path
@@ -413,6 +413,23 @@ def add_signed_manifest(
         else:
             position = Position(history.sequence, format_time(mheader.signed_at), digest)
     return SignedManifest(mheader, digest, position, digests)
+
+
+def ledger_entry(
+    header: EnvelopeHeader, *, run_id: str | None = None, origin: str = "signed"
+) -> dict[str, Any]:
+    """A signed header as one ``record_many`` entry (the row ``record_header`` records)."""
+    return {
+        "key_id": header.kid,
+        "alg": header.alg,
+        "digest": header.payload_digest,
+        "length": header.payload_length,
+        "context": dict(header.context),
+        "serializer": header.serializer,
+        "signed_at": format_time(header.signed_at),
+        "run_id": run_id,
+        "origin": origin,
+    }
 
 
 def _staged_digest(entry: ManifestEntry) -> StagedDigest:
@@ -469,20 +486,18 @@ def publish_version(
         run_id=run_id,
         **by_move,
     )
-    with key_store.ledger.batch():  # the writer's records of the version: one commit
-        for row in rows:
-            key_store.ledger.attach_version(
-                row, artifact_version=version.version_label, aliases=tuple(version.aliases)
-            )
-        if signed is not None and signed.position is not None and history_key is not None:
-            note_published(
-                key_store,
-                history_key,
-                digest=signed.digest,
-                position=signed.position,
-                version=version.version_label,
-                aliases=aliases,
-            )
+    history = signed is not None and signed.position is not None and history_key is not None
+    # the writer's records of the version, one call: the rows' version and alias marks, and
+    # (format 2) the manifest seen and the history marks of the aliases it signed
+    key_store.ledger.record_version(
+        rows,
+        artifact_version=version.version_label,
+        aliases=tuple(version.aliases),
+        history_key=history_key if history else None,
+        manifest_digest=signed.digest if history and signed else None,
+        position=signed.position if history and signed else None,
+        marks=aliases if history else (),
+    )
     return version
 
 
@@ -521,6 +536,7 @@ def publish_signed(
     try:
         files: dict[str, Path] = {}
         rows: list[int] = []
+        unrecorded: list[EnvelopeHeader] = []
         if payload_name is not None and payload is not None and serializer is not None:
             target = staging / payload_name
             header = seal_serialized_to(
@@ -534,7 +550,7 @@ def publish_signed(
                 record=False,
                 digest_alg=digest_alg,
             )
-            rows.append(record_header(key_store, header, origin=origin))
+            unrecorded.append(header)  # recorded with the manifest's row, one commit
             files[payload_name] = target
         for rel, src in other_files.items():
             dst = staging / "files" / rel
@@ -572,6 +588,7 @@ def publish_signed(
                 origin=origin,
                 history=history,
                 digest_alg=digest_alg,
+                headers=unrecorded,
             )
             return publish_version(
                 store,

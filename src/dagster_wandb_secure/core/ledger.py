@@ -621,8 +621,7 @@ class Ledger(GroupCommits):
     def allocate_sequence(self, artifact: str, *, floor: int) -> int:
         """``max(last allocated, floor) + 1``, remembered atomically."""
         _text(artifact, "artifact")
-        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
-            raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
+        _check_floor(floor)
         with self._write() as conn:
             row = conn.execute(
                 "SELECT last_sequence FROM history_sequences WHERE artifact = ?", (artifact,)
@@ -723,6 +722,49 @@ class Ledger(GroupCommits):
         d, seq, at, pd, version = rows[0]
         return SeenManifest(d, Position(int(seq), at, pd), version)
 
+    # -- a publish's coarse steps (ledger_api.LedgerBackend) ----------------------------------
+
+    def allocate_next(self, artifact: str, *, floor: int) -> tuple[int, SeenManifest | None]:
+        """``newest_seen``, then ``allocate_sequence`` above it: the sequence
+        ``max(last allocated, floor, newest seen's sequence) + 1`` and that newest seen
+        manifest (the writer's parent candidate). The read stays outside the allocation's
+        write transaction (as the two calls were made before): a read flushes other ledger
+        objects' row groups, which must never wait while this one holds the write lock."""
+        _text(artifact, "artifact")
+        _check_floor(floor)
+        seen = self.newest_seen(artifact)
+        above = seen.position.sequence if seen is not None and seen.position else 0
+        return self.allocate_sequence(artifact, floor=max(floor, above)), seen
+
+    def record_version(
+        self,
+        rows: Sequence[int],
+        *,
+        artifact_version: str,
+        aliases: Sequence[str] = (),
+        history_key: str | None = None,
+        manifest_digest: str | None = None,
+        position: Position | None = None,
+        marks: Sequence[str] = (),
+    ) -> None:
+        """The writer's records of the version it published, one transaction (all or
+        nothing): ``attach_version`` for every row, and with ``history_key`` the manifest seen
+        and the history marks of ``latest`` and ``marks`` (``record_manifest``,
+        ``advance_mark``, source ``writer``)."""
+        rec = version_record(
+            rows, artifact_version=artifact_version, aliases=aliases, history_key=history_key,
+            manifest_digest=manifest_digest, position=position, marks=marks,
+        )
+        with self.batch():
+            for row in rec.rows:
+                self.attach_version(row, artifact_version=rec.version, aliases=rec.names)
+            if rec.key is not None and rec.position is not None and rec.digest is not None:
+                self.record_manifest(
+                    rec.key, rec.digest, rec.position, version=rec.version, source="writer"
+                )
+                for alias in rec.marks:
+                    self.advance_mark(rec.key, alias, rec.position, source="writer")
+
 
 
 def _manifest_record_values(
@@ -739,6 +781,68 @@ def _manifest_record_values(
     if source not in HISTORY_SOURCES:
         raise KeyStoreError(f"source must be one of {HISTORY_SOURCES}, not {_short(source)}")
     return _position_values(position) if position is not None else (None, None, None)
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """``record_version``'s arguments, validated (every backend checks them alike)."""
+
+    rows: tuple[int, ...]  # each once, in order
+    version: str
+    number: int
+    names: tuple[str, ...]  # the aliases asked for (``attach_version``'s)
+    aliases: tuple[str, ...]  # the alias marks: ``latest`` and ``names``, each once
+    key: str | None  # the history part (None: attach only)
+    digest: str | None
+    position: Position | None
+    marks: tuple[str, ...]  # the history marks: ``latest`` and ``marks``, each once
+
+
+def version_record(
+    rows: Sequence[int],
+    *,
+    artifact_version: str,
+    aliases: Sequence[str],
+    history_key: str | None,
+    manifest_digest: str | None,
+    position: Position | None,
+    marks: Sequence[str],
+) -> VersionRecord:
+    """Validate ``record_version``'s arguments (the checks of ``attach_version``,
+    ``record_manifest`` and ``advance_mark``) before anything is written."""
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+        raise KeyStoreError(f"ledger row ids must be a sequence of ints, not {_short(rows)}")
+    for row_id in rows:
+        if isinstance(row_id, bool) or not isinstance(row_id, int):
+            raise KeyStoreError(f"ledger row id must be an int, not {row_id!r}")
+    number = parse_version(artifact_version)
+    names = tuple(_names(aliases, "aliases"))
+    if history_key is None:
+        if manifest_digest is not None or position is not None or marks:
+            raise KeyStoreError("a manifest, position or marks need the history_key they belong to")
+        history_marks: tuple[str, ...] = ()
+    else:
+        if position is None:
+            raise KeyStoreError("the writer's history records need the version's position")
+        _manifest_record_values(history_key, manifest_digest, position, artifact_version,
+                                "writer")  # type: ignore[arg-type]
+        history_marks = tuple(dict.fromkeys([LATEST, *_names(marks, "marks")]))
+    return VersionRecord(
+        tuple(dict.fromkeys(rows)), artifact_version, number, names,
+        tuple(dict.fromkeys([LATEST, *names])), history_key, manifest_digest, position,
+        history_marks,
+    )
+
+
+def _names(values: Sequence[str], what: str) -> list[str]:
+    if isinstance(values, str):
+        raise KeyStoreError(f"{what} must be a sequence of names, not one string")
+    return [str(_text(a, "alias")) for a in values]
+
+
+def _check_floor(floor: object) -> None:
+    if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+        raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
+
 
 def _check_position(position: object) -> None:
     if (

@@ -169,6 +169,28 @@ class LedgerBackend(Protocol):
 
     def allocate_sequence(self, artifact: str, *, floor: int) -> int: ...
 
+    def allocate_next(self, artifact: str, *, floor: int) -> tuple[int, SeenManifest | None]:
+        """``newest_seen`` and ``allocate_sequence(floor=max(floor, its sequence))`` in one
+        step: the next sequence and the newest seen manifest (a writer's parent candidate)."""
+        ...
+
+    def record_version(
+        self,
+        rows: Sequence[int],
+        *,
+        artifact_version: str,
+        aliases: Sequence[str] = (),
+        history_key: str | None = None,
+        manifest_digest: str | None = None,
+        position: Position | None = None,
+        marks: Sequence[str] = (),
+    ) -> None:
+        """The writer's records of a version it published, all or nothing (every argument
+        validated first): ``attach_version(row, artifact_version, aliases)`` for each row and,
+        with ``history_key``, ``record_manifest`` of the manifest at ``position`` and
+        ``advance_mark`` of ``latest`` and ``marks`` (source ``writer``)."""
+        ...
+
     def history_mark(self, artifact: str, alias: str) -> Position | None: ...
 
     def history_marks(self, artifact: str) -> dict[str, Position]: ...

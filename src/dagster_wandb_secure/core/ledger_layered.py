@@ -79,6 +79,12 @@ class LayeredLedger:
     def allocate_sequence(self, artifact: str, *, floor: int) -> int:
         raise self._refuse("allocate a signed sequence (only writers publish)", artifact)
 
+    def allocate_next(self, artifact: str, *, floor: int) -> tuple[int, SeenManifest | None]:
+        raise self._refuse("allocate a signed sequence (only writers publish)", artifact)
+
+    def record_version(self, rows: Sequence[int], **version: Any) -> None:
+        raise self._refuse("record a published version (only writers publish)")
+
     # -- reader writes: local only ---------------------------------------------------------------
 
     def note_seen(self, artifact: str, alias: str, version: int) -> None:

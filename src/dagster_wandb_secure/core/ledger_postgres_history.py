@@ -23,6 +23,7 @@ from .errors import KeyStoreError
 from .history import Position, SeenManifest
 from .ledger import (
     HISTORY_SOURCES,
+    _check_floor,
     _check_position,
     _manifest_record_values,
     _now_text,
@@ -122,8 +123,7 @@ class PostgresHistory:
         """``max(last allocated, floor) + 1``, remembered: one atomic statement, so sequences
         are monotonic and never reused across every writer of every machine."""
         _text(artifact, "artifact")
-        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
-            raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
+        _check_floor(floor)
         q = self._statements()
         self._after_fork_check()
         # alone (not in a batch()) the allocation skips its own WAL flush: the signature rows'
@@ -136,6 +136,23 @@ class PostgresHistory:
             self._wrote(keep=False)  # a lost allocation was used by no published version
             row = conn.execute(statement, (artifact, floor + 1, _now_text())).fetchone()
             return int(row[0])
+
+    def allocate_next(self, artifact: str, *, floor: int) -> tuple[int, SeenManifest | None]:
+        """``newest_seen`` and ``allocate_sequence`` above it (``ledger_api.LedgerBackend``):
+        one statement, both on one snapshot. Alone it skips its own WAL flush, as
+        ``allocate_sequence`` does."""
+        _text(artifact, "artifact")
+        _check_floor(floor)
+        q = self._statements()
+        self._after_fork_check()
+        joined = getattr(self._local, "conn", None) is not None
+        statement = q["allocate_next"] if joined else q["allocate_next_unflushed"]
+        with self._conn("write to", single=True) as conn:
+            self._wrote(keep=False)  # a lost allocation was used by no published version
+            row = conn.execute(
+                statement, {"a": artifact, "floor": floor, "now": _now_text()}
+            ).fetchone()
+        return int(row[0]), (None if row[1] is None else self._seen(row[1:]))
 
     def history_mark(self, artifact: str, alias: str) -> Position | None:
         _text(artifact, "artifact")

@@ -3,7 +3,13 @@ schema migrations and the named queries, as literal text."""
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "MIGRATION_TIMEOUT_MS", "SCHEMA_VERSION", "STATEMENTS"]
+__all__ = [
+    "MAX_ROWS_PER_STATEMENT",
+    "MIGRATIONS",
+    "MIGRATION_TIMEOUT_MS",
+    "SCHEMA_VERSION",
+    "STATEMENTS",
+]
 
 MIGRATION_TIMEOUT_MS = 120_000
 
@@ -77,6 +83,77 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
+MAX_ROWS_PER_STATEMENT = 16  # record_many inserts up to this many rows with one statement
+
+_INSERT_HEAD = (
+    "INSERT INTO {s}.signatures (key_id, alg, digest, length, artifact, artifact_type, "
+    "partition, asset_key, context_json, serializer, signed_at, run_id, artifact_version, "
+    "version_num, origin, recorded_at) VALUES "
+)
+# recorded_at is the database's clock, not the writer's: a writer cannot backdate it
+_INSERT_ROW = (
+    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
+)
+
+
+def _insert_rows(n: int) -> str:
+    """One INSERT of ``n`` signature rows (one statement: atomic alone, one round trip). A
+    VALUES list is inserted in its order, so the identity ids it hands out ascend with it."""
+    return _INSERT_HEAD + ", ".join([_INSERT_ROW] * n) + " RETURNING id"
+
+
+# The writer's records of a version it published (``record_version``), in one statement: the
+# rows' version and writer alias marks (``attach_version``), the manifest seen and the history
+# marks (``record_manifest``, ``advance_mark``). Every write is gated on ``ok`` (every row
+# exists, and has an artifact name when aliases were asked for): all or nothing. Answers ok,
+# the rows found and those of them without an artifact name (for the error).
+_RECORD_VERSION = (
+    "WITH target AS (SELECT id, artifact FROM {s}.signatures WHERE id = ANY(%(ids)s::bigint[])), "
+    "ok AS (SELECT count(*) = %(n)s::int AND (%(named)s::int = 0 OR "
+    "coalesce(bool_and(artifact IS NOT NULL), true)) AS ok FROM target), "
+    "updated AS (UPDATE {s}.signatures AS s SET artifact_version = %(version)s::text, "
+    "version_num = %(number)s::bigint FROM ok WHERE ok.ok AND s.id = ANY(%(ids)s::bigint[]) "
+    "RETURNING s.artifact), "
+    "marked AS (INSERT INTO {s}.aliases AS a (artifact, alias, version, source, updated_at) "
+    "SELECT DISTINCT u.artifact, n.alias, %(number)s::bigint, 'writer', %(now)s::text "
+    "FROM updated u, unnest(%(aliases)s::text[]) AS n(alias) WHERE u.artifact IS NOT NULL "
+    "ON CONFLICT (artifact, alias) DO UPDATE SET version = excluded.version, "
+    "source = excluded.source, updated_at = excluded.updated_at "
+    "WHERE excluded.version > a.version RETURNING 1), "
+    "seen AS (INSERT INTO {s}.history_seen (artifact, digest, sequence, signed_at, "
+    "position_digest, version, source, recorded_at) SELECT %(key)s::text, %(digest)s::text, "
+    "%(seq)s::bigint, %(at)s::text, %(pdigest)s::text, %(version)s::text, 'writer', "
+    "%(now)s::text FROM ok WHERE ok.ok AND %(key)s::text IS NOT NULL "
+    "ON CONFLICT (artifact, digest) DO NOTHING RETURNING 1), "
+    "hmarks AS (INSERT INTO {s}.history_marks AS m (artifact, alias, sequence, signed_at, digest, "
+    "source, updated_at) SELECT %(key)s::text, n.alias, %(seq)s::bigint, %(at)s::text, "
+    "%(pdigest)s::text, 'writer', %(now)s::text FROM ok, unnest(%(marks)s::text[]) AS n(alias) "
+    "WHERE ok.ok ON CONFLICT (artifact, alias) DO UPDATE SET sequence = excluded.sequence, "
+    "signed_at = excluded.signed_at, digest = excluded.digest, source = excluded.source, "
+    "updated_at = excluded.updated_at WHERE (excluded.sequence, excluded.signed_at, "
+    "excluded.digest) > (m.sequence, m.signed_at, m.digest) RETURNING 1) "
+    "SELECT ok.ok, ARRAY(SELECT id FROM target ORDER BY id), "
+    "ARRAY(SELECT id FROM target WHERE artifact IS NULL ORDER BY id){flush} "
+    "FROM ok"
+)
+
+# ``allocate_next``: the newest seen manifest and the allocation above it, one statement (both
+# read the same snapshot, under the writer's history lock)
+_ALLOCATE_NEXT = (
+    "WITH seen AS (SELECT digest, sequence, signed_at, position_digest, version "
+    "FROM {s}.history_seen WHERE artifact = %(a)s::text AND sequence IS NOT NULL "
+    "ORDER BY sequence DESC, signed_at DESC, position_digest DESC, digest DESC LIMIT 1), "
+    "alloc AS (INSERT INTO {s}.history_sequences AS h (artifact, last_sequence, updated_at) "
+    "SELECT %(a)s::text, GREATEST(%(floor)s::bigint, coalesce((SELECT sequence FROM seen), 0)) "
+    "+ 1, %(now)s::text{flush} ON CONFLICT (artifact) DO UPDATE SET "
+    "last_sequence = GREATEST(h.last_sequence + 1, excluded.last_sequence), "
+    "updated_at = excluded.updated_at RETURNING last_sequence) "
+    "SELECT (SELECT last_sequence FROM alloc), s.digest, s.sequence, s.signed_at, "
+    "s.position_digest, s.version FROM (SELECT 1) AS one LEFT JOIN seen AS s ON true"
+)
+_UNFLUSHED = "set_config('synchronous_commit', 'off', true)"
+
 STATEMENTS: dict[str, str] = {
     "regclass": "SELECT to_regclass(%s)",
     "has_schema": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
@@ -95,15 +172,7 @@ STATEMENTS: dict[str, str] = {
     # (core/ledger_postgres_tx.py: the next durable commit flushes it)
     "unflushed": "SELECT set_config('synchronous_commit', 'off', true)",
     "migration_timeout": f"SET LOCAL statement_timeout = {MIGRATION_TIMEOUT_MS}",
-    "insert": (
-        "INSERT INTO {s}.signatures (key_id, alg, digest, length, artifact, artifact_type, "
-        "partition, asset_key, context_json, serializer, signed_at, run_id, artifact_version, "
-        "version_num, origin, recorded_at) VALUES "
-        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-        # recorded_at is the database's clock, not the writer's: a writer cannot backdate it
-        "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) "
-        "RETURNING id"
-    ),
+    "insert": _insert_rows(1),
     # attach_version in one statement: set the row's version, raise the writer's marks of its
     # artifact; answers (row exists, its artifact). Nothing changes when the row is missing, or
     # has no artifact name while aliases were asked for (``named`` > 0).
@@ -223,5 +292,14 @@ STATEMENTS: dict[str, str] = {
     "all_seen": (
         "SELECT artifact, digest, sequence, signed_at, position_digest, version, source "
         "FROM {s}.history_seen ORDER BY artifact, recorded_at, digest"
+    ),
+    **{f"insert_{n}": _insert_rows(n) for n in range(2, MAX_ROWS_PER_STATEMENT + 1)},
+    # inside a batch() the batch's COMMIT decides the flush; alone, these writes may be lost
+    # (the writer's records after its publish, an allocation: core/ledger_postgres_tx.py)
+    "record_version": _RECORD_VERSION.format(s="{s}", flush=""),
+    "record_version_unflushed": _RECORD_VERSION.format(s="{s}", flush=f", {_UNFLUSHED}"),
+    "allocate_next": _ALLOCATE_NEXT.format(s="{s}", flush=""),
+    "allocate_next_unflushed": _ALLOCATE_NEXT.format(
+        s="{s}", flush=f" FROM (SELECT {_UNFLUSHED}) AS c"
     ),
 }
