@@ -43,12 +43,17 @@ def test_locks_reuse_sessions(pg_url: str) -> None:
     ledger = PostgresLedger(pg_url)
     try:
         with ledger.history_lock(ART):
-            pass
+            ledger.allocate_sequence(ART, floor=0)
+        # both pools open their first session in the background: counted once they are there
+        ledger._get_pool().wait()
+        ledger._get_lock_pool().wait()
         before = _backends(pg_url)
         for _ in range(5):
             with ledger.history_lock(ART):
                 ledger.allocate_sequence(ART, floor=0)
-        assert _backends(pg_url) == before  # no new server process per lock
+        # no new server process per lock (the migration's plain session may still be exiting
+        # when ``before`` is read, so a backend that went away is not a failure)
+        assert _backends(pg_url) <= before
     finally:
         ledger.close()
 
