@@ -143,6 +143,9 @@ def _plain_row(
     )
 
 
+assert tuple(_CONTEXT_COLUMNS) == ("artifact", "type", "partition", "asset_key")
+
+
 def _columns(
     key_id: Any,
     alg: Any,
@@ -158,12 +161,16 @@ def _columns(
     origin: Any,
 ) -> tuple[Any, ...]:
     """The ``signatures`` columns in ``Ledger._INSERT`` order (``recorded_at`` is now)."""
+    get = context.get  # the four columns of _CONTEXT_COLUMNS, in its order
     return (
         key_id,
         alg,
         digest,
         length,
-        *(context.get(name) for name in _CONTEXT_COLUMNS),
+        get("artifact"),
+        get("type"),
+        get("partition"),
+        get("asset_key"),
         context_json,
         serializer,
         signed_at,

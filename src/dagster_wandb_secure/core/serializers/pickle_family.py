@@ -245,13 +245,16 @@ class _PickleFamily(Serializer):
         return obj
 
 
+_PICKLE_VERSION = f"python-{platform.python_version()}-protocol-{pickle.HIGHEST_PROTOCOL}"
+
+
 class PickleSerializer(_PickleFamily):
     name = "pickle"
     file_suffix = "pickle"
     import_name = "pickle"
 
     def module_version(self) -> str:
-        return f"python-{platform.python_version()}-protocol-{pickle.HIGHEST_PROTOCOL}"
+        return _PICKLE_VERSION  # fixed for the life of the process (read per seal: twice)
 
 
 class CloudpickleSerializer(_PickleFamily):
