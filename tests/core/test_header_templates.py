@@ -168,3 +168,23 @@ def test_templates_stay_bounded(key_store: KeyStore, monkeypatch: pytest.MonkeyP
         assert unseal(data, key_store=key_store, expected_context=ctx) == OBJ
         assert unseal(data, key_store=key_store, expected_context=ctx) == OBJ
     assert len(header_template._READER._map) <= 4 and len(header_template._WRITER._map) <= 4
+
+
+def test_a_file_of_a_known_shape_is_read_without_a_json_pass(
+    key_store: KeyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster_wandb_secure.core.envelope import seal_to, unseal_from
+
+    target = tmp_path / "obj.pickle"
+    seal_to(target, OBJ, key_store=key_store, context=CTX, record=False)
+    assert unseal_from(target, key_store=key_store, expected_context=CTX) == OBJ
+    decodes = count_calls(monkeypatch, canonical, "decode")
+    seal_to(target, OBJ, key_store=key_store, context=CTX, record=False)
+    assert unseal_from(target, key_store=key_store, expected_context=CTX) == OBJ
+    assert decodes == []
+    data = target.read_bytes()
+    bad = data.replace(b'"payload_length":', b'"payload_length":0', 1)
+    target.write_bytes(bad)
+    with pytest.raises(SecureArtifactError, match="header rejected"):
+        unseal_from(target, key_store=key_store, expected_context=CTX)
+    assert len(decodes) == 1  # not the template's: the strict parse decided

@@ -27,7 +27,7 @@ from .errors import (
     UnsignedPayloadError,
 )
 from .fsutil import open_no_follow
-from .header_template import reader_template, remember_reader
+from .header_template import decode_known, reader_template, remember_reader
 from .policy import Policy
 from .serializers import get_serializer
 
@@ -144,6 +144,9 @@ def _read_prefix(
         )
     header_bytes = _read_exact(src, header_len)
     signature = _read_exact(src, sig_len)
+    known = decode_known(header_bytes)  # a shape verified before: the same fields, no JSON pass
+    if known is not None:
+        return bytes(first), header_bytes, signature, known, size
     try:
         fields = canonical.decode(header_bytes, max_bytes=policy.max_header_bytes)
     except canonical.CanonicalJSONError as exc:

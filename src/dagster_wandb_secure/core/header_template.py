@@ -30,7 +30,13 @@ from typing import Any
 
 from . import canonical
 
-__all__ = ["HeaderTemplate", "reader_template", "remember_reader", "writer_template"]
+__all__ = [
+    "HeaderTemplate",
+    "decode_known",
+    "reader_template",
+    "remember_reader",
+    "writer_template",
+]
 
 # Placeholders for the slots while a template is built: json.dumps writes them verbatim (no
 # character needs escaping), and a template is refused unless each occurs exactly once.
@@ -107,12 +113,9 @@ class HeaderTemplate:
             "length": str(length).encode("ascii"),
             "signed_at": b'"' + signed_at.encode("ascii") + b'"',
         }
-        segments = self._segments
-        parts = [segments[0]]
-        for i, name in enumerate(self._order, 1):
-            parts.append(values[name])
-            parts.append(segments[i])
-        return b"".join(parts)
+        s0, s1, s2, s3 = self._segments
+        first, second, third = self._order
+        return b"".join((s0, values[first], s1, values[second], s2, values[third], s3))
 
     def match(self, header: bytes) -> tuple[str, int, str] | None:
         """``(digest, length, signed_at)`` when ``header`` is exactly this template with valid
@@ -142,8 +145,10 @@ def _shape_key(fields: Mapping[str, Any], digest_field: str) -> tuple[Any, ...] 
             digest_field,
             fields["serializer"],
             fields["serializer_version"],
-            tuple((k, type(v), v) for k, v in params.items()),
-            tuple((k, type(v), v) for k, v in context.items()),
+            tuple(params.items()),
+            tuple(map(type, params.values())),
+            tuple(context.items()),
+            tuple(map(type, context.values())),
         )
         hash(key)
     except TypeError:
@@ -207,6 +212,21 @@ def reader_template(header: bytes) -> HeaderTemplate | None:
     """The reader template ``header`` may match (the caller still calls ``match``)."""
     key = _reader_key(header)
     return _READER.get(key) if key is not None else None
+
+
+def decode_known(header: bytes) -> dict[str, Any] | None:
+    """What ``canonical.decode(header)`` returns (a new, complete copy), when ``header`` matches
+    the reader template of its shape; None otherwise (the caller decodes it strictly)."""
+    if type(header) is not bytes:
+        return None
+    template = reader_template(header)
+    slots = template.match(header) if template is not None else None
+    if slots is None:
+        return None
+    assert template is not None
+    fields = {k: dict(v) if type(v) is dict else v for k, v in template.fields.items()}
+    fields[template.digest_field], fields["payload_length"], fields["signed_at"] = slots
+    return fields
 
 
 def remember_reader(fields: Mapping[str, Any], digest_field: str, header: bytes) -> None:
