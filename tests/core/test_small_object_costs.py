@@ -212,3 +212,27 @@ def test_the_flat_shape_check_decides_as_the_full_walk(value: Any) -> None:
         return None
 
     assert verdict(canonical.check_shape) == verdict(lambda v: canonical._check_shape(v, 0))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"digest": "A" * 64}, {"length": -1}, {"length": 1 << 63}, {"length": True},
+        {"signed_at": "\ud800"}, {"signed_at": ""}, {"run_id": "\ud800"}, {"run_id": 7},
+        {"origin": "forged"}, {"context": {"artifact": "model", "type": "\ud800"}},
+    ],
+)
+def test_the_signer_part_memo_still_checks_every_value(tmp_path: Path, bad: dict[str, Any]) -> None:
+    from kit.ledger_rows import entry
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    try:
+        ledger.record_signature(**entry(1, context={"artifact": "model", "type": "dataset"}))
+        with pytest.raises(KeyStoreError):  # the same signer parts, memoized: still refused
+            ledger.record_signature(
+                **entry(2, **{"context": {"artifact": "model", "type": "dataset"}, **bad})
+            )
+        ledger.durable()
+        assert [r.length for r in ledger.rows()] == [1]
+    finally:
+        ledger.close()
