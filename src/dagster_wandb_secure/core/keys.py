@@ -159,6 +159,7 @@ class KeyStore:
         self.path = path
         self.clock: Callable[[], datetime] = clock or _now
         self._file = path / KEYSTORE_FILE
+        self._file_str = str(self._file)  # stat()ed per operation: no Path.__fspath__ call
         self._files = KeyFiles(path)
         self._lock = InterProcessLock(path / LOCK_FILE)
         self._mutex = threading.RLock()
@@ -236,7 +237,7 @@ class KeyStore:
         """The records, re-read only when keystore.json changed (one ``stat`` on a hit)."""
         self._after_fork_check()
         try:
-            st = os.stat(self._file)
+            st = os.stat(self._file_str)
         except FileNotFoundError:
             raise KeyStoreError(
                 f"{self._file} is missing",

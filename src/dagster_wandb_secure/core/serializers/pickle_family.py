@@ -137,7 +137,7 @@ def parse_oob_framing(
     head = _U32.size + _U64.size * (count + 1)
     if head > total:
         raise ValueError(f"framing header of {head} bytes exceeds the payload ({total} bytes)")
-    lengths = struct.unpack_from(f">{count}Q", view, _U32.size)
+    lengths = struct.unpack_from(f">{count}Q", view, _U32.size) if count else ()
     (inband_len,) = _U64.unpack_from(view, head - _U64.size)
     pos = head + inband_len
     if pos > total:
