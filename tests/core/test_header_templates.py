@@ -93,8 +93,6 @@ def test_every_single_byte_change_of_the_header_is_refused_as_without_templates(
 def test_a_signed_header_of_a_known_shape_but_not_canonical_is_refused_as_before(
     key_store: KeyStore, edit: Any
 ) -> None:
-    if key_store.primary().alg != "hmac-sha256":
-        pytest.skip("re-signing needs the store's own key; one algorithm is enough")
     data = seal(OBJ, key_store=key_store, context=CTX, record=False)
     _m, _v, _f, header_len, _s = PREAMBLE.unpack(data[:PREAMBLE_SIZE])
     header = data[PREAMBLE_SIZE : PREAMBLE_SIZE + header_len]
