@@ -64,6 +64,11 @@ class _FailingInserts:
     def executemany(self, *args: Any) -> Any:
         raise sqlite3.OperationalError("database or disk is full")
 
+    def execute(self, sql: str, *args: Any) -> Any:  # the grouped rows' multi-row INSERT
+        if sql.startswith("INSERT"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 

@@ -11,6 +11,7 @@ import mmap
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -26,6 +27,7 @@ from .errors import (
     UnsignedPayloadError,
 )
 from .fsutil import open_no_follow
+from .header_template import decode_known, reader_template, remember_reader
 from .policy import Policy
 from .serializers import get_serializer
 
@@ -45,6 +47,7 @@ from .envelope_format import (
     default_policy,
     header_from_fields,
     is_envelope,
+    parse_time,
 )
 
 READ_CHUNK = 8 << 20
@@ -141,6 +144,9 @@ def _read_prefix(
         )
     header_bytes = _read_exact(src, header_len)
     signature = _read_exact(src, sig_len)
+    known = decode_known(header_bytes)  # a shape verified before: the same fields, no JSON pass
+    if known is not None:
+        return bytes(first), header_bytes, signature, known, size
     try:
         fields = canonical.decode(header_bytes, max_bytes=policy.max_header_bytes)
     except canonical.CanonicalJSONError as exc:
@@ -207,9 +213,52 @@ def _verify_open(
     preamble, header_bytes, signature, fields, size = _read_prefix(src, policy, expected)
     label = _artifact_label(expected, fields)
     signed_at = check_schema(fields, label)
-    kid, alg = fields["kid"], fields["alg"]
+    kid = fields["kid"]
+    _authenticate(
+        key_store, policy, label, kid, fields["alg"], fields["digest_alg"],
+        preamble, header_bytes, signature, signed_at,
+    )
+    # From here on the header is authentic.
+    remember_reader(fields, get_digest(fields["digest_alg"]).header_field, header_bytes)
+    header = header_from_fields(
+        fields,
+        header_bytes,
+        PREAMBLE_SIZE + len(header_bytes) + len(signature),
+        verified=True,
+        signed_at=signed_at,
+    )
+    _check_read(header, expected, expected_serializer, policy, label)
+    length = header.payload_length
+    if size is not None:
+        _check_remaining(size - header.payload_offset, length, label, kid)
+    if not load_payload:
+        if hash_payload:
+            digest = _stream_digest(src, header.digest_alg, length, label, kid)
+            _compare_digest(digest, header, label)
+        return header, None
+    payload, digest = _read_payload(src, header.digest_alg, length, label, kid)
+    if size is None and src.read(1):
+        raise TamperedPayloadError("unexpected bytes after the payload", artifact=label, key_id=kid)
+    _compare_digest(digest, header, label)
+    return header, payload
+
+
+def _authenticate(
+    key_store: KeyStore,
+    policy: Policy,
+    label: str | None,
+    kid: str,
+    alg: str,
+    digest_alg: str,
+    preamble: bytes,
+    header_bytes: bytes,
+    signature: bytes,
+    signed_at: datetime,
+) -> None:
+    """Steps 3-5 of the reading order: algorithms allowed, signature size, then the key store's
+    checks (key id, algorithm binding, key state and end date, freshness) and the signature."""
     policy.check_algorithm(alg, artifact=label, key_id=kid[:80])
-    policy.check_digest(fields["digest_alg"], artifact=label, key_id=kid[:80])
+    policy.check_digest(digest_alg, artifact=label, key_id=kid[:80])
     if SIGNATURE_SIZES.get(alg) != len(signature):
         raise TamperedPayloadError(
             f"signature is {len(signature)} bytes, {alg} signatures are {SIGNATURE_SIZES[alg]}",
@@ -224,41 +273,141 @@ def _verify_open(
         signed_at=signed_at,
         artifact=label,
     )
-    # From here on the header is authentic.
-    header = header_from_fields(
-        fields,
-        header_bytes,
-        PREAMBLE_SIZE + len(header_bytes) + len(signature),
-        verified=True,
-        signed_at=signed_at,
-    )
+
+
+def _check_read(
+    header: EnvelopeHeader,
+    expected: Context | None,
+    expected_serializer: str | None,
+    policy: Policy,
+    label: str | None,
+) -> None:
+    """Steps 6-7: the reader's expected context and serializer, the serializer allow-list and
+    the payload size cap (on an authentic header)."""
     _check_expected(header, expected, expected_serializer, label)
-    policy.check_serializer(header.serializer, artifact=label, key_id=kid)
-    length = header.payload_length
-    policy.check_payload_size(length, artifact=label, key_id=kid)
-    if size is not None:
-        remaining = size - header.payload_offset
-        if remaining < length:
-            raise TamperedPayloadError(
-                f"payload truncated: header promises {length} bytes, {remaining} present",
-                artifact=label,
-                key_id=kid,
-            )
-        if remaining > length:
-            raise TamperedPayloadError(
-                f"{remaining - length} unexpected bytes after the payload",
-                artifact=label,
-                key_id=kid,
-            )
-    if not load_payload:
-        if hash_payload:
-            digest = _stream_digest(src, header.digest_alg, length, label, kid)
-            _compare_digest(digest, header, label)
-        return header, None
-    payload, digest = _read_payload(src, header.digest_alg, length, label, kid)
-    if size is None and src.read(1):
-        raise TamperedPayloadError("unexpected bytes after the payload", artifact=label, key_id=kid)
-    _compare_digest(digest, header, label)
+    policy.check_serializer(header.serializer, artifact=label, key_id=header.kid)
+    policy.check_payload_size(header.payload_length, artifact=label, key_id=header.kid)
+
+
+def _check_remaining(remaining: int, length: int, label: str | None, kid: str) -> None:
+    """Step 8: exactly ``length`` payload bytes follow the signature."""
+    if remaining < length:
+        raise TamperedPayloadError(
+            f"payload truncated: header promises {length} bytes, {remaining} present",
+            artifact=label,
+            key_id=kid,
+        )
+    if remaining > length:
+        raise TamperedPayloadError(
+            f"{remaining - length} unexpected bytes after the payload",
+            artifact=label,
+            key_id=kid,
+        )
+
+
+def verify_in_memory(
+    data: bytes | memoryview,
+    *,
+    key_store: KeyStore,
+    expected_context: Context | None,
+    expected_serializer: str | None,
+    policy: Policy | None,
+) -> tuple[EnvelopeHeader, memoryview]:
+    """Verify an envelope held in memory: the one path of ``verify_bytes``/``unseal``.
+
+    A header of a shape already verified once is matched against its precompiled template
+    (``header_template.py``: the strict parse and the schema's checks in one regular
+    expression), and every other step runs exactly as in ``_verify_open``, in the same order and
+    with the same functions; anything else (an unknown shape, a header the template does not
+    match, a malformed preamble) takes the full path, which decides and names the reason."""
+    policy = policy or default_policy()
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    fast = _verify_templated(view, key_store, expected_context, expected_serializer, policy)
+    if fast is not None:
+        return fast
+    header, payload = _verify_source(
+        _MemorySource(view),
+        key_store=key_store,
+        expected_context=expected_context,
+        expected_serializer=expected_serializer,
+        policy=policy,
+        load_payload=True,
+    )
+    assert payload is not None
+    return header, payload
+
+
+def _verify_templated(
+    view: memoryview,
+    key_store: KeyStore,
+    expected: Context | None,
+    expected_serializer: str | None,
+    policy: Policy,
+) -> tuple[EnvelopeHeader, memoryview] | None:
+    """``verify_in_memory`` for a header its template matches; None to take the full path.
+
+    Steps 1-2 (preamble; strict header and exact schema) are the template match plus the
+    preamble checks of ``_read_prefix``; None is returned only before step 3, so every refusal
+    after that is raised here by the same checks as on the full path."""
+    total = view.nbytes
+    if total < PREAMBLE_SIZE:
+        return None
+    preamble = view[:PREAMBLE_SIZE].tobytes()
+    magic, version, flags, header_len, sig_len = PREAMBLE.unpack(preamble)
+    if (
+        magic != MAGIC
+        or version != FORMAT_VERSION
+        or flags != 0
+        or not 0 < header_len <= policy.max_header_bytes
+        or not 0 < sig_len <= MAX_SIGNATURE_SIZE
+    ):
+        return None
+    head_end = PREAMBLE_SIZE + header_len
+    offset = head_end + sig_len
+    if total < offset:
+        return None
+    header_bytes = view[PREAMBLE_SIZE:head_end].tobytes()
+    template = reader_template(header_bytes)
+    slots = template.match(header_bytes) if template is not None else None
+    if slots is None:
+        return None
+    digest_hex, length, signed_text = slots
+    try:
+        signed_at = parse_time(signed_text)
+    except ValueError:
+        return None  # the full path names the invalid date
+    fixed = template.fields  # the template's own: copied below, never handed out
+    label = _artifact_label(expected, fixed)
+    kid, digest_alg = fixed["kid"], fixed["digest_alg"]
+    signature = view[head_end:offset].tobytes()
+    _authenticate(
+        key_store, policy, label, kid, fixed["alg"], digest_alg,
+        preamble, header_bytes, signature, signed_at,
+    )
+    # From here on the header is authentic.
+    header = EnvelopeHeader(
+        alg=fixed["alg"],
+        kid=kid,
+        digest_alg=digest_alg,
+        payload_digest=digest_hex,
+        payload_length=length,
+        serializer=fixed["serializer"],
+        serializer_version=fixed["serializer_version"],
+        serializer_params=dict(fixed["serializer_params"]),  # flat: a copy is a full copy
+        context=dict(fixed["context"]),
+        signed_at=signed_at,
+        header_bytes=header_bytes,
+        payload_offset=offset,
+        verified=True,
+    )
+    _check_read(header, expected, expected_serializer, policy, label)
+    _check_remaining(total - offset, length, label, kid)
+    payload = view[offset:]
+    hasher = get_digest(digest_alg).new(length)
+    hasher.update(payload)
+    _compare_digest(hasher.hexdigest(), header, label)
     return header, payload
 
 

@@ -18,6 +18,7 @@ from ._envelope_read import (
     _MemorySource,
     _read_prefix,
     _verify_source,
+    verify_in_memory,
 )
 from .algorithms import SIGNATURE_SIZES
 from .digests import DEFAULT_DIGEST, Digest, get_digest
@@ -42,6 +43,7 @@ from .errors import (
     SecureArtifactError,
 )
 from .fsutil import atomic_output, open_no_follow
+from .header_template import writer_template
 from .policy import Policy
 from .serializers import get_serializer
 
@@ -94,7 +96,10 @@ def seal(
 ) -> bytes:
     """Serialize ``obj`` and return the complete signed envelope as bytes."""
     sealed = _prepare(obj, key_store, serializer, context, parameters, key_id, policy, digest_alg)
-    return _join_sealed(sealed, key_store, record, run_id)[0]
+    head = sealed.finish(_hash_chunks(sealed.digest, sealed.chunks, sealed.length))
+    out = b"".join([head, *sealed.chunks])
+    _record(sealed, key_store, record, run_id)  # no EnvelopeHeader: the caller gets bytes only
+    return out
 
 
 def seal_with_header(
@@ -166,8 +171,10 @@ def _write_target(
 class _Sealed:
     """A payload ready to be written: chunks, the signer, and the header minus its digest.
 
-    ``finish`` encodes the header once (``canonical.encode_shaped``: every field is built here
-    from checked parts, and the serializer's parameters pass ``canonical.check_shape``); the
+    ``finish`` renders the header through the precompiled template of its shape (key,
+    serializer, parameters, context: ``header_template.py``, the bytes ``canonical.encode_shaped``
+    gives, without a JSON pass), or encodes it once when the shape has none. Every field is built
+    here from checked parts, and the serializer's parameters pass ``canonical.check_shape``; the
     ledger row and the returned ``EnvelopeHeader`` reuse those fields and ``signed_at``."""
 
     def __init__(
@@ -194,7 +201,7 @@ class _Sealed:
         """Bytes before the payload; the digest is always 64 hex digits, so a placeholder gives
         the exact size. Computed only when needed (streamed writes), saving an encode per seal."""
         if self._prefix_size is None:
-            probe = canonical.encode_shaped(self._fields_with("0" * 64))
+            probe = self._encode(self._fields_with("0" * 64))
             self._prefix_size = PREAMBLE_SIZE + len(probe) + self.sig_size
         return self._prefix_size
 
@@ -203,9 +210,17 @@ class _Sealed:
         fields[self.digest.header_field] = digest
         return fields
 
+    def _encode(self, fields: dict[str, Any]) -> bytes:
+        template = writer_template(fields, self.digest.header_field)
+        if template is None:
+            return canonical.encode_shaped(fields)
+        return template.render(
+            fields[self.digest.header_field], fields["payload_length"], fields["signed_at"]
+        )
+
     def finish(self, digest: str) -> bytes:
         fields = self._fields_with(digest)
-        header_bytes = canonical.encode_shaped(fields)
+        header_bytes = self._encode(fields)
         preamble = PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(header_bytes), self.sig_size)
         signature = self.signer.sign(TAG + preamble + header_bytes)
         if len(signature) != self.sig_size:  # pragma: no cover - a key store bug
@@ -247,7 +262,7 @@ def _prepare(
     signer = key_store.signer(key_id)
     policy.check_algorithm(signer.alg, artifact=artifact, key_id=signer.kid)
     digest = _digest_for(digest_alg, policy, artifact, signer.kid)
-    raw_chunks, extra = ser.dump(obj, params)
+    raw_chunks, extra = ser.dump_validated(obj, params)
     return _assemble(
         raw_chunks, ser.name, ser.module_version(), extra, ctx, signer, policy, digest
     )
@@ -496,14 +511,13 @@ def verify_bytes(
     policy: Policy | None = None,
 ) -> tuple[EnvelopeHeader, memoryview]:
     """Verify without deserializing; returns the verified header and a view of the payload."""
-    return _verify_source(
-        _MemorySource(memoryview(data)),
+    return verify_in_memory(
+        data,
         key_store=key_store,
         expected_context=expected_context,
         expected_serializer=expected_serializer,
         policy=policy,
-        load_payload=True,
-    )  # type: ignore[return-value]
+    )
 
 
 def verify_path(

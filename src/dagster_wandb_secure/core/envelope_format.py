@@ -76,7 +76,7 @@ HEADER_KEYS = HEADER_KEYS_BY_DIGEST["sha256"]  # the keys of a SHA-256 envelope
 CONTEXT_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_CONTEXT_ENTRIES = 16
 MAX_CONTEXT_VALUE = 1024
-SIGNED_AT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+SIGNED_AT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$", re.ASCII)  # ASCII digits only
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 
 

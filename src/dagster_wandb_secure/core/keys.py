@@ -159,6 +159,7 @@ class KeyStore:
         self.path = path
         self.clock: Callable[[], datetime] = clock or _now
         self._file = path / KEYSTORE_FILE
+        self._file_str = str(self._file)  # stat()ed per operation: no Path.__fspath__ call
         self._files = KeyFiles(path)
         self._lock = InterProcessLock(path / LOCK_FILE)
         self._mutex = threading.RLock()
@@ -166,6 +167,10 @@ class KeyStore:
         self._signers: dict[str, tuple[tuple[int, ...], SigningKey]] = {}
         self._env: dict[str, EnvKey] = {}
         self._env_primary: str | None = None
+        # kid -> (state, env generation, record): the record ``_verifier`` resolved from that very
+        # parse of keystore.json and those env keys (a new parse is a new state object)
+        self._verifiers: dict[str, tuple[_State, int, KeyRecord]] = {}
+        self._env_gen = 0
         self._pid = os.getpid()
         self._ledger: Ledger | None = None
 
@@ -232,7 +237,7 @@ class KeyStore:
         """The records, re-read only when keystore.json changed (one ``stat`` on a hit)."""
         self._after_fork_check()
         try:
-            st = os.stat(self._file)
+            st = os.stat(self._file_str)
         except FileNotFoundError:
             raise KeyStoreError(
                 f"{self._file} is missing",
@@ -653,6 +658,7 @@ class KeyStore:
                     )
                 self._env_primary = kid
             self._env[kid] = loaded
+            self._env_gen += 1
         return kid
 
     # -- key material -----------------------------------------------------------------------------
@@ -765,7 +771,21 @@ class KeyStore:
 
     def _verifier(self, kid: str, artifact: str | None, state: _State) -> KeyRecord:
         """The record that decides whether ``kid``'s signatures verify (``UnknownKeyError``),
-        from the one ``state`` the caller read (no second look at keystore.json)."""
+        from the one ``state`` the caller read (no second look at keystore.json). Resolved once
+        per (state, env keys): the answer is a function of those two alone, and any change of
+        keystore.json is a new state (its freshness check runs on every call, before this)."""
+        hit = self._verifiers.get(kid)
+        if hit is not None and hit[0] is state and hit[1] == self._env_gen:
+            return hit[2]
+        gen = self._env_gen
+        record = self._resolve_verifier(kid, artifact, state)
+        with self._mutex:
+            if len(self._verifiers) >= 1024:
+                self._verifiers.clear()
+            self._verifiers[kid] = (state, gen, record)
+        return record
+
+    def _resolve_verifier(self, kid: str, artifact: str | None, state: _State) -> KeyRecord:
         record = self._lookup(kid, state)
         fp = record.fingerprint[:16] if record is not None else kid_fingerprint(kid)
         same: list[KeyRecord] = []

@@ -95,32 +95,63 @@ def _plain_row(
 ) -> tuple[Any, ...] | None:
     """The row values when every argument passes exactly the checks of ``_row_values``, else
     None (the caller then runs those checks for the precise error). No artifact version: a
-    row being signed has none yet."""
+    row being signed has none yet. The per-signer part (key id, algorithm, serializer, origin,
+    context: the same for every object one asset's writer seals) is checked once and kept in
+    ``_SIGNER_PARTS``; the per-object values (digest, length, signed_at, run id) every time."""
     if (
         artifact_version is not None
-        or origin not in ORIGINS
         or type(length) is not int
         or not 0 <= length <= MAX_SQL_INT
         or type(context) is not dict
         or len(context) > 16
         or type(digest) is not str
         or not _DIGEST_RE.fullmatch(digest)
+        or type(signed_at) is not str
+        or not 0 < len(signed_at) <= MAX_TEXT
+        or not (signed_at.isascii() or _storable(signed_at))
     ):
         return None
-    # storable: valid Unicode (isascii() is the fast yes; sqlite3 cannot encode a lone surrogate)
-    for value in (key_id, alg, serializer, signed_at):
-        if (
-            type(value) is not str
-            or not 0 < len(value) <= MAX_TEXT
-            or not (value.isascii() or _storable(value))
-        ):
-            return None
     if run_id is not None and (
         type(run_id) is not str
         or not 0 < len(run_id) <= MAX_TEXT
         or not (run_id.isascii() or _storable(run_id))
     ):
         return None
+    try:
+        key = (key_id, alg, serializer, origin, *context.items())
+        parts = _SIGNER_PARTS.get(key)
+    except TypeError:  # an unhashable value: not a row of this shape
+        return None
+    if parts is None:
+        parts = _signer_parts(key_id, alg, context, serializer, origin)
+        if parts is None:
+            return None
+        if len(_SIGNER_PARTS) >= 256:
+            _SIGNER_PARTS.clear()
+        _SIGNER_PARTS[key] = parts
+    head, middle, tail = parts
+    return (*head, digest, length, *middle, signed_at, run_id, None, None, *tail, _now_text())
+
+
+# (key_id, alg, serializer, origin, *context items) -> the checked column values around the
+# per-object ones: (key_id, alg), (artifact, type, partition, asset_key, context_json,
+# serializer), (origin,). Only exact str values (and None in the context) are ever stored, so a
+# hit hands out these checked originals.
+_SIGNER_PARTS: dict[tuple[Any, ...], tuple[tuple[Any, ...], ...]] = {}
+
+
+def _signer_parts(
+    key_id: object, alg: object, context: dict[Any, Any], serializer: object, origin: object
+) -> tuple[tuple[Any, ...], ...] | None:
+    if origin not in ORIGINS or type(origin) is not str:
+        return None
+    for value in (key_id, alg, serializer):
+        if (
+            type(value) is not str
+            or not 0 < len(value) <= MAX_TEXT
+            or not (value.isascii() or _storable(value))
+        ):
+            return None
     for name, value in context.items():
         if (
             type(name) is not str
@@ -137,10 +168,15 @@ def _plain_row(
     context_json = _context_json(context)
     if context_json is None:
         return None
-    return _columns(
-        key_id, alg, digest, length, context, context_json, serializer, signed_at, run_id,
-        None, None, origin,
+    columns = _columns(
+        key_id, alg, "", 0, context, context_json, serializer, "", None, None, None, origin,
     )
+    # _columns order: key_id, alg, digest, length, 4 context columns, context_json, serializer,
+    # signed_at, run_id, artifact_version, version_num, origin, recorded_at
+    return (columns[0:2], columns[4:10], columns[14:15])
+
+
+assert tuple(_CONTEXT_COLUMNS) == ("artifact", "type", "partition", "asset_key")
 
 
 def _columns(
@@ -158,12 +194,16 @@ def _columns(
     origin: Any,
 ) -> tuple[Any, ...]:
     """The ``signatures`` columns in ``Ledger._INSERT`` order (``recorded_at`` is now)."""
+    get = context.get  # the four columns of _CONTEXT_COLUMNS, in its order
     return (
         key_id,
         alg,
         digest,
         length,
-        *(context.get(name) for name in _CONTEXT_COLUMNS),
+        get("artifact"),
+        get("type"),
+        get("partition"),
+        get("asset_key"),
         context_json,
         serializer,
         signed_at,

@@ -120,7 +120,14 @@ class Serializer(ABC):
         self, obj: Any, params: Mapping[str, Any] | None = None, *, artifact: str | None = None
     ) -> tuple[list[Buffer], dict[str, Any]]:
         """Serialize ``obj``; returns (payload chunks, signed_extra)."""
-        checked = self.validate_parameters(params, artifact=artifact)
+        return self.dump_validated(
+            obj, self.validate_parameters(params, artifact=artifact), artifact=artifact
+        )
+
+    def dump_validated(
+        self, obj: Any, checked: dict[str, Any], *, artifact: str | None = None
+    ) -> tuple[list[Buffer], dict[str, Any]]:
+        """``dump`` with parameters ``validate_parameters`` just returned (not checked again)."""
         try:
             chunks, extra = self._dump(obj, checked)
         except SecureArtifactError:

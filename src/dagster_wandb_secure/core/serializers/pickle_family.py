@@ -57,6 +57,7 @@ dumped).
 
 from __future__ import annotations
 
+import io
 import pickle
 import platform
 import struct
@@ -74,6 +75,7 @@ OOB_MAX_BUFFERS = 1_000_000
 OOB_MIN_BUFFER_BYTES = 64 * 1024
 OOB_ALIGNMENT = 64
 _ZERO_PAD = bytes(OOB_ALIGNMENT)
+SMALL_STREAM_BYTES = 64 * 1024  # in-band streams up to this size are unpickled from a copy
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -135,7 +137,7 @@ def parse_oob_framing(
     head = _U32.size + _U64.size * (count + 1)
     if head > total:
         raise ValueError(f"framing header of {head} bytes exceeds the payload ({total} bytes)")
-    lengths = struct.unpack_from(f">{count}Q", view, _U32.size)
+    lengths = struct.unpack_from(f">{count}Q", view, _U32.size) if count else ()
     (inband_len,) = _U64.unpack_from(view, head - _U64.size)
     pos = head + inband_len
     if pos > total:
@@ -215,7 +217,9 @@ class _PickleFamily(Serializer):
         else:
             raise self._malformed(f"unknown framing {framing!r}", artifact, key_id)
 
-        reader = _BufferReader(inband)
+        # A small stream is read from a private copy in a C file object (no Python call per
+        # read); a large one through the zero-copy reader over the verified payload.
+        reader: Any = io.BytesIO(inband) if len(inband) <= SMALL_STREAM_BYTES else _BufferReader(inband)
         handed = iter(buffers)
         used = 0
 
@@ -225,7 +229,7 @@ class _PickleFamily(Serializer):
                 used += 1
                 yield buf
 
-        obj = self._unpickler(reader, counted()).load()
+        obj = self._unpickler(reader, counted() if buffers else handed).load()
         if reader.tell() != len(inband):
             raise self._malformed(
                 f"{len(inband) - reader.tell()} bytes follow the pickle stream's STOP opcode",
@@ -241,13 +245,16 @@ class _PickleFamily(Serializer):
         return obj
 
 
+_PICKLE_VERSION = f"python-{platform.python_version()}-protocol-{pickle.HIGHEST_PROTOCOL}"
+
+
 class PickleSerializer(_PickleFamily):
     name = "pickle"
     file_suffix = "pickle"
     import_name = "pickle"
 
     def module_version(self) -> str:
-        return f"python-{platform.python_version()}-protocol-{pickle.HIGHEST_PROTOCOL}"
+        return _PICKLE_VERSION  # fixed for the life of the process (read per seal: twice)
 
 
 class CloudpickleSerializer(_PickleFamily):
