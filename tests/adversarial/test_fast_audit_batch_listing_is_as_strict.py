@@ -24,6 +24,7 @@ import dagster_wandb_secure.maintenance.audit as audit_module
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME
 from dagster_wandb_secure.maintenance.audit import audit_store
+from dagster_wandb_secure.stores.base import StoreError
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 from dagster_wandb_secure.stores.local_fsync import fsync_together
 from kit.cli import ENTITY, PROJECT, Env, append_byte, flip_last_byte, make_writable
@@ -456,3 +457,18 @@ def test_the_threads_publishing_leaves_behind_do_not_keep_the_audit_on_threads(
     assert any(n.startswith("dws-fsync_") for n in names), names
     assert all(n.startswith(audit_module.FORK_AWARE_THREADS) for n in names), names
     on_processes(env, spy)
+
+
+def dying_spy(task: Any) -> Any:
+    """A worker process that dies mid-audit (killed, out of memory)."""
+    os._exit(3)
+
+
+def test_a_worker_process_that_dies_fails_the_audit_with_a_typed_error(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _store(env)
+    monkeypatch.setattr(audit_module, "_run_forked", dying_spy)
+    with pytest.raises(StoreError, match="audit worker process ended"):
+        audit_store(env.store, env.ks, deep=False, processes=True, workers=2)
+    assert set(statuses(env, processes=False).values()) == {"signature-ok"}

@@ -33,6 +33,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -62,7 +63,7 @@ from ..core.history import signed_long_before
 from ..core.manifest import MANIFEST_BYTES_PER_ENTRY, MANIFEST_NAME, verify_manifest
 from ..core.policy import Policy
 from ..core.serializers import SERIALIZERS
-from ..stores.base import VersionRowError, scan_versions
+from ..stores.base import StoreError, VersionRowError, scan_versions
 
 if TYPE_CHECKING:
     from ..core.keys import KeyStore
@@ -679,7 +680,14 @@ def _in_processes(
             gc.unfreeze()
             _FORKED.clear()  # the children hold their copies; this process needs none
             for future in futures:
-                yield future.result()
+                try:
+                    yield future.result()
+                except BrokenProcessPool as exc:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise StoreError(
+                        f"an audit worker process ended before reporting its versions ({exc})",
+                        hint="run the audit again; audit_store(processes=False) checks on threads",
+                    ) from None
     finally:
         gc.unfreeze()
         _FORKED.clear()
