@@ -30,6 +30,7 @@ import stat
 import sys
 import threading
 import time
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -676,7 +677,12 @@ def _in_processes(
         with ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("fork")
         ) as pool:
-            futures = [pool.submit(_run_forked, task) for task in tasks]  # the first one forks
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns at every fork with other threads alive; the only ones
+                # here are the fork-aware threads ``_fork_is_safe`` accepted
+                warnings.filterwarnings("ignore", "This process .* is multi-threaded",
+                                        DeprecationWarning)
+                futures = [pool.submit(_run_forked, task) for task in tasks]  # the first forks
             gc.unfreeze()
             _FORKED.clear()  # the children hold their copies; this process needs none
             for future in futures:
