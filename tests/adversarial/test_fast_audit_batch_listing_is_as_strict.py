@@ -56,8 +56,10 @@ class PerVersion:
         return getattr(self._store, name)
 
 
-def statuses(env: Env, store: Any = None, **kw: Any) -> dict[tuple[str, str], str]:
-    report = audit_store(store or env.store, env.ks, deep=False, **kw)
+def statuses(
+    env: Env, store: Any = None, deep: bool = False, **kw: Any
+) -> dict[tuple[str, str], str]:
+    report = audit_store(store or env.store, env.ks, deep=deep, **kw)
     return {(e.name, e.version): str(e.status) for e in report.entries}
 
 
@@ -370,6 +372,19 @@ def test_forked_workers_give_every_version_the_per_version_status(
     (tmp_path / "attacker").mkdir()
     HOSTILE[hostile](env, tmp_path / "attacker")
     assert on_processes(env, spy) == statuses(env, PerVersion(env.store))
+
+
+@pytest.mark.parametrize("hostile", ["payload_flipped", "manifest_flipped", "payload_grown"])
+def test_a_deep_audit_on_forked_workers_gives_the_per_version_status(
+    env: Env, tmp_path: Path, hostile: str, spy: Callable[[], list[int]]
+) -> None:
+    """Deep audits fork the same way (every payload re-hashed in the children)."""
+    _store(env)
+    (tmp_path / "attacker").mkdir()
+    HOSTILE[hostile](env, tmp_path / "attacker")
+    got = on_processes(env, spy, deep=True)
+    assert got == statuses(env, PerVersion(env.store), deep=True)
+    assert got[("a", "v0")] == "tampered" and got[("b", "v0")] == "valid"
 
 
 def test_a_large_store_is_checked_on_one_process_per_worker_in_order(
