@@ -855,8 +855,8 @@ def audit_store(
     ``workers``: threads (or processes) checking versions at once (default: one per core).
     ``processes``: check a local store's versions on forked worker processes: None (default)
     when it holds at least ``PROCESS_MIN_VERSIONS`` versions, True at any size, False never;
-    only where forking is safe (Linux, and this is the process's only thread), else on
-    threads. The statuses and the report are the same either way."""
+    only where forking is safe (Linux, and no other thread but the library's fork-aware ones:
+    ``_fork_is_safe``), else on threads. The statuses and the report are the same either way."""
     started = time.perf_counter()
     policy = policy or verification_policy()
     versions: list[ArtifactVersion] = []
