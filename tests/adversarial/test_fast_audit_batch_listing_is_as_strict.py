@@ -9,8 +9,11 @@ hostile layout gets the per-version status there too, and the children really ra
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -88,15 +91,41 @@ def spy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[in
     SPY_LOG.clear()
 
 
+def skip_unless_this_process_can_fork() -> None:
+    if not audit_module._fork_is_safe():
+        pytest.skip(f"threads other tests left running: {[t.name for t in threading.enumerate()]}")
+
+
 def on_processes(env: Env, spy: Callable[[], list[int]], **kw: Any) -> dict[tuple[str, str], str]:
-    """``statuses`` checked on forked processes; asserts the children, not this process, ran
-    every task."""
-    assert audit_module._fork_is_safe(), [t.name for t in threading.enumerate()]
+    """``statuses`` checked on forked processes in this test process; asserts the children,
+    not this process, ran every task. Skipped when threads other tests left behind (a
+    PostgreSQL ledger's pool) keep this process from forking (``forked_statuses`` does not
+    depend on them)."""
+    skip_unless_this_process_can_fork()
     before = len(spy())
     got = statuses(env, processes=True, workers=2, **kw)
     pids = spy()[before:]
     assert pids and os.getpid() not in pids
     return got
+
+
+def forked_statuses(env: Env, *args: str) -> dict[tuple[str, str], str]:
+    """The statuses of ``audit_store(processes=True)`` run in a fresh interpreter
+    (``kit.forked_audit``: its forked children, not it, checked every task); ``args``:
+    ``--deep``, ``--batch N``."""
+    log = env.root / f"forked-{os.urandom(4).hex()}.log"
+    log.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "kit.forked_audit", str(env.keys), str(env.store_dir), str(log),
+         *args],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout)
+    pids = [int(x) for x in log.read_text().split()]
+    assert pids and doc["pid"] not in pids
+    return {(name, version): status for name, version, status in doc["statuses"]}
 
 
 def folder(env: Env, name: str, version: int) -> Path:
@@ -255,8 +284,7 @@ def test_a_symlinked_artifact_folder_inside_the_store_is_refused(env: Env, tmp_p
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.sampled_from(sorted(HOSTILE)), min_size=1, max_size=3, unique=True))
 def test_any_mix_of_hostile_layouts_gets_the_per_version_statuses(
-    tmp_path_factory: pytest.TempPathFactory, spy: Callable[[], list[int]], forked: bool,
-    chosen: list[str],
+    tmp_path_factory: pytest.TempPathFactory, forked: bool, chosen: list[str]
 ) -> None:
     """On threads (batches of an artifact's versions) and on forked processes (one version
     per batch, so both workers get tasks)."""
@@ -271,10 +299,7 @@ def test_any_mix_of_hostile_layouts_gets_the_per_version_statuses(
             HOSTILE[name](env, attacker)
         except (FileNotFoundError, FileExistsError, NotADirectoryError, OSError):
             pass  # an earlier layout already removed what this one changes
-    with pytest.MonkeyPatch.context() as m:
-        if forked:
-            m.setattr(audit_module, "BATCH", 1)
-        got = on_processes(env, spy) if forked else statuses(env)
+    got = forked_statuses(env, "--batch", "1") if forked else statuses(env)
     assert got == statuses(env, PerVersion(env.store))
 
 
@@ -366,23 +391,23 @@ def test_a_missing_artifacts_folder_is_an_error_for_every_version(env: Env) -> N
 
 @pytest.mark.parametrize("hostile", sorted(HOSTILE))
 def test_forked_workers_give_every_version_the_per_version_status(
-    env: Env, tmp_path: Path, hostile: str, spy: Callable[[], list[int]]
+    env: Env, tmp_path: Path, hostile: str
 ) -> None:
     _store(env)
     (tmp_path / "attacker").mkdir()
     HOSTILE[hostile](env, tmp_path / "attacker")
-    assert on_processes(env, spy) == statuses(env, PerVersion(env.store))
+    assert forked_statuses(env) == statuses(env, PerVersion(env.store))
 
 
 @pytest.mark.parametrize("hostile", ["payload_flipped", "manifest_flipped", "payload_grown"])
 def test_a_deep_audit_on_forked_workers_gives_the_per_version_status(
-    env: Env, tmp_path: Path, hostile: str, spy: Callable[[], list[int]]
+    env: Env, tmp_path: Path, hostile: str
 ) -> None:
     """Deep audits fork the same way (every payload re-hashed in the children)."""
     _store(env)
     (tmp_path / "attacker").mkdir()
     HOSTILE[hostile](env, tmp_path / "attacker")
-    got = on_processes(env, spy, deep=True)
+    got = forked_statuses(env, "--deep")
     assert got == statuses(env, PerVersion(env.store), deep=True)
     assert got[("a", "v0")] == "tampered" and got[("b", "v0")] == "valid"
 
@@ -396,6 +421,7 @@ def test_a_large_store_is_checked_on_one_process_per_worker_in_order(
         env.publish(name)
     monkeypatch.setattr(audit_module, "PROCESS_MIN_VERSIONS", 10)
     monkeypatch.setattr(audit_module, "BATCH", 1)
+    skip_unless_this_process_can_fork()
     forked = audit_store(env.store, env.ks, deep=False, workers=2)
     pids = spy()
     assert len(pids) >= 2 and len(set(pids)) <= 2 and os.getpid() not in pids
@@ -483,6 +509,7 @@ def test_a_worker_process_that_dies_fails_the_audit_with_a_typed_error(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _store(env)
+    skip_unless_this_process_can_fork()
     monkeypatch.setattr(audit_module, "_run_forked", dying_spy)
     with pytest.raises(StoreError, match="audit worker process ended"):
         audit_store(env.store, env.ks, deep=False, processes=True, workers=2)
