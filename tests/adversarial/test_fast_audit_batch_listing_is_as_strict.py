@@ -30,6 +30,7 @@ from dagster_wandb_secure.maintenance.audit import audit_store
 from dagster_wandb_secure.stores.base import StoreError
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 from dagster_wandb_secure.stores.local_fsync import fsync_together
+from kit import forked_audit
 from kit.cli import ENTITY, PROJECT, Env, append_byte, flip_last_byte, make_writable
 from kit.counting import count_calls
 
@@ -66,29 +67,16 @@ def statuses(
     return {(e.name, e.version): str(e.status) for e in report.entries}
 
 
-# where ``forked_spy`` appends the pid of each process that ran a task (set per test, before
-# the fork, so the children inherit it)
-SPY_LOG: list[Path] = []
-_real_run_forked = audit_module._run_forked
-
-
-def forked_spy(task: Any) -> Any:
-    """``audit._run_forked``, also logging which process ran it (module level: the pool sends
-    it to the children by name)."""
-    with open(SPY_LOG[0], "a") as fh:
-        fh.write(f"{os.getpid()}\n")
-    return _real_run_forked(task)
-
-
 @pytest.fixture
 def spy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[int]]:
-    """Runs ``_run_forked`` through ``forked_spy``; returns a function giving the task pids."""
+    """Runs ``audit._run_forked`` through ``kit.forked_audit.logged`` (set before the fork, so
+    the children inherit it); returns a function giving the pid of each task's process."""
     log = tmp_path / "forked-pids.log"
     log.write_text("")
-    SPY_LOG[:] = [log]
-    monkeypatch.setattr(audit_module, "_run_forked", forked_spy)
-    yield lambda: [int(line) for line in log.read_text().split()]
-    SPY_LOG.clear()
+    monkeypatch.setattr(forked_audit, "LOG", log)
+    monkeypatch.setattr(forked_audit, "REAL", audit_module._run_forked)
+    monkeypatch.setattr(audit_module, "_run_forked", forked_audit.logged)
+    return lambda: [int(line) for line in log.read_text().split()]
 
 
 def skip_unless_this_process_can_fork() -> None:
