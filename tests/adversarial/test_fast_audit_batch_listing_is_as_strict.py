@@ -443,6 +443,21 @@ def test_a_small_store_or_another_thread_keeps_the_audit_on_threads(
     assert got == statuses(env, PerVersion(env.store))
 
 
+def test_a_daemonic_worker_process_audits_on_threads(
+    env: Env, monkeypatch: pytest.MonkeyPatch, spy: Callable[[], list[int]]
+) -> None:
+    """A daemonic ``multiprocessing`` worker (an executor's step process, say) may not start
+    processes: the audit stays on threads there instead of failing."""
+    _store(env)
+
+    class Daemon:
+        daemon = True
+
+    monkeypatch.setattr(audit_module.multiprocessing, "current_process", lambda: Daemon())
+    assert set(statuses(env, processes=True, workers=2).values()) == {"signature-ok"}
+    assert spy() == []
+
+
 def test_forked_workers_leave_the_index_and_ledger_usable(
     env: Env, spy: Callable[[], list[int]]
 ) -> None:

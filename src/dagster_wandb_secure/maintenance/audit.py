@@ -638,9 +638,12 @@ def _fork_is_safe() -> bool:
     Inherited connections (SQLite, PostgreSQL) are neither used by the children (the ledger is
     read before the fork, ``list_files_of`` does not read the store index) nor closed there
     (workers end with ``os._exit``; objects that are garbage at the fork are frozen, so no
-    collection in a child closes one: ``core/sqlite_fork.py``)."""
+    collection in a child closes one: ``core/sqlite_fork.py``). Never in a daemonic
+    ``multiprocessing`` worker (which may not have children)."""
     if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
         return False
+    if multiprocessing.current_process().daemon:
+        return False  # a daemonic multiprocessing worker may not start processes
     me = threading.current_thread()
     return all(t is me or t.name.startswith(FORK_AWARE_THREADS) for t in threading.enumerate())
 
