@@ -148,10 +148,22 @@ def run(cfg: Config, log: Any = None) -> tuple[list[MetricResult], dict[str, Any
                 runs=runs,
                 note=f"{n} versions over {min(n, ARTIFACTS)} artifacts, local store",
                 error=f"versions not valid: {invalid}" if invalid else None,
-                extra={"build_ms_per_version": build * 1e3, "disk_bytes": _du(work / "store")},
+                extra={
+                    "build_ms_per_version": build * 1e3,
+                    "disk_bytes": _du(work / "store"),
+                    "on_processes": _on_processes(n),
+                },
             )
     assert metric is not None
     return [metric], {"store": rows}
+
+
+def _on_processes(n: int) -> bool:
+    """Whether ``audit_store`` checked ``n`` versions on forked processes in this process (it
+    stays on threads where forking is not safe: ``maintenance.audit._fork_is_safe``)."""
+    from dagster_wandb_secure.maintenance import audit
+
+    return audit._fork_is_safe() and n >= audit.PROCESS_MIN_VERSIONS and (os.cpu_count() or 1) > 1
 
 
 def _du(root: Path) -> int:

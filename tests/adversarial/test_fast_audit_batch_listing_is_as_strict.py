@@ -3,13 +3,18 @@ each version folder opened below its artifact folder's descriptor, no path resol
 version). These tests pin that shortcut: it resolves no path per version, and it refuses every
 hostile layout the per-version listing (``files_on_disk``) refuses, with the same status; a
 symlinked folder that stays inside the store, which the per-version listing reads through, is
-refused too."""
+refused too. The same holds on forked worker processes (``audit_store(processes=True)``): every
+hostile layout gets the per-version status there too, and the children really ran it."""
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,10 @@ import dagster_wandb_secure.maintenance.audit as audit_module
 from dagster_wandb_secure.core.keys import KeyStore
 from dagster_wandb_secure.core.manifest import MANIFEST_NAME
 from dagster_wandb_secure.maintenance.audit import audit_store
+from dagster_wandb_secure.stores.base import StoreError
 from dagster_wandb_secure.stores.local import LocalArtifactStore
+from dagster_wandb_secure.stores.local_fsync import fsync_together
+from kit import forked_audit
 from kit.cli import ENTITY, PROJECT, Env, append_byte, flip_last_byte, make_writable
 from kit.counting import count_calls
 
@@ -52,9 +60,60 @@ class PerVersion:
         return getattr(self._store, name)
 
 
-def statuses(env: Env, store: Any = None, **kw: Any) -> dict[tuple[str, str], str]:
-    report = audit_store(store or env.store, env.ks, deep=False, **kw)
+def statuses(
+    env: Env, store: Any = None, deep: bool = False, **kw: Any
+) -> dict[tuple[str, str], str]:
+    report = audit_store(store or env.store, env.ks, deep=deep, **kw)
     return {(e.name, e.version): str(e.status) for e in report.entries}
+
+
+@pytest.fixture
+def spy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[int]]:
+    """Runs ``audit._run_forked`` through ``kit.forked_audit.logged`` (set before the fork, so
+    the children inherit it); returns a function giving the pid of each task's process."""
+    log = tmp_path / "forked-pids.log"
+    log.write_text("")
+    monkeypatch.setattr(forked_audit, "LOG", log)
+    monkeypatch.setattr(forked_audit, "REAL", audit_module._run_forked)
+    monkeypatch.setattr(audit_module, "_run_forked", forked_audit.logged)
+    return lambda: [int(line) for line in log.read_text().split()]
+
+
+def skip_unless_this_process_can_fork() -> None:
+    if not audit_module._fork_is_safe():
+        pytest.skip(f"threads other tests left running: {[t.name for t in threading.enumerate()]}")
+
+
+def on_processes(env: Env, spy: Callable[[], list[int]], **kw: Any) -> dict[tuple[str, str], str]:
+    """``statuses`` checked on forked processes in this test process; asserts the children,
+    not this process, ran every task. Skipped when threads other tests left behind (a
+    PostgreSQL ledger's pool) keep this process from forking (``forked_statuses`` does not
+    depend on them)."""
+    skip_unless_this_process_can_fork()
+    before = len(spy())
+    got = statuses(env, processes=True, workers=2, **kw)
+    pids = spy()[before:]
+    assert pids and os.getpid() not in pids
+    return got
+
+
+def forked_statuses(env: Env, *args: str) -> dict[tuple[str, str], str]:
+    """The statuses of ``audit_store(processes=True)`` run in a fresh interpreter
+    (``kit.forked_audit``: its forked children, not it, checked every task); ``args``:
+    ``--deep``, ``--batch N``."""
+    log = env.root / f"forked-{os.urandom(4).hex()}.log"
+    log.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "kit.forked_audit", str(env.keys), str(env.store_dir), str(log),
+         *args],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout)
+    pids = [int(x) for x in log.read_text().split()]
+    assert pids and doc["pid"] not in pids
+    return {(name, version): status for name, version, status in doc["statuses"]}
 
 
 def folder(env: Env, name: str, version: int) -> Path:
@@ -209,11 +268,14 @@ def test_a_symlinked_artifact_folder_inside_the_store_is_refused(env: Env, tmp_p
     assert statuses(env, PerVersion(env.store))[("a", "v1")] == "signature-ok"
 
 
+@pytest.mark.parametrize("forked", [False, True], ids=["threads", "processes"])
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.sampled_from(sorted(HOSTILE)), min_size=1, max_size=3, unique=True))
 def test_any_mix_of_hostile_layouts_gets_the_per_version_statuses(
-    tmp_path_factory: pytest.TempPathFactory, chosen: list[str]
+    tmp_path_factory: pytest.TempPathFactory, forked: bool, chosen: list[str]
 ) -> None:
+    """On threads (batches of an artifact's versions) and on forked processes (one version
+    per batch, so both workers get tasks)."""
     root = tmp_path_factory.mktemp("mix")
     env = _env(root)
     _store(env)
@@ -225,7 +287,8 @@ def test_any_mix_of_hostile_layouts_gets_the_per_version_statuses(
             HOSTILE[name](env, attacker)
         except (FileNotFoundError, FileExistsError, NotADirectoryError, OSError):
             pass  # an earlier layout already removed what this one changes
-    assert statuses(env) == statuses(env, PerVersion(env.store))
+    got = forked_statuses(env, "--batch", "1") if forked else statuses(env)
+    assert got == statuses(env, PerVersion(env.store))
 
 
 # --- the shortcut's algorithmic properties ----------------------------------------------------
@@ -309,3 +372,148 @@ def test_a_missing_artifacts_folder_is_an_error_for_every_version(env: Env) -> N
     env.store._artifacts_real = art  # as if it had been resolved before the swap
     got = statuses(env)
     assert set(got.values()) <= {"tampered", "error"} and len(got) == 3
+
+
+# --- the same checks on forked worker processes ---------------------------------------------
+
+
+@pytest.mark.parametrize("hostile", sorted(HOSTILE))
+def test_forked_workers_give_every_version_the_per_version_status(
+    env: Env, tmp_path: Path, hostile: str
+) -> None:
+    _store(env)
+    (tmp_path / "attacker").mkdir()
+    HOSTILE[hostile](env, tmp_path / "attacker")
+    assert forked_statuses(env) == statuses(env, PerVersion(env.store))
+
+
+@pytest.mark.parametrize("hostile", ["payload_flipped", "manifest_flipped", "payload_grown"])
+def test_a_deep_audit_on_forked_workers_gives_the_per_version_status(
+    env: Env, tmp_path: Path, hostile: str
+) -> None:
+    """Deep audits fork the same way (every payload re-hashed in the children)."""
+    _store(env)
+    (tmp_path / "attacker").mkdir()
+    HOSTILE[hostile](env, tmp_path / "attacker")
+    got = forked_statuses(env, "--deep")
+    assert got == statuses(env, PerVersion(env.store), deep=True)
+    assert got[("a", "v0")] == "tampered" and got[("b", "v0")] == "valid"
+
+
+def test_a_large_store_is_checked_on_one_process_per_worker_in_order(
+    env: Env, monkeypatch: pytest.MonkeyPatch, spy: Callable[[], list[int]]
+) -> None:
+    """Above ``PROCESS_MIN_VERSIONS`` (None: automatic) the versions are checked by ``workers``
+    forked children, the report in the store's order with the thread path's entries."""
+    for name in ("a", "a", "a", "b", "a", "c", "c", "d", "d", "d"):
+        env.publish(name)
+    monkeypatch.setattr(audit_module, "PROCESS_MIN_VERSIONS", 10)
+    monkeypatch.setattr(audit_module, "BATCH", 1)
+    skip_unless_this_process_can_fork()
+    forked = audit_store(env.store, env.ks, deep=False, workers=2)
+    pids = spy()
+    assert len(pids) >= 2 and len(set(pids)) <= 2 and os.getpid() not in pids
+    threaded = audit_store(env.store, env.ks, deep=False, workers=2, processes=False)
+    assert len(spy()) == len(pids)  # processes=False: no task on a process
+    assert [e.as_dict() | {"generated_at": None} for e in forked.entries] == [
+        e.as_dict() | {"generated_at": None} for e in threaded.entries
+    ]
+    order = [(e.name, e.version) for e in forked.entries]
+    assert order == sorted(order, key=lambda k: (k[0], int(k[1][1:])))
+    assert {str(e.status) for e in forked.entries} == {"signature-ok"}
+
+
+def test_a_small_store_or_another_thread_keeps_the_audit_on_threads(
+    env: Env, monkeypatch: pytest.MonkeyPatch, spy: Callable[[], list[int]]
+) -> None:
+    """Below ``PROCESS_MIN_VERSIONS``, and whenever another thread runs (a lock it holds at a
+    fork would stay held in the child), nothing forks, whatever ``processes`` says."""
+    _store(env)
+    assert statuses(env, workers=2) == statuses(env, processes=False)
+    assert spy() == []
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        got = statuses(env, processes=True, workers=2)
+    finally:
+        stop.set()
+        other.join()
+    assert spy() == []
+    assert got == statuses(env, PerVersion(env.store))
+
+
+def test_a_daemonic_worker_process_audits_on_threads(
+    env: Env, monkeypatch: pytest.MonkeyPatch, spy: Callable[[], list[int]]
+) -> None:
+    """A daemonic ``multiprocessing`` worker (an executor's step process, say) may not start
+    processes: the audit stays on threads there instead of failing."""
+    _store(env)
+
+    class Daemon:
+        daemon = True
+
+    monkeypatch.setattr(audit_module.multiprocessing, "current_process", lambda: Daemon())
+    assert set(statuses(env, processes=True, workers=2).values()) == {"signature-ok"}
+    assert spy() == []
+
+
+def test_forked_workers_leave_the_index_and_ledger_usable(
+    env: Env, spy: Callable[[], list[int]]
+) -> None:
+    """The children inherit the store index's and the ledger's SQLite connections and must
+    neither use nor close them (``core/sqlite_fork.py``): after audits on processes both
+    databases still hold every row and take new ones."""
+    _store(env)
+    rows = len(list(env.ks.ledger.rows()))
+    for _ in range(3):
+        assert set(on_processes(env, spy).values()) == {"signature-ok"}
+    env.publish("e")
+    assert len(list(env.ks.ledger.rows())) > rows
+    assert len(list(env.store.list_versions())) == 4
+    assert set(on_processes(env, spy).values()) == {"signature-ok"}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_forked_workers_leave_no_descriptor_open(env: Env, spy: Callable[[], list[int]]) -> None:
+    _store(env)
+    on_processes(env, spy)
+    before = _open_fds()
+    for _ in range(3):
+        on_processes(env, spy)
+    assert _open_fds() == before
+
+
+def test_the_threads_publishing_leaves_behind_do_not_keep_the_audit_on_threads(
+    env: Env, spy: Callable[[], list[int]]
+) -> None:
+    """Publishing leaves ``stores.local_fsync``'s idle worker threads and the ledger's group
+    flusher behind (fork-aware: see ``audit._fork_is_safe``); the audit still forks. Pins the
+    thread names the audit recognises."""
+    _store(env)
+    fds = [os.open(env.root / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o600) for i in range(3)]
+    try:
+        fsync_together(fds)  # its pool's threads, if this process had none yet
+    finally:
+        for fd in fds:
+            os.close(fd)
+    names = {t.name for t in threading.enumerate() if t is not threading.current_thread()}
+    assert any(n.startswith("dws-fsync_") for n in names), names
+    assert all(n.startswith(audit_module.FORK_AWARE_THREADS) for n in names), names
+    on_processes(env, spy)
+
+
+def dying_spy(task: Any) -> Any:
+    """A worker process that dies mid-audit (killed, out of memory)."""
+    os._exit(3)
+
+
+def test_a_worker_process_that_dies_fails_the_audit_with_a_typed_error(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _store(env)
+    skip_unless_this_process_can_fork()
+    monkeypatch.setattr(audit_module, "_run_forked", dying_spy)
+    with pytest.raises(StoreError, match="audit worker process ended"):
+        audit_store(env.store, env.ks, deep=False, processes=True, workers=2)
+    assert set(statuses(env, processes=False).values()) == {"signature-ok"}

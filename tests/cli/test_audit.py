@@ -163,3 +163,29 @@ def test_progress_bar_on_a_terminal_reports_the_same(env: Env, runner, monkeypat
     ticks.clear()
     assert run(runner, *base, "--no-progress").exit_code == 0
     assert not ticks
+
+
+def test_the_progress_bar_starts_no_thread(env: Env, runner, monkeypatch) -> None:
+    """A thread running beside the audit keeps it off forked worker processes
+    (``audit._fork_is_safe``): the bar is redrawn by its updates, not by rich's refresh thread."""
+    import threading
+
+    from rich.console import Console
+
+    import dagster_wandb_secure.cli.audit as cli_audit
+
+    env.publish("a")
+    started: list[set[str]] = []
+    real_audit = cli_audit.audit_store
+    before: set[threading.Thread] = set()
+
+    def spy_audit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append({t.name for t in set(threading.enumerate()) - before})
+        return real_audit(*args, **kwargs)
+
+    monkeypatch.setattr(cli_audit, "err_console", lambda: Console(stderr=True, force_terminal=True))
+    monkeypatch.setattr(cli_audit, "audit_store", spy_audit)
+    before.update(threading.enumerate())
+    result = run(runner, "audit", "-k", str(env.keys), "--store-dir", str(env.store_dir))
+    assert result.exit_code == 0 and "a:v0" in result.stdout
+    assert started == [set()]

@@ -293,7 +293,10 @@ def _write(output: Path | None, text: str) -> None:
 
 
 def _progress_bar(stack: ExitStack) -> Callable[[int, int], None]:
-    """A transient progress bar on stderr, closed with ``stack``; returns its update callback."""
+    """A transient progress bar on stderr, closed with ``stack``; returns its update callback.
+
+    Redrawn by each update (at most ~200 per audit), not by rich's refresh thread: with another
+    thread running the audit would not fork its worker processes (``audit._fork_is_safe``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     bar = stack.enter_context(
@@ -304,12 +307,13 @@ def _progress_bar(stack: ExitStack) -> Callable[[int, int], None]:
             TimeRemainingColumn(),
             console=err_console(),
             transient=True,
+            auto_refresh=False,
         )
     )
     task = bar.add_task("auditing", total=None)
 
     def tick(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+        bar.update(task, completed=done, total=total, refresh=True)
 
     return tick
 

@@ -15,18 +15,26 @@ file lists and sizes without hashing payloads, and calls a version that passes `
 never ``valid``. Nothing is ever deserialized. The key store is opened once (its records and parsed keys are cached), and the
 ledger is read once for the whole audit, not once per version. A local store is listed in
 batches through folder descriptors (``LocalArtifactStore.list_files_of``): no path is resolved
-per version, and no symlink below its artifacts folder is followed.
+per version, and no symlink below its artifacts folder is followed. A large local store is
+checked on one forked process per core (``check_versions``), the same checks on the same
+inherited objects, so the statuses do not depend on it.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import multiprocessing
 import os
 import stat
+import sys
+import threading
 import time
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -56,7 +64,7 @@ from ..core.history import signed_long_before
 from ..core.manifest import MANIFEST_BYTES_PER_ENTRY, MANIFEST_NAME, verify_manifest
 from ..core.policy import Policy
 from ..core.serializers import SERIALIZERS
-from ..stores.base import VersionRowError, scan_versions
+from ..stores.base import StoreError, VersionRowError, scan_versions
 
 if TYPE_CHECKING:
     from ..core.keys import KeyStore
@@ -555,10 +563,14 @@ def check_versions(
     deep: bool,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    processes: bool | None = None,
 ) -> list[AuditEntry]:
     """``check_version`` for every version, on a thread pool (hashlib releases the GIL while
-    hashing, and so does Ed25519 verification in ``cryptography``, so every core is used);
-    entries come back in ``versions`` order.
+    hashing, and so does Ed25519 verification in ``cryptography``) or, for a local store, on
+    forked worker processes (``processes``; see ``_fork_is_safe``): the per-version Python
+    work (parsing, key checks, listing) holds the GIL, so threads use one core for it and
+    processes use all of them. Entries come back in ``versions`` order, the same either way:
+    every process runs this same ``one_batch`` on the same objects (inherited across fork).
 
     A store with ``list_files_of`` (the local store) lists versions in batches of one
     artifact's consecutive versions (at most ``BATCH`` of them), resolving no path per version
@@ -584,15 +596,121 @@ def check_versions(
         ]
 
     entries: list[AuditEntry] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit") as pool:
-        for done in pool.map(one_batch, _batches(versions, batch_lister is not None)):
+
+    def collect(results: Iterable[list[AuditEntry]]) -> None:
+        for done in results:
             before = len(entries)
             entries.extend(done)
             if progress is not None and (
                 len(entries) // step != before // step or len(entries) == total
             ):
                 progress(len(entries), total)
+
+    if batch_lister is not None and _use_processes(processes, total, workers):
+        batch_lister([])  # once-per-store work (resolving its artifacts folder) before the fork
+        collect(_in_processes(one_batch, versions, workers))
+        return entries
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit") as pool:
+        collect(pool.map(one_batch, _batches(versions, batch_lister is not None)))
     return entries
+
+
+# A local store of at least this many versions is checked on forked processes (``processes``
+# None); below it, forking costs more than it saves.
+PROCESS_MIN_VERSIONS = 256
+# the names of this library's background threads that survive a fork (``_fork_is_safe``):
+# ``stores.local_fsync``'s pool (its thread_name_prefix, then "_N") and the ledger's flusher
+FORK_AWARE_THREADS = ("dws-fsync_", "ledger-group-commit")
+# What forked children run: set by the parent for the fork, read by children (never pickled).
+_FORKED: dict[str, Any] = {}
+
+
+def _fork_is_safe() -> bool:
+    """Forking is safe only on Linux and while no other thread can hold a lock the children
+    take (a lock held by another thread at the fork stays held forever in the child: the key
+    store's, a module's import lock, a stream's, OpenSSL's). So the audit forks only when every
+    other thread is one of this library's fork-aware background threads (``FORK_AWARE_THREADS``):
+    ``stores.local_fsync``'s workers run only for a publishing thread, which waits for them, so
+    with no other thread they are idle, and a child never uses their pool; the ledger's group
+    flusher (``core/ledger_groups.py``) is kept out of SQLite across a fork by its own fork
+    handlers, which also reset its state in the child.
+
+    Inherited connections (SQLite, PostgreSQL) are neither used by the children (the ledger is
+    read before the fork, ``list_files_of`` does not read the store index) nor closed there
+    (workers end with ``os._exit``; objects that are garbage at the fork are frozen, so no
+    collection in a child closes one: ``core/sqlite_fork.py``). Never in a daemonic
+    ``multiprocessing`` worker (which may not have children)."""
+    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    if multiprocessing.current_process().daemon:
+        return False  # a daemonic multiprocessing worker may not start processes
+    me = threading.current_thread()
+    return all(t is me or t.name.startswith(FORK_AWARE_THREADS) for t in threading.enumerate())
+
+
+def _use_processes(processes: bool | None, total: int, workers: int) -> bool:
+    if processes is False or workers < 2 or not _fork_is_safe():
+        return False
+    return processes is True or total >= PROCESS_MIN_VERSIONS
+
+
+def _in_processes(
+    one_batch: Callable[[list[ArtifactVersion]], list[AuditEntry]],
+    versions: list[ArtifactVersion],
+    workers: int,
+) -> Iterator[list[AuditEntry]]:
+    """``one_batch`` over ``_batches(versions)`` on ``workers`` forked processes, results in
+    order. Tasks are runs of consecutive batches (~32 per worker), named by index
+    ranges into ``versions``, which the children inherit: nothing but entries crosses a pipe."""
+    bounds: list[tuple[int, int]] = []
+    lo = 0
+    for batch in _batches(versions, True):
+        bounds.append((lo, lo + len(batch)))
+        lo += len(batch)
+    # ~32 tasks per worker: a short tail (the last task runs while the other core may idle),
+    # and per task only ~0.2 ms of pipe and pickling
+    per_task = max(BATCH, len(versions) // (workers * 32))
+    tasks: list[list[tuple[int, int]]] = [[]]
+    for b in bounds:
+        if tasks[-1] and b[1] - tasks[-1][0][0] > per_task:
+            tasks.append([])
+        tasks[-1].append(b)
+    _FORKED.update(run=one_batch, versions=versions)
+    gc.collect()
+    gc.freeze()  # what is garbage now is never collected (nor closed) in a child
+    try:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("fork")
+        ) as pool:
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns at every fork with other threads alive; the only ones
+                # here are the fork-aware threads ``_fork_is_safe`` accepted
+                warnings.filterwarnings("ignore", "This process .* is multi-threaded",
+                                        DeprecationWarning)
+                futures = [pool.submit(_run_forked, task) for task in tasks]  # the first forks
+            gc.unfreeze()
+            _FORKED.clear()  # the children hold their copies; this process needs none
+            for future in futures:
+                try:
+                    yield future.result()
+                except BrokenProcessPool as exc:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise StoreError(
+                        f"an audit worker process ended before reporting its versions ({exc})",
+                        hint="run the audit again; audit_store(processes=False) checks on threads",
+                    ) from None
+    finally:
+        gc.unfreeze()
+        _FORKED.clear()
+
+
+def _run_forked(task: list[tuple[int, int]]) -> list[AuditEntry]:
+    """In a forked child: ``one_batch`` of each index range of the inherited versions."""
+    run, versions = _FORKED["run"], _FORKED["versions"]
+    out: list[AuditEntry] = []
+    for lo, hi in task:
+        out.extend(run(versions[lo:hi]))
+    return out
 
 
 BATCH = 64  # versions per task: enough to share an artifact folder, small enough to balance
@@ -735,10 +853,15 @@ def audit_store(
     progress: Callable[[int, int], None] | None = None,
     store_label: str | None = None,
     workers: int | None = None,
+    processes: bool | None = None,
 ) -> AuditReport:
     """Audit every version of ``store`` (optionally filtered); see the module docstring.
 
-    ``workers``: threads checking versions at once (default: one per core)."""
+    ``workers``: threads (or processes) checking versions at once (default: one per core).
+    ``processes``: check a local store's versions on forked worker processes: None (default)
+    when it holds at least ``PROCESS_MIN_VERSIONS`` versions, True at any size, False never;
+    only where forking is safe (Linux, and no other thread but the library's fork-aware ones:
+    ``_fork_is_safe``), else on threads. The statuses and the report are the same either way."""
     started = time.perf_counter()
     policy = policy or verification_policy()
     versions: list[ArtifactVersion] = []
@@ -758,6 +881,7 @@ def audit_store(
         deep=deep,
         progress=progress,
         workers=workers,
+        processes=processes,
     )
     _check_history(entries, versions, key_store)
     _mark_superseded(entries, key_store)

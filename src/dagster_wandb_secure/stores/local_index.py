@@ -97,7 +97,8 @@ def version_folder(artifacts_dir: Path, entity: str, project: str, name: str, nu
     integer), whatever its origin: a value from the index is hostile input. This checks names
     only; ``LocalArtifactStore`` also checks the resolved path before using it."""
     check_identity(entity, project, name, number)
-    return artifacts_dir / entity / project / name / f"v{number}"
+    # one joinpath, not four `/` (each builds a Path: ~8 us per version in the audit's scan)
+    return artifacts_dir.joinpath(entity, project, name, f"v{number}")
 
 
 class LocalIndex:
