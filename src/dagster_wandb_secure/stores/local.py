@@ -783,9 +783,19 @@ class LocalArtifactStore:
 
     def file_path(self, av: ArtifactVersion, relpath: str) -> Path:
         """The path of one file of a version, after the same checks as ``open_file``."""
-        fd, path = open_in_version(self._root_of(av), relpath, av.qualified_name)
-        os.close(fd)
-        return path
+        return self.file_paths(av, [relpath])[relpath]
+
+    def file_paths(self, av: ArtifactVersion, relpaths: Iterable[str]) -> dict[str, Path]:
+        """``file_path`` of several files of one version, its folder resolved once (a reader's
+        ``files_on_disk`` asks for every file of the version it just listed): each file is
+        still opened by the ``O_NOFOLLOW`` descriptor walk below that folder."""
+        root = self._root_of(av)
+        out: dict[str, Path] = {}
+        for rel in relpaths:
+            fd, path = open_in_version(root, rel, av.qualified_name)
+            os.close(fd)
+            out[rel] = path
+        return out
 
     def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
         """What is actually on disk in the version folder, sorted by path, following nothing.
