@@ -24,7 +24,7 @@ from .common import (
     machine,
 )
 
-GROUPS = ("large", "small", "hash", "rss", "io", "audit", "scaling", "ledger")
+GROUPS = ("large", "small", "hash", "rss", "io", "io_small", "audit", "scaling", "ledger")
 
 
 def run_all(cfg: Config, log: Any) -> tuple[list[MetricResult], dict[str, Any]]:
@@ -65,6 +65,11 @@ def run_all(cfg: Config, log: Any) -> tuple[list[MetricResult], dict[str, Any]]:
                 "io_manager_ratio_small",
             )
             results += [failed(n, exc) for n in names]
+    elif cfg.wants("io_small"):  # the small IO manager row alone
+        log(f"io manager: {cfg.small_assets} small assets against FilesystemIOManager")
+        from . import io_manager_metrics
+
+        results.append(io_manager_metrics.run_small_only(cfg))
     if cfg.wants("audit") or cfg.wants("scaling"):
         log("audit: fast audit of the local store")
         try:

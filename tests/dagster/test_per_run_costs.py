@@ -42,23 +42,23 @@ def test_the_private_copy_root_is_swept_once_per_run(
 def test_the_ledger_barrier_runs_once_per_publish_before_the_version_appears(
     key_store: Any, make_io_manager: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     from dagster_wandb_secure.core.ledger_groups import GroupCommits
+    from dagster_wandb_secure.stores.local import LocalArtifactStore
 
     events: list[str] = []
-    real_durable, real_rename = GroupCommits.durable, os.rename
+    real_durable, real_rows = GroupCommits.durable, LocalArtifactStore._write_rows
 
     def durable(self: GroupCommits) -> None:
         real_durable(self)
         events.append("durable")
 
-    def rename(a: Any, b: Any, *rest: Any, **kw: Any) -> None:
-        real_rename(a, b, *rest, **kw)
-        if "/artifacts/" in str(b) and "/staging/" in str(a):
-            events.append("published")
+    def rows(self: LocalArtifactStore, conn: Any, **kw: Any) -> None:
+        # the version's index rows: their commit is what makes it visible (the folder is
+        # renamed into artifacts/ before the flush round, but nothing names it until then)
+        real_rows(self, conn, **kw)
+        events.append("published")
 
     monkeypatch.setattr(GroupCommits, "durable", durable)
-    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(LocalArtifactStore, "_write_rows", rows)
     assert materialize(_assets(3), resources={"io_manager": make_io_manager()}).success
     assert events == ["durable", "published"] * 4

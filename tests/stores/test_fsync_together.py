@@ -1,6 +1,7 @@
-"""A publish by move flushes its staged files, its folder and the caller's barrier (the
-ledger's ``durable()``) at the same time, all before the rename (issue 16): one round of
-flushes instead of one after the other, with the same durability."""
+"""A publish by move flushes its staged files, its folders, the folder it was renamed into and
+the caller's barrier (the ledger's ``durable()``) at the same time, after the rename and before
+the index commit that makes the version visible (issue 16, sessions 4 and 5): one round of
+flushes instead of one after the other, and no separate round for the rename."""
 
 from __future__ import annotations
 
@@ -15,21 +16,37 @@ from dagster_wandb_secure.stores.local import LocalArtifactStore
 from dagster_wandb_secure.stores.local_fsync import fsync_together
 
 
-def test_staged_files_folder_and_barrier_are_flushed_together_before_the_rename(
+def _publish_two_files(store: LocalArtifactStore, barrier: object = None) -> object:
+    with store.staging_area() as area:
+        files = {}
+        for rel in ("output.pickle", "manifest.dws"):
+            (area.path / rel).write_bytes(b"x" * 10)
+            files[rel] = area.path / rel
+        return store.publish(
+            entity="e", project="p", name="m", type="t", files=files, staged=area,
+            digests={r: StagedDigest(10, "blake3", "ab" * 32) for r in files},
+            barrier=barrier,  # type: ignore[arg-type]
+        )
+
+
+def test_rename_then_files_folders_and_barrier_flushed_in_one_round_then_the_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Session 5: the rename comes first (nothing names the folder yet), then 2 files + the
+    version folder + the folder renamed into + the barrier are flushed at the same time, and
+    only then the index commit makes the version visible: two flush rounds, not three."""
     store = LocalArtifactStore(tmp_path / "s")
+    _publish_two_files(store)  # the artifact's folders exist: the steady state
     events: list[str] = []
-    # 2 files + the staging folder + the barrier: each waits until all four are in flight, so
-    # flushing them one after the other breaks the barrier (timeout) and fails the publish
-    together = threading.Barrier(4, timeout=10)
-    armed = threading.Event()
+    # each of the five waits until all five are in flight: one after the other would break
+    # the barrier (timeout) and fail the publish
+    together = threading.Barrier(5, timeout=10)
     real_fsync, real_rename = os.fsync, os.rename
+    real_rows = LocalArtifactStore._write_rows
 
     def fsync(fd: int) -> None:
-        if armed.is_set():
-            together.wait()
-            events.append("fsync")
+        together.wait()
+        events.append("fsync")
         real_fsync(fd)
 
     def barrier() -> None:
@@ -41,30 +58,53 @@ def test_staged_files_folder_and_barrier_are_flushed_together_before_the_rename(
             events.append("rename")
         real_rename(a, b)  # type: ignore[arg-type]
 
+    def rows(self: LocalArtifactStore, conn: object, **kw: object) -> None:
+        events.append("rows")
+        real_rows(self, conn, **kw)  # type: ignore[arg-type]
+
+    dir_syncs: list[object] = []
+    monkeypatch.setattr("dagster_wandb_secure.stores.local.fsync_dir", dir_syncs.append)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "rename", rename)
-    with store.staging_area() as area:
-        files = {}
-        for rel in ("output.pickle", "manifest.dws"):
-            (area.path / rel).write_bytes(b"x" * 10)
-            files[rel] = area.path / rel
-        armed.set()
-        real = LocalArtifactStore._check_staged
+    monkeypatch.setattr(LocalArtifactStore, "_write_rows", rows)
+    av = _publish_two_files(store, barrier)
+    assert events[0] == "rename"
+    assert sorted(events[1:6]) == ["barrier", "fsync", "fsync", "fsync", "fsync"]
+    assert events[6:] == ["rows"]  # the index commit comes after every flush
+    assert dir_syncs == []  # no separate round for the rename's folder
+    assert sorted(av.files) == ["manifest.dws", "output.pickle"]  # type: ignore[attr-defined]
 
-        def check(*a: object) -> object:
-            try:
-                return real(*a)  # type: ignore[arg-type]
-            finally:
-                armed.clear()
 
-        monkeypatch.setattr(LocalArtifactStore, "_check_staged", staticmethod(check))
-        av = store.publish(
-            entity="e", project="p", name="m", type="t", files=files, staged=area,
-            digests={r: StagedDigest(10, "blake3", "ab" * 32) for r in files}, barrier=barrier,
-        )
-    assert sorted(events[:4]) == ["barrier", "fsync", "fsync", "fsync"]
-    assert events[4] == "rename"
-    assert sorted(av.files) == ["manifest.dws", "output.pickle"]
+@pytest.mark.parametrize("failing", ["fsync", "barrier"])
+def test_a_failed_flush_after_the_rename_leaves_nothing_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """The folder is renamed before the flush round: when that round fails (an fsync or the
+    ledger barrier), the publish fails, the folder is taken back out, and no version exists."""
+    from dagster_wandb_secure.core.errors import KeyStoreError
+    from dagster_wandb_secure.stores.base import ArtifactNotFoundError, StoreError
+
+    store = LocalArtifactStore(tmp_path / "s")
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if failing == "fsync":
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    def barrier() -> None:
+        if failing == "barrier":
+            raise KeyStoreError("cannot make the ledger durable: Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    expected = StoreError if failing == "fsync" else KeyStoreError
+    with pytest.raises(expected, match="Input/output error"):
+        _publish_two_files(store, barrier)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    with pytest.raises(ArtifactNotFoundError):
+        store.resolve("e", "p", "m")
+    assert not (tmp_path / "s" / "artifacts" / "e" / "p" / "m" / "v0").exists()
+    assert _publish_two_files(store).version == 0  # type: ignore[attr-defined]
 
 
 def test_every_flush_finishes_and_the_first_error_is_raised(tmp_path: Path) -> None:

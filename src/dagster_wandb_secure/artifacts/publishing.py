@@ -464,7 +464,8 @@ def publish_version(
     holding ``files``): published by move, with ``signed.digests`` as the index hints. The
     ledger's ``durable()`` barrier completes before anything is published: a version is never
     visible before its signature rows are on disk (SECURITY.md). By move, the store runs it
-    alongside its fsyncs of the staged files, all before its rename (``stores.local_fsync``)."""
+    alongside its fsyncs of the staged files and folders, all before its index commit
+    (``stores.local_fsync``)."""
     by_move: dict[str, Any] = {}
     if staged is not None and staged.by_move:
         by_move = {

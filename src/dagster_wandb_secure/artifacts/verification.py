@@ -72,7 +72,12 @@ def files_on_disk(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
             version=av.version_label,
             hint="use the local or W&B store, or implement list_files() in this store",
         )
-    return files_of_listing(av, lister(av), lambda rel: store.file_path(av, rel))
+    listing = lister(av)
+    paths_of = getattr(store, "file_paths", None)
+    if callable(paths_of):  # the version folder resolved once, not once per file
+        names = files_of_listing(av, listing, lambda rel: Path(rel))
+        return dict(paths_of(av, list(names)))
+    return files_of_listing(av, listing, lambda rel: store.file_path(av, rel))
 
 
 def files_of_listing(

@@ -2,7 +2,7 @@
 
 - ``atomic_write``: temp file in the same folder, fsync, rename, fsync of the folder. A crash leaves
   either the old file or the new one, never a torn one.
-- ``InterProcessLock``: an exclusive lock shared by threads and processes (``filelock``).
+- ``InterProcessLock``: an exclusive lock shared by threads and processes (``flock``).
 - ``safe_relpath``: validates a relative POSIX path from untrusted input (artifact files,
   manifests, ``get_path``): no ``..``, no absolute paths, no empty or doubled separators,
   no NUL or control characters, valid UTF-8 only.
@@ -18,14 +18,24 @@ import os
 import re
 import stat
 import tempfile
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from .errors import KeyPermissionError, UnsafePathError
+
+try:  # POSIX; without it InterProcessLock is filelock's
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
@@ -93,18 +103,87 @@ def atomic_output(
 
 
 class InterProcessLock:
-    """An exclusive lock file shared across threads and processes (re-entrant per thread)."""
+    """An exclusive lock file shared across threads and processes (re-entrant per thread).
+
+    POSIX: ``flock`` on a descriptor of the lock file opened ``O_NOFOLLOW`` (a planted symlink
+    is refused, not followed), one per acquiring thread, so two threads exclude each other as
+    two processes do; a lock file unlinked or replaced while we waited is opened again (a lock
+    on a dead inode excludes nobody). Waiting polls, 1 ms doubling to 50 ms, until ``timeout``
+    (0: one try; negative: no limit), then ``filelock.Timeout`` (a ``TimeoutError``). This is
+    what ``filelock.FileLock`` did, at ~8 us instead of ~60-190 us per acquire and release (a
+    publish takes two: the artifact's history lock and the store's publish lock; issue 16,
+    session 5). Without ``fcntl`` (Windows) it is ``filelock.FileLock``."""
 
     def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
         self.path = Path(path)
-        self._lock = FileLock(str(self.path), timeout=timeout, mode=0o600)
+        self.timeout = timeout
+        self._local = threading.local()  # per thread: (pid, descriptor, depth)
+        self._fallback = (
+            FileLock(str(self.path), timeout=timeout, mode=0o600) if fcntl is None else None
+        )
 
     def __enter__(self) -> InterProcessLock:
-        self._lock.acquire()
+        if self._fallback is not None:  # pragma: no cover - Windows
+            self._fallback.acquire()
+            return self
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == os.getpid():
+            self._local.held = (held[0], held[1], held[2] + 1)
+            return self
+        self._local.held = (os.getpid(), self._acquire(), 1)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+        if self._fallback is not None:  # pragma: no cover - Windows
+            self._fallback.release()
+            return
+        pid, fd, depth = self._local.held
+        if depth > 1:
+            self._local.held = (pid, fd, depth - 1)
+            return
+        self._local.held = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC
+        try:
+            return os.open(self.path, flags, 0o600)
+        except FileNotFoundError:  # its folder is missing: made, as filelock did
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, flags, 0o600)
+
+    def _acquire(self) -> int:
+        deadline = None if self.timeout < 0 else time.monotonic() + self.timeout
+        delay = 0.001
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(str(self.path)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            try:  # still the file at that name (not unlinked or replaced while we waited)
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False))
+            except FileNotFoundError:
+                same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                return fd
+            os.close(fd)  # closing drops the lock on the dead inode; try the current file
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(str(self.path))
 
 
 def safe_relpath(name: str | bytes, *, what: str = "file name") -> str:

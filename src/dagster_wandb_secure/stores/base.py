@@ -11,6 +11,7 @@ layer above with the core (envelopes and signed manifests) on the files a store 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -333,8 +334,22 @@ def scan_versions(
 
 def read_capped(fh: BinaryIO, max_bytes: int, what: str, where: str | None = None) -> bytes:
     """All of an open file if it holds at most ``max_bytes`` (one byte more is read to see it
-    does not); a ResourceLimitError naming ``what`` otherwise."""
-    data = fh.read(max_bytes + 1)
+    does not); a ResourceLimitError naming ``what`` otherwise.
+
+    The first read asks for the size the file states (``fstat``, a hint only) plus one byte,
+    not for ``max_bytes + 1``: a 1 KB manifest under a 64 MiB cap then costs no 64 MiB buffer
+    (the writer's head scan reads every version's manifest). A file that grew past its stated
+    size is read on, still never past the cap."""
+    want = max_bytes + 1
+    try:
+        stated = os.fstat(fh.fileno()).st_size - fh.tell()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        stated = None
+    if stated is not None and 0 <= stated < max_bytes:
+        want = stated + 1
+    data = fh.read(want)
+    if len(data) == want and want <= max_bytes:  # more than it stated: read on, up to the cap
+        data += fh.read(max_bytes + 1 - want)
     if len(data) > max_bytes:
         raise ResourceLimitError(f"{what} is larger than {max_bytes} bytes", artifact=where)
     return data

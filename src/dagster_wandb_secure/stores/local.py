@@ -24,11 +24,12 @@ Publishing a version:
    folder. The publisher holds an ``flock`` on its staging folder while it works. Publish by
    move: the publisher got the ``staging/<id>/`` folder from ``staging_area()`` (flock held the
    same way) and wrote the files there itself; ``publish(staged=..., digests=...)`` checks them
-   in place (``local_staging.check_staged``: no second read) and fsyncs them and the folders.
+   in place (``local_staging.check_staged``: no second read) and keeps them open.
 3. Under ``publish.lock``: allocate the next number (``max + 1``, per artifact), commit a
    ``pending`` row, rename the staging folder to ``v<N>`` (never over a version the index
-   knows), fsync the parent, then insert the version, alias and lineage rows and delete the
-   ``pending`` row in one SQLite transaction.
+   knows), fsync the parent (by move: together with the checked files, the version's folders
+   and the ledger barrier, one round), then insert the version, alias and lineage rows and
+   delete the ``pending`` row in one SQLite transaction.
 
 Crash safety: a version is visible only once its rows are committed, and its folder is complete
 before that. A crash (even SIGKILL) before the commit leaves either a staging folder (ignored;
@@ -99,6 +100,7 @@ from .local_staging import (
     LATEST,
     MAX_FILES_PER_VERSION,
     MAX_RUN_ID_CHARS,
+    CheckedStaging,
     check_aliases,
     check_description,
     check_run_id,
@@ -129,6 +131,7 @@ __all__ = [
 ]
 
 LOCK_NAME = "publish.lock"
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 STAGING_DIR = "staging"
 ARTIFACTS_DIR = "artifacts"
 DEFAULT_STAGING_MAX_AGE = 15 * 60.0
@@ -295,8 +298,10 @@ class LocalArtifactStore:
         crash, no part of the version becomes visible. With ``staged`` (an area of
         ``staging_area()`` holding exactly ``files``) the folder is published by rename after
         ``check_staged``; ``digests`` are then what the index records (else SHA-256 in place).
-        ``barrier`` (the ledger's ``durable()``): run before anything is renamed, alongside
-        the staged files' fsyncs when staged, else first; publish fails if it raises."""
+        ``barrier`` (the ledger's ``durable()``): run before the index commit makes the version
+        visible; when staged, alongside the fsyncs of the staged files, the version's folders and
+        the folder it was renamed into (one round, after the rename), else first, before
+        anything is copied; publish fails (and publishes nothing) if it raises."""
         check_name_part(entity, "entity")
         check_name_part(project, "project")
         check_artifact_name(name)
@@ -321,9 +326,11 @@ class LocalArtifactStore:
             staging, staging_fd = self._check_area(staged, label), None
         else:
             staging, staging_fd = self._new_staging(label)
+        checked: CheckedStaging | None = None
         try:
             if staged is not None:
-                entries = self._check_staged(staging, plan, dict(digests or {}), label, barrier)
+                checked = self._check_staged(staging, plan, dict(digests or {}), label)
+                entries = checked.entries
             else:
                 if barrier is not None:
                     barrier()
@@ -340,6 +347,8 @@ class LocalArtifactStore:
                 aliases=alias_list,
                 run_id=run_id,
                 label=label,
+                checked=checked,
+                barrier=barrier if checked is not None else None,
             )
         except OSError as exc:  # anything not already turned into a typed error above
             raise StoreError(
@@ -348,6 +357,8 @@ class LocalArtifactStore:
                 hint="check disk space and permissions of the store folder",
             ) from exc
         finally:
+            if checked is not None:
+                checked.close()
             if staging_fd is not None:
                 os.close(staging_fd)
             # still there: the publish failed before the rename (an area: its block removes it)
@@ -433,7 +444,17 @@ class LocalArtifactStore:
         aliases: list[str],
         run_id: str | None,
         label: str,
+        checked: CheckedStaging | None = None,
+        barrier: Callable[[], None] | None = None,
     ) -> ArtifactVersion:
+        """Number, rename and index commit of one version, under the store lock.
+
+        ``checked`` (a publish by move): its files and folders are flushed after the rename,
+        together with the folder renamed into and ``barrier`` (the ledger's ``durable()``), in
+        one round; only then does the index commit make the version visible. The folder is
+        in ``artifacts/`` before it is durable, but nothing names it: a crash leaves it with
+        its ``pending`` row (undone by ``_recover_pending``) or, after a power cut, with no row
+        (an orphan no reader sees, removed by the next publish of that number)."""
         files_json = json.dumps(
             {p: [e.size, e.sha256, e.digest_kind] for p, e in entries.items()},
             sort_keys=True,
@@ -475,7 +496,14 @@ class LocalArtifactStore:
                         artifact=label,
                         version=f"v{number}",
                     ) from exc
-                fsync_dir(target.parent)
+                if checked is None:
+                    fsync_dir(target.parent)
+                else:  # files, folders, the rename and the ledger rows: one round, then commit
+                    parent_fd = os.open(target.parent, _DIR_FLAGS)
+                    try:
+                        checked.flush([parent_fd], () if barrier is None else (barrier,))
+                    finally:
+                        os.close(parent_fd)
                 created_at = _now()
                 with self._index.transaction(conn):
                     conn.execute("DELETE FROM pending WHERE id = ?", (pending_id,))
@@ -755,9 +783,19 @@ class LocalArtifactStore:
 
     def file_path(self, av: ArtifactVersion, relpath: str) -> Path:
         """The path of one file of a version, after the same checks as ``open_file``."""
-        fd, path = open_in_version(self._root_of(av), relpath, av.qualified_name)
-        os.close(fd)
-        return path
+        return self.file_paths(av, [relpath])[relpath]
+
+    def file_paths(self, av: ArtifactVersion, relpaths: Iterable[str]) -> dict[str, Path]:
+        """``file_path`` of several files of one version, its folder resolved once (a reader's
+        ``files_on_disk`` asks for every file of the version it just listed): each file is
+        still opened by the ``O_NOFOLLOW`` descriptor walk below that folder."""
+        root = self._root_of(av)
+        out: dict[str, Path] = {}
+        for rel in relpaths:
+            fd, path = open_in_version(root, rel, av.qualified_name)
+            os.close(fd)
+            out[rel] = path
+        return out
 
     def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
         """What is actually on disk in the version folder, sorted by path, following nothing.

@@ -1,14 +1,15 @@
 """fsync the files and folders of one staged version at the same time (issue 16).
 
-A publish by move must have every staged file's bytes, every staged folder's entries and (the
-caller's ``barrier``) the ledger's signature rows on disk before the folder is renamed into
-place. Those flushes are independent of each other: no one of them needs another to have
-completed first, only all of them before the rename. Issued one after the other, each waits
-for its own journal commit and device flush (three to five per version, ~0.4-2 ms each on the
-benchmark VM); issued together, from a few worker threads, the file system can commit them in
-one journal transaction and one flush. Durability is unchanged: ``fsync_together`` returns
-only when every one of them returned, and raises if any failed (the publish then fails before
-its rename, as it did when a single fsync failed).
+A publish by move must have every staged file's bytes, every folder's entries (the version's
+and the one it was renamed into) and (the caller's ``barrier``) the ledger's signature rows on
+disk before the index commit makes the version visible. Those flushes are independent of each
+other: no one of them needs another to have completed first, only all of them before the
+commit. Issued one after the other, each waits for its own journal commit and device flush
+(three to five per version, ~0.4-2 ms each on the benchmark VM); issued together, from a few
+worker threads, the file system can commit them in one journal transaction and one flush.
+Durability is unchanged: ``fsync_together`` returns only when every one of them returned, and
+raises if any failed (the publish then fails before its index commit and takes the renamed
+folder back out, as it did when a single fsync failed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["fsync_together"]
 
-WORKERS = 4  # a version has a payload, a manifest and a folder; the ledger is the fourth
+WORKERS = 4  # payload, manifest, version folder, the folder renamed into (the ledger: the caller)
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid: int | None = None

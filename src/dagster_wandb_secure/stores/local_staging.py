@@ -5,7 +5,7 @@ without following symlinks) into files created read-only and fsynced, or (publis
 publisher wrote them straight into a staging folder the store handed out, and ``check_staged``
 checks them there without reading them: regular files at their names, one link each, on the
 store's file system, of the size the publisher stated, nothing else in the folder; then made
-read-only and fsynced. A publisher holds an ``flock`` on its staging folder while it works, so
+read-only and kept open, to be fsynced once the store renamed the folder into place. A publisher holds an ``flock`` on its staging folder while it works, so
 ``clean_staging`` only removes folders of publishes that died.
 """
 
@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "CheckedStaging",
     "MAX_FILES_PER_VERSION",
     "MAX_RUN_ID_CHARS",
     "check_aliases",
@@ -204,22 +205,60 @@ def copy_one(source: Path, target: Path, rel: str, label: str) -> FileEntry:
     return FileEntry(path=rel, size=size, sha256=digest.hexdigest())
 
 
+class CheckedStaging:
+    """The staged files of one publish by move, checked in place and still open.
+
+    ``entries`` are the index entries; the descriptors are the checked files (the very ones
+    checked) and every folder of the version. ``flush`` makes them durable together with what
+    the caller adds (the folder the version was renamed into, the ledger's ``durable()``), all
+    in one round (``local_fsync``); the store runs it after its rename and before the index
+    commit that makes the version visible. ``close`` (idempotent) closes the descriptors."""
+
+    def __init__(self, entries: dict[str, FileEntry], fds: list[int], label: str) -> None:
+        self.entries = entries
+        self._fds = fds
+        self._label = label
+
+    @property
+    def descriptors(self) -> int:
+        """How many descriptors ``flush`` fsyncs of its own (files and folders)."""
+        return len(self._fds)
+
+    def flush(self, fds: Sequence[int] = (), also: Sequence[Callable[[], None]] = ()) -> None:
+        """fsync every held descriptor and ``fds``, and run ``also``, at the same time; return
+        when all completed (a ``StoreError`` if an fsync failed; ``also``'s errors as raised)."""
+        try:
+            fsync_together([*self._fds, *fds], also)
+        except OSError as exc:
+            raise StoreError(
+                f"making the staged files of {self._label} durable failed: "
+                f"{exc.strerror or exc}",
+                artifact=self._label,
+            ) from exc
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
+
+
 def check_staged(
     staging: Path,
     plan: list[tuple[str, Path]],
     digests: Mapping[str, StagedDigest],
     label: str,
-    barrier: Callable[[], None] | None = None,
-) -> dict[str, FileEntry]:
+) -> CheckedStaging:
     """The index entries of files a publisher wrote straight into ``staging`` (publish by
     move), after checking them in place without reading their bytes: each source is
     ``staging/<relpath>``; everything in the folder is a regular file of the plan (a symlink,
     special file or stray file is refused); each file has one link (a hard link would let
     another name change the version later), lives on the staging folder's file system, and has
-    the size its ``StagedDigest`` states. Each file is then made read-only; the checked files
-    (through the very descriptors checked) and every folder of the version are fsynced
-    together, with ``barrier`` (the ledger's ``durable()``) alongside (``local_fsync``).
-    A file without a ``StagedDigest`` is hashed (SHA-256) in place instead."""
+    the size its ``StagedDigest`` states. Each file is then made read-only. The checked files
+    (through the very descriptors checked) and every folder of the version stay open in the
+    returned ``CheckedStaging``, whose ``flush`` the store calls once the folder is renamed
+    into place, before anything names it (one flush round with the rename's folder and the
+    ledger barrier). The caller closes it. A file without a ``StagedDigest`` is hashed
+    (SHA-256) in place instead."""
     base = os.path.normpath(staging)
     planned = {rel for rel, _ in plan}
     for rel, source in plan:
@@ -268,16 +307,18 @@ def check_staged(
             entries[rel] = _check_one(fd, rel, digests.get(rel), folder_st, label)
         for folder in _folders(staging, entries):
             fds.append(os.open(folder, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC))
-        fsync_together(fds, () if barrier is None else (barrier,))
     except OSError as exc:
-        raise StoreError(
-            f"making the staged files of {label} durable failed: {exc.strerror or exc}",
-            artifact=label,
-        ) from exc
-    finally:
         for fd in fds:
             os.close(fd)
-    return entries
+        raise StoreError(
+            f"opening the staged files of {label} failed: {exc.strerror or exc}",
+            artifact=label,
+        ) from exc
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return CheckedStaging(entries, fds, label)
 
 
 def _check_one(
