@@ -646,12 +646,18 @@ class PostgresLedger(PostgresHistory):
             ok, found, nameless = answer.fetchone()[:3]
             if ok:
                 return
-            missing = [r for r in rec.rows if r not in set(found)]
-            if missing:
-                raise KeyStoreError(f"the ledger has no row {missing[0]}", version=rec.version)
-            raise KeyStoreError(
-                f"ledger row {nameless[0]} has no artifact name; aliases cannot be recorded",
-                version=rec.version,
+            # the first row, in the order given, that cannot be recorded (as SQLite names it)
+            present, unnamed = set(found), set(nameless)
+            for row in rec.rows:
+                if row not in present:
+                    raise KeyStoreError(f"the ledger has no row {row}", version=rec.version)
+                if row in unnamed and rec.names:
+                    raise KeyStoreError(
+                        f"ledger row {row} has no artifact name; aliases cannot be recorded",
+                        version=rec.version,
+                    )
+            raise KeyStoreError(  # pragma: no cover - ok is false only for one of the above
+                "the ledger refused the version's records", version=rec.version
             )
 
         q = self._statements()
