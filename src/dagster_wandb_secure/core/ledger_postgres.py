@@ -331,7 +331,21 @@ class PostgresLedger(PostgresHistory):
                 f"the PostgreSQL ledger at {self.where} refused to {doing} it: an earlier "
                 "statement of the same transaction failed, so nothing of it was recorded"
             ) from None
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
+            raise LedgerError(
+                f"the PostgreSQL ledger at {self.where} rolled back the statement to {doing} "
+                f"it because of another session: {self._first_line(exc)}",
+                hint="nothing of it was recorded; retry (a serialization failure, e.g. under "
+                "default_transaction_isolation = serializable, or a deadlock)",
+            ) from None
         except (PoolTimeout, psycopg.OperationalError) as exc:
+            if doing == "connect to" and "plan_cache_mode" in self._first_line(exc):
+                raise LedgerError(
+                    f"the PostgreSQL server at {self.where} refused the plan_cache_mode every "
+                    f"ledger connection sets ({self._first_line(exc)}): the ledger needs "
+                    "PostgreSQL 12 or later",
+                    hint="upgrade the server (docs/deployment.md)",
+                ) from None
             raise LedgerUnavailableError(
                 f"cannot {doing} the PostgreSQL ledger at {self.where} (schema {self.schema}): "
                 f"{self._first_line(exc)}"
