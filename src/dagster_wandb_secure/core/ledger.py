@@ -68,6 +68,7 @@ from .ledger_groups import (
 )
 from .ledger_rows import (
     _DIGEST_RE,
+    MAX_SQL_INT,
     ORIGINS,
     _now_text,
     _short,
@@ -621,12 +622,14 @@ class Ledger(GroupCommits):
     def allocate_sequence(self, artifact: str, *, floor: int) -> int:
         """``max(last allocated, floor) + 1``, remembered atomically."""
         _text(artifact, "artifact")
-        _check_floor(floor)
+        _check_floor(floor, artifact)
         with self._write() as conn:
             row = conn.execute(
                 "SELECT last_sequence FROM history_sequences WHERE artifact = ?", (artifact,)
             ).fetchone()
             sequence = max(floor, int(row[0]) if row else 0) + 1
+            if sequence > MAX_SQL_INT:
+                raise sequences_exhausted(artifact)
             conn.execute(
                 "INSERT INTO history_sequences (artifact, last_sequence, updated_at) "
                 "VALUES (?, ?, ?) ON CONFLICT (artifact) DO UPDATE SET "
@@ -731,7 +734,7 @@ class Ledger(GroupCommits):
         write transaction (as the two calls were made before): a read flushes other ledger
         objects' row groups, which must never wait while this one holds the write lock."""
         _text(artifact, "artifact")
-        _check_floor(floor)
+        _check_floor(floor, artifact)
         seen = self.newest_seen(artifact)
         above = seen.position.sequence if seen is not None and seen.position else 0
         return self.allocate_sequence(artifact, floor=max(floor, above)), seen
@@ -814,6 +817,9 @@ def version_record(
     for row_id in rows:
         if isinstance(row_id, bool) or not isinstance(row_id, int):
             raise KeyStoreError(f"ledger row id must be an int, not {row_id!r}")
+        if not -MAX_SQL_INT - 1 <= row_id <= MAX_SQL_INT:  # no such row on either backend
+            raise KeyStoreError(f"ledger row id must be a 64-bit int, not {row_id}",
+                                version=artifact_version)
     number = parse_version(artifact_version)
     names = tuple(_names(aliases, "aliases"))
     if history_key is None:
@@ -839,9 +845,21 @@ def _names(values: Sequence[str], what: str) -> list[str]:
     return [str(_text(a, "alias")) for a in values]
 
 
-def _check_floor(floor: object) -> None:
-    if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
-        raise KeyStoreError(f"floor must be a non-negative int, not {floor!r}")
+def _check_floor(floor: object, artifact: str) -> None:
+    """A floor is a signed sequence (``0 <= n <= MAX_SQL_INT``); the largest leaves none above."""
+    if (isinstance(floor, bool) or not isinstance(floor, int) or floor < 0
+            or floor > MAX_SQL_INT):
+        raise KeyStoreError(f"floor must be a non-negative 64-bit int, not {floor!r}")
+    if floor == MAX_SQL_INT:
+        raise sequences_exhausted(artifact)
+
+
+def sequences_exhausted(artifact: str) -> KeyStoreError:
+    """Every signed sequence of ``artifact`` up to SQL's largest integer is taken (the same
+    error on both backends)."""
+    return KeyStoreError(
+        f"no signed sequence is left for {artifact}: {MAX_SQL_INT} is taken", artifact=artifact
+    )
 
 
 def _check_position(position: object) -> None:
@@ -849,7 +867,7 @@ def _check_position(position: object) -> None:
         not isinstance(position, Position)
         or isinstance(position.sequence, bool)
         or not isinstance(position.sequence, int)
-        or position.sequence < 1
+        or not 1 <= position.sequence <= MAX_SQL_INT
         or not isinstance(position.signed_at, str)
         or not _SIGNED_AT_RE.fullmatch(position.signed_at)
         or not isinstance(position.digest, str)

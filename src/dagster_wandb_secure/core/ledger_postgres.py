@@ -331,7 +331,21 @@ class PostgresLedger(PostgresHistory):
                 f"the PostgreSQL ledger at {self.where} refused to {doing} it: an earlier "
                 "statement of the same transaction failed, so nothing of it was recorded"
             ) from None
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
+            raise LedgerError(
+                f"the PostgreSQL ledger at {self.where} rolled back the statement to {doing} "
+                f"it because of another session: {self._first_line(exc)}",
+                hint="nothing of it was recorded; retry (a serialization failure, e.g. under "
+                "default_transaction_isolation = serializable, or a deadlock)",
+            ) from None
         except (PoolTimeout, psycopg.OperationalError) as exc:
+            if doing == "connect to" and "plan_cache_mode" in self._first_line(exc):
+                raise LedgerError(
+                    f"the PostgreSQL server at {self.where} refused the plan_cache_mode every "
+                    f"ledger connection sets ({self._first_line(exc)}): the ledger needs "
+                    "PostgreSQL 12 or later",
+                    hint="upgrade the server (docs/deployment.md)",
+                ) from None
             raise LedgerUnavailableError(
                 f"cannot {doing} the PostgreSQL ledger at {self.where} (schema {self.schema}): "
                 f"{self._first_line(exc)}"
@@ -646,12 +660,18 @@ class PostgresLedger(PostgresHistory):
             ok, found, nameless = answer.fetchone()[:3]
             if ok:
                 return
-            missing = [r for r in rec.rows if r not in set(found)]
-            if missing:
-                raise KeyStoreError(f"the ledger has no row {missing[0]}", version=rec.version)
-            raise KeyStoreError(
-                f"ledger row {nameless[0]} has no artifact name; aliases cannot be recorded",
-                version=rec.version,
+            # the first row, in the order given, that cannot be recorded (as SQLite names it)
+            present, unnamed = set(found), set(nameless)
+            for row in rec.rows:
+                if row not in present:
+                    raise KeyStoreError(f"the ledger has no row {row}", version=rec.version)
+                if row in unnamed and rec.names:
+                    raise KeyStoreError(
+                        f"ledger row {row} has no artifact name; aliases cannot be recorded",
+                        version=rec.version,
+                    )
+            raise KeyStoreError(  # pragma: no cover - ok is false only for one of the above
+                "the ledger refused the version's records", version=rec.version
             )
 
         q = self._statements()

@@ -30,6 +30,7 @@ from .ledger import (
     _position_values,
     _short,
     _text,
+    sequences_exhausted,
 )
 from .ledger_api import LedgerLockTimeoutError
 
@@ -123,7 +124,7 @@ class PostgresHistory:
         """``max(last allocated, floor) + 1``, remembered: one atomic statement, so sequences
         are monotonic and never reused across every writer of every machine."""
         _text(artifact, "artifact")
-        _check_floor(floor)
+        _check_floor(floor, artifact)
         q = self._statements()
         self._after_fork_check()
         # alone (not in a batch()) the allocation skips its own WAL flush: the signature rows'
@@ -132,7 +133,7 @@ class PostgresHistory:
         # core/ledger_postgres_tx.py).
         joined = getattr(self._local, "conn", None) is not None
         statement = q["allocate"] if joined else q["allocate_unflushed"]
-        with self._conn("write to", single=True) as conn:
+        with self._conn("write to", single=True) as conn, self._exhausted(artifact):
             self._wrote(keep=False)  # a lost allocation was used by no published version
             row = conn.execute(statement, (artifact, floor + 1, _now_text())).fetchone()
             return int(row[0])
@@ -142,17 +143,29 @@ class PostgresHistory:
         one statement, both on one snapshot. Alone it skips its own WAL flush, as
         ``allocate_sequence`` does."""
         _text(artifact, "artifact")
-        _check_floor(floor)
+        _check_floor(floor, artifact)
         q = self._statements()
         self._after_fork_check()
         joined = getattr(self._local, "conn", None) is not None
         statement = q["allocate_next"] if joined else q["allocate_next_unflushed"]
-        with self._conn("write to", single=True) as conn:
+        with self._conn("write to", single=True) as conn, self._exhausted(artifact):
             self._wrote(keep=False)  # a lost allocation was used by no published version
             row = conn.execute(
                 statement, {"a": artifact, "floor": floor, "now": _now_text()}
             ).fetchone()
         return int(row[0]), (None if row[1] is None else self._seen(row[1:]))
+
+    @staticmethod
+    @contextmanager
+    def _exhausted(artifact: str) -> Iterator[None]:
+        """The last allocated sequence is SQL's largest integer: the ``+ 1`` overflows
+        (SQLite's ``allocate_sequence`` refuses it with the same error)."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.errors.NumericValueOutOfRange:
+            raise sequences_exhausted(artifact) from None
 
     def history_mark(self, artifact: str, alias: str) -> Position | None:
         _text(artifact, "artifact")

@@ -108,6 +108,12 @@ def _insert_rows(n: int) -> str:
 # marks (``record_manifest``, ``advance_mark``). Every write is gated on ``ok`` (every row
 # exists, and has an artifact name when aliases were asked for): all or nothing. Answers ok,
 # the rows found and those of them without an artifact name (for the error).
+# Lock order: PostgreSQL runs a WITH's data-modifying parts in no promised order (the last one
+# first, in practice), so each part waits for the one before it (``(SELECT count(*) FROM
+# previous) >= 0``, true, computed before its first row): rows, alias marks, the manifest seen,
+# then the history marks, the order of every other ledger transaction (a reader's batch: its
+# manifest, then its mark). Locking a mark before waiting for a reader's uncommitted manifest
+# row deadlocked with that reader (tests/adversarial/test_coarse_ledger_lock_order.py).
 _RECORD_VERSION = (
     "WITH target AS (SELECT id, artifact FROM {s}.signatures WHERE id = ANY(%(ids)s::bigint[])), "
     "ok AS (SELECT count(*) = %(n)s::int AND (%(named)s::int = 0 OR "
@@ -125,11 +131,13 @@ _RECORD_VERSION = (
     "position_digest, version, source, recorded_at) SELECT %(key)s::text, %(digest)s::text, "
     "%(seq)s::bigint, %(at)s::text, %(pdigest)s::text, %(version)s::text, 'writer', "
     "%(now)s::text FROM ok WHERE ok.ok AND %(key)s::text IS NOT NULL "
+    "AND (SELECT count(*) FROM marked) >= 0 "
     "ON CONFLICT (artifact, digest) DO NOTHING RETURNING 1), "
     "hmarks AS (INSERT INTO {s}.history_marks AS m (artifact, alias, sequence, signed_at, digest, "
     "source, updated_at) SELECT %(key)s::text, n.alias, %(seq)s::bigint, %(at)s::text, "
     "%(pdigest)s::text, 'writer', %(now)s::text FROM ok, unnest(%(marks)s::text[]) AS n(alias) "
-    "WHERE ok.ok ON CONFLICT (artifact, alias) DO UPDATE SET sequence = excluded.sequence, "
+    "WHERE ok.ok AND (SELECT count(*) FROM seen) >= 0 "
+    "ON CONFLICT (artifact, alias) DO UPDATE SET sequence = excluded.sequence, "
     "signed_at = excluded.signed_at, digest = excluded.digest, source = excluded.source, "
     "updated_at = excluded.updated_at WHERE (excluded.sequence, excluded.signed_at, "
     "excluded.digest) > (m.sequence, m.signed_at, m.digest) RETURNING 1) "
