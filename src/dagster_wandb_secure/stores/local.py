@@ -145,6 +145,14 @@ class Lineage:
     readers: tuple[str, ...]
 
 
+def _same_entry(path: Path, st: os.stat_result) -> bool:
+    """``path`` (not followed) is the very file system entry ``st`` was taken of."""
+    try:
+        return os.path.samestat(os.lstat(path), st)
+    except OSError:
+        return False
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -487,6 +495,7 @@ class LocalArtifactStore:
                     (entity, project, name, number, _now()),
                 ).lastrowid
             committed = False
+            ours = os.lstat(staging)  # the folder a failure takes back out: ours, no other
             try:
                 try:
                     os.rename(staging, target)
@@ -526,7 +535,9 @@ class LocalArtifactStore:
             finally:
                 if not committed:  # take the folder back out so the index never lags behind it
                     with contextlib.suppress(StoreError, UnsafePathError, sqlite3.Error):
-                        if os.path.lexists(target):
+                        # only our own: a rename that failed onto something else (or a folder
+                        # another publisher put there, the store lock bypassed) is not ours
+                        if _same_entry(target, ours):
                             self._recovery().discard_folder(target)
                         conn.execute("DELETE FROM pending WHERE id = ?", (pending_id,))
         return ArtifactVersion(
