@@ -199,14 +199,26 @@ class LocalArtifactStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        """The store's publish lock. Taking it fails with a typed error (the store folder is
+        hostile: a symlink or folder planted at ``publish.lock``, or a file system without
+        ``flock``), never a raw OSError; errors of the body pass through unchanged."""
         try:
-            with self._lock:
-                yield
+            self._lock.__enter__()
         except TimeoutError as exc:
             raise StoreError(
                 f"timed out waiting for the store lock {self.root / LOCK_NAME}",
                 hint="another process is publishing or hung; retry, or stop the stuck process",
             ) from exc
+        except OSError as exc:
+            raise StoreError(
+                f"cannot take the store lock {self.root / LOCK_NAME}: {exc.strerror or exc}",
+                hint="publish.lock must be a regular file (not a symlink or folder) on a file "
+                "system with flock (a local disk, or NFS with locking)",
+            ) from None
+        try:
+            yield
+        finally:
+            self._lock.__exit__(None, None, None)
 
     def _init_index(self) -> None:
         self._index.initialize(self._locked, self._recover_pending)
