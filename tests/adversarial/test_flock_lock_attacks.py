@@ -16,12 +16,14 @@ acquire, re-entrant per thread; session 5, merge e211ba8).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import signal
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
@@ -144,12 +146,9 @@ def test_a_fork_child_taking_the_lock_inside_an_inherited_block(tmp_path: Path) 
         pass
 
 
-def test_a_timeout_is_filelock_timeout_after_one_try_with_timeout_zero(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "c.lock"
-    held = threading.Event()
-    done = threading.Event()
+@contextlib.contextmanager
+def _held_by_another_thread(path: Path) -> Iterator[None]:
+    held, done = threading.Event(), threading.Event()
 
     def holder() -> None:
         with InterProcessLock(path):
@@ -160,6 +159,17 @@ def test_a_timeout_is_filelock_timeout_after_one_try_with_timeout_zero(
     t.start()
     assert held.wait(30)
     try:
+        yield
+    finally:
+        done.set()
+        t.join(30)
+
+
+def test_a_timeout_is_filelock_timeout_after_one_try_with_timeout_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.lock"
+    with _held_by_another_thread(path):
         opens = []
         real_open = os.open
         monkeypatch.setattr(os, "open", lambda *a, **k: opens.append(a[0]) or real_open(*a, **k))
@@ -168,28 +178,14 @@ def test_a_timeout_is_filelock_timeout_after_one_try_with_timeout_zero(
                 pass
         assert isinstance(info.value, TimeoutError)
         assert opens == [path]
-    finally:
-        done.set()
-        t.join(30)
 
 
 def test_an_interrupt_while_waiting_leaks_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "d.lock"
-    held = threading.Event()
-    done = threading.Event()
-
-    def holder() -> None:
-        with InterProcessLock(path):
-            held.set()
-            done.wait(30)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    assert held.wait(30)
     lock = InterProcessLock(path, timeout=30)
-    try:
+    with _held_by_another_thread(path):
         def sleep(_s: float) -> None:
             raise KeyboardInterrupt
 
@@ -198,9 +194,6 @@ def test_an_interrupt_while_waiting_leaks_nothing(
         with pytest.raises(KeyboardInterrupt):
             lock.__enter__()
         assert _fds() == before
-    finally:
-        done.set()
-        t.join(30)
     monkeypatch.undo()
     with InterProcessLock(path, timeout=0):  # nobody holds it
         pass
