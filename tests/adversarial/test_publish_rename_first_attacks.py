@@ -108,6 +108,35 @@ def test_a_reader_in_another_process_sees_nothing_of_a_renamed_uncommitted_versi
     assert seen == {"versions": [0], "latest": 0, "manifests": [0], "v1": "ArtifactNotFoundError"}
 
 
+def test_opening_the_store_does_not_wait_for_a_publisher_flushing_under_the_lock(
+    tmp_path: Path,
+) -> None:
+    """The flush round (every staged file's fsync, the ledger barrier) now runs under the
+    store lock, after the ``pending`` row: a process opening the store then meets that row.
+    Recovery is a publisher's job (each one recovers under the lock before it allocates), so
+    opening must not wait for the lock. Was: every reader starting during a publish waited for
+    the payload's fsync, and failed with a lock timeout behind a slow one."""
+    root = tmp_path / "s"
+    store = LocalArtifactStore(root)
+    _publish(store, b"v0")
+    seen: dict[str, Any] = {}
+
+    def reader() -> None:
+        try:
+            opened = LocalArtifactStore(root, lock_timeout=2)
+            seen["versions"] = [av.version for av in opened.list_versions()]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            seen["error"] = exc
+
+    def barrier() -> None:  # the publisher holds the store lock, its pending row committed
+        t = threading.Thread(target=reader)
+        t.start()
+        t.join(30)
+
+    assert _publish(store, b"v1!", barrier).version == 1
+    assert seen == {"versions": [0]}
+
+
 # --- publish.lock deleted while a publisher holds it -----------------------------------------
 
 

@@ -210,18 +210,40 @@ class LocalArtifactStore:
                 hint="another process is publishing or hung; retry, or stop the stuck process",
             ) from exc
         except OSError as exc:
-            raise StoreError(
-                f"cannot take the store lock {self.root / LOCK_NAME}: {exc.strerror or exc}",
-                hint="publish.lock must be a regular file (not a symlink or folder) on a file "
-                "system with flock (a local disk, or NFS with locking)",
-            ) from None
+            raise self._lock_error(exc) from None
         try:
             yield
         finally:
             self._lock.__exit__(None, None, None)
 
+    @contextlib.contextmanager
+    def _locked_if_free(self) -> Iterator[bool]:
+        """The publish lock if nobody holds it (True), else nothing (False), without waiting:
+        opening the store recovers a ``pending`` row only then. A held lock means a live
+        publisher (whose flush round, payload fsyncs included, runs under it), and every
+        publisher recovers under the lock before it allocates, so no reader waits for one."""
+        lock = InterProcessLock(self.root / LOCK_NAME, timeout=0)
+        try:
+            lock.__enter__()
+        except TimeoutError:
+            yield False
+            return
+        except OSError as exc:
+            raise self._lock_error(exc) from None
+        try:
+            yield True
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _lock_error(self, exc: OSError) -> StoreError:
+        return StoreError(
+            f"cannot take the store lock {self.root / LOCK_NAME}: {exc.strerror or exc}",
+            hint="publish.lock must be a regular file (not a symlink or folder) on a file "
+            "system with flock (a local disk, or NFS with locking)",
+        )
+
     def _init_index(self) -> None:
-        self._index.initialize(self._locked, self._recover_pending)
+        self._index.initialize(self._locked, self._recover_pending, self._locked_if_free)
 
     def _version_dir(self, entity: str, project: str, name: str, number: int) -> Path:
         """The folder of one version, from validated components, resolving (symlinks followed)
