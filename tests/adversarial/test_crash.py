@@ -254,6 +254,74 @@ def test_sigkill_at_each_step_of_artifact_publish(setup: dict[str, Any]) -> None
     assert steps >= 5
 
 
+def publish_by_move(ks: KeyStore, store_dir: Path, name: str, value: Any) -> None:
+    """What the IO manager does for one output by move (merge e211ba8): the files written
+    straight into a staging area, then renamed to ``v<N>`` under the store lock, flushed with
+    the ledger barrier after the rename, and only then committed to the index."""
+    store = LocalArtifactStore(store_dir)
+    ctx = {"artifact": name, "type": "dataset", "partition": None}
+    with store.staging_area() as area:
+        h = seal_to(area.path / "output.pickle", value, key_store=ks, context=ctx)
+        files = {"output.pickle": area.path / "output.pickle"}
+        manifest, mh = write_manifest(files, key_store=ks, context=ctx)
+        (area.path / MANIFEST_NAME).write_bytes(manifest)
+        files[MANIFEST_NAME] = area.path / MANIFEST_NAME
+        av = store.publish(
+            entity=ENTITY, project=PROJECT, name=name, type="dataset", files=files,
+            staged=area, barrier=ks.ledger.durable,
+        )
+    for row in (h.ledger_row, mh.ledger_row):
+        if row is not None:
+            ks.ledger.attach_version(row, artifact_version=av.version_label, aliases=av.aliases)
+
+
+def test_sigkill_at_each_step_of_a_publish_by_move(setup: dict[str, Any]) -> None:
+    """Killed anywhere, also between the rename into ``artifacts/`` and the index commit: no
+    half version is ever listed, and once the store is opened again (its recovery runs) no
+    folder the index does not name is left in the artifact's folder, so the next publish of
+    that number is never confused by one."""
+    keys, store_dir = setup["keys"], setup["store"]
+    expected = dict(setup["expected"])
+    folder = store_dir / "artifacts" / ENTITY / PROJECT / "moved"
+    renamed_uncommitted = [0]
+
+    def op() -> None:
+        publish_by_move(KeyStore.open(keys), store_dir, "moved", {"moved": True})
+
+    def check(step: int) -> None:
+        if folder.is_dir():  # what the kill left, before any recovery
+            left = {p.name for p in folder.iterdir()}
+            known = {f"v{n}" for n in _indexed(store_dir)}
+            renamed_uncommitted[0] += bool(left - known)
+        ks = check_key_store(keys, {r.kid for r in setup["ks"].records()}, allowed_new=0)
+        store = LocalArtifactStore(store_dir)  # recovery of a pending row runs here
+        moved = [av for av in store.list_versions() if av.name == "moved"]
+        exp = dict(expected)
+        for av in moved:
+            exp[f"moved:v{av.version}"] = {"moved": True}
+        assert verify_all(store_dir, ks, exp) == 2 + len(moved)
+        assert [av.version for av in moved] == list(range(len(moved))), "a gap or a duplicate"
+        if folder.is_dir():
+            assert sorted(p.name for p in folder.iterdir()) == [f"v{av.version}" for av in moved]
+        expected.update({k: v for k, v in exp.items() if k.startswith("moved:")})
+
+    steps = kill_at_each_step(op, check)
+    assert steps >= 5
+    assert renamed_uncommitted[0] >= 1, "no kill fell between the rename and the commit"
+
+
+def _indexed(store_dir: Path) -> list[int]:
+    import sqlite3
+
+    conn = sqlite3.connect(store_dir / "index.sqlite3")
+    try:
+        return [n for (n,) in conn.execute(
+            "SELECT v.number FROM versions v JOIN artifacts a ON a.id = v.artifact_id "
+            "WHERE a.name = 'moved'")]
+    finally:
+        conn.close()
+
+
 # --- ledger writes ----------------------------------------------------------------------------
 
 

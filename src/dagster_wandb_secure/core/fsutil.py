@@ -112,12 +112,16 @@ class InterProcessLock:
     (0: one try; negative: no limit), then ``filelock.Timeout`` (a ``TimeoutError``). This is
     what ``filelock.FileLock`` did, at ~8 us instead of ~60-190 us per acquire and release (a
     publish takes two: the artifact's history lock and the store's publish lock; issue 16,
-    session 5). Without ``fcntl`` (Windows) it is ``filelock.FileLock``."""
+    session 5). Without ``fcntl`` (Windows) it is ``filelock.FileLock``.
+
+    Across ``fork`` the child shares the parent's open file description: a block the child
+    inherited is never ``LOCK_UN``-ed there (only its descriptor closed), and the child's own
+    acquire opens the file anew, so it waits for the parent like any other process."""
 
     def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        self._local = threading.local()  # per thread: (pid, descriptor, depth)
+        self._local = threading.local()  # per thread: frames [pid, descriptor, depth]
         self._fallback = (
             FileLock(str(self.path), timeout=timeout, mode=0o600) if fcntl is None else None
         )
@@ -126,26 +130,40 @@ class InterProcessLock:
         if self._fallback is not None:  # pragma: no cover - Windows
             self._fallback.acquire()
             return self
-        held = getattr(self._local, "held", None)
-        if held is not None and held[0] == os.getpid():
-            self._local.held = (held[0], held[1], held[2] + 1)
+        frames = self._frames()
+        if frames and frames[-1][0] == os.getpid():
+            frames[-1][2] += 1
             return self
-        self._local.held = (os.getpid(), self._acquire(), 1)
+        # none, or one inherited across fork (the parent's lock, not ours): a frame of our own
+        frames.append([os.getpid(), self._acquire(), 1])
         return self
+
+    def _frames(self) -> list[list[int]]:
+        frames = getattr(self._local, "held", None)
+        if frames is None:
+            frames = self._local.held = []
+        return frames
 
     def __exit__(self, *exc: object) -> None:
         if self._fallback is not None:  # pragma: no cover - Windows
             self._fallback.release()
             return
-        pid, fd, depth = self._local.held
-        if depth > 1:
-            self._local.held = (pid, fd, depth - 1)
+        frames = self._frames()
+        frame = frames[-1]
+        if frame[2] > 1:
+            frame[2] -= 1
             return
-        self._local.held = None
+        frames.pop()
+        if frame[0] != os.getpid():
+            # inherited across fork: the description (and its lock) is shared with the parent,
+            # so LOCK_UN here would release the parent's lock for everyone; closing our copy
+            # leaves it held
+            os.close(frame[1])
+            return
         try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            fcntl.flock(frame[1], fcntl.LOCK_UN)
         finally:
-            os.close(fd)
+            os.close(frame[1])
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC

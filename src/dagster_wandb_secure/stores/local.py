@@ -145,6 +145,14 @@ class Lineage:
     readers: tuple[str, ...]
 
 
+def _same_entry(path: Path, st: os.stat_result) -> bool:
+    """``path`` (not followed) is the very file system entry ``st`` was taken of."""
+    try:
+        return os.path.samestat(os.lstat(path), st)
+    except OSError:
+        return False
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -191,17 +199,51 @@ class LocalArtifactStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        """The store's publish lock. Taking it fails with a typed error (the store folder is
+        hostile: a symlink or folder planted at ``publish.lock``, or a file system without
+        ``flock``), never a raw OSError; errors of the body pass through unchanged."""
         try:
-            with self._lock:
-                yield
+            self._lock.__enter__()
         except TimeoutError as exc:
             raise StoreError(
                 f"timed out waiting for the store lock {self.root / LOCK_NAME}",
                 hint="another process is publishing or hung; retry, or stop the stuck process",
             ) from exc
+        except OSError as exc:
+            raise self._lock_error(exc) from None
+        try:
+            yield
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def _locked_if_free(self) -> Iterator[bool]:
+        """The publish lock if nobody holds it (True), else nothing (False), without waiting:
+        opening the store recovers a ``pending`` row only then. A held lock means a live
+        publisher (whose flush round, payload fsyncs included, runs under it), and every
+        publisher recovers under the lock before it allocates, so no reader waits for one."""
+        lock = InterProcessLock(self.root / LOCK_NAME, timeout=0)
+        try:
+            lock.__enter__()
+        except TimeoutError:
+            yield False
+            return
+        except OSError as exc:
+            raise self._lock_error(exc) from None
+        try:
+            yield True
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _lock_error(self, exc: OSError) -> StoreError:
+        return StoreError(
+            f"cannot take the store lock {self.root / LOCK_NAME}: {exc.strerror or exc}",
+            hint="publish.lock must be a regular file (not a symlink or folder) on a file "
+            "system with flock (a local disk, or NFS with locking)",
+        )
 
     def _init_index(self) -> None:
-        self._index.initialize(self._locked, self._recover_pending)
+        self._index.initialize(self._locked, self._recover_pending, self._locked_if_free)
 
     def _version_dir(self, entity: str, project: str, name: str, number: int) -> Path:
         """The folder of one version, from validated components, resolving (symlinks followed)
@@ -487,6 +529,7 @@ class LocalArtifactStore:
                     (entity, project, name, number, _now()),
                 ).lastrowid
             committed = False
+            ours = os.lstat(staging)  # the folder a failure takes back out: ours, no other
             try:
                 try:
                     os.rename(staging, target)
@@ -526,7 +569,9 @@ class LocalArtifactStore:
             finally:
                 if not committed:  # take the folder back out so the index never lags behind it
                     with contextlib.suppress(StoreError, UnsafePathError, sqlite3.Error):
-                        if os.path.lexists(target):
+                        # only our own: a rename that failed onto something else (or a folder
+                        # another publisher put there, the store lock bypassed) is not ours
+                        if _same_entry(target, ours):
                             self._recovery().discard_folder(target)
                         conn.execute("DELETE FROM pending WHERE id = ?", (pending_id,))
         return ArtifactVersion(

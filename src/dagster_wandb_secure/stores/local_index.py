@@ -205,17 +205,25 @@ class LocalIndex:
         self,
         locked: Callable[[], AbstractContextManager[None]],
         recover_pending: Callable[[sqlite3.Connection], None],
+        locked_if_free: Callable[[], AbstractContextManager[bool]] | None = None,
     ) -> None:
         """Create the schema on first use, refuse a newer one, and hand a left-over ``pending``
-        row to ``recover_pending`` (called under ``locked()``, the store's publish lock)."""
+        row to ``recover_pending`` (called under ``locked()``, the store's publish lock; with
+        ``locked_if_free``, only if that lock is free now: a held one is a live publisher's,
+        and publishers recover under it themselves before they allocate)."""
         with self.connect() as conn:
             current = conn.execute("PRAGMA user_version").fetchone()[0]
             if current == SCHEMA_VERSION:
                 if conn.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is None:
                     return
         if current == SCHEMA_VERSION:
-            with locked(), self.connect() as conn:
-                recover_pending(conn)
+            if locked_if_free is None:
+                with locked(), self.connect() as conn:
+                    recover_pending(conn)
+                return
+            with locked_if_free() as free, self.connect() as conn:
+                if free:
+                    recover_pending(conn)
             return
         self.check_schema_version(current)
         with locked(), self.connect() as conn:

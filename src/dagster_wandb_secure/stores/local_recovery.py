@@ -5,7 +5,9 @@ A ``pending`` row (the intent, written before the rename) names the version; the
 to take the store's publish lock finds the row, removes the folder if the index has no such
 version, and deletes the row. An orphan folder (a folder no row names) met by a later publish of
 the same number is removed too, unless it is really another artifact's folder on a
-case-insensitive file system. Index rows are hostile input: every folder is built by the store's
+case-insensitive file system, or a live publisher still holds it (the ``hold_staging`` flock
+follows the folder into ``artifacts/``: a store lock bypassed by deleting its file does not
+make a live publish look dead). Index rows are hostile input: every folder is built by the store's
 ``version_dir`` (validated components, resolved inside ``artifacts/``) and every removal is
 checked to stay inside ``artifacts/``; removal is a rename into ``staging/`` first.
 """
@@ -26,6 +28,7 @@ from ..core.fsutil import fsync_dir
 from .base import StoreError, check_inside
 from .local_index import LocalIndex, artifact_label
 from .local_rows import check_pending_row
+from .local_staging import staging_is_held
 
 __all__ = ["Recovery"]
 
@@ -68,6 +71,8 @@ class Recovery:
                     "SELECT 1 FROM versions WHERE artifact_id = ? AND number = ?", (art[0], number)
                 ).fetchone()
             )
+            if not indexed and staging_is_held(target):
+                continue  # its publisher is alive (the store lock was bypassed): not ours to undo
             if not indexed and os.path.lexists(target):
                 with contextlib.suppress(StoreError):  # a case collision: leave the folder be
                     self.discard_orphan(conn, entity, project, name, number, target)
@@ -85,7 +90,17 @@ class Recovery:
     ) -> None:
         """``target`` exists but the index has no such version: a publish crashed after its
         rename. Refuse if the folder is really another artifact's (a case-insensitive file
-        system folding two names together); otherwise remove it."""
+        system folding two names together) or a live publisher still holds it (its
+        ``hold_staging`` flock: the store lock was bypassed, its file deleted or replaced while
+        held); otherwise remove it."""
+        if staging_is_held(target):
+            raise StoreError(
+                f"the folder {target} is being published by another live process although this "
+                "one holds the store lock (its lock file was deleted or replaced while held)",
+                artifact=artifact_label(entity, project, name),
+                version=f"v{number}",
+                hint="do not remove publish.lock while the store is in use; retry the publish",
+            )
         for other in conn.execute(
             "SELECT a.entity, a.project, a.name FROM versions v JOIN artifacts a "
             "ON a.id = v.artifact_id WHERE lower(a.entity) = lower(?) AND lower(a.project) = "

@@ -56,6 +56,7 @@ __all__ = [
     "encode_metadata",
     "hold_staging",
     "plan_files",
+    "staging_is_held",
 ]
 
 LATEST = "latest"
@@ -157,6 +158,29 @@ def hold_staging(staging: Path) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def staging_is_held(folder: str | Path) -> bool:
+    """True if a live publisher still holds ``folder`` (its ``hold_staging`` flock, which
+    follows the folder when it is renamed to ``v<N>``). Recovery asks before removing a folder
+    a ``pending`` row names: the store lock says its publisher is gone, unless that lock was
+    bypassed (its file deleted or replaced while held), and then this still says it is not.
+    Nothing followed; a folder that cannot be opened or locked here is not held."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(folder, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing drops our probe's lock
+    return False
 
 
 def copy_one(source: Path, target: Path, rel: str, label: str) -> FileEntry:
