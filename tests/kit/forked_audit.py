@@ -4,7 +4,7 @@ behind (a PostgreSQL ledger's connection pool), and with those alive the audit r
 threads (``maintenance.audit._fork_is_safe``). Each task's process id is logged, so the caller
 can check that forked children, not this interpreter, checked the versions.
 
-``python -m kit.forked_audit KEYS STORE LOG [--deep] [--batch N]`` prints
+``python -m kit.forked_audit KEYS STORE LOG [--deep] [--batch N] [--publish-first]`` prints
 ``{"pid": ..., "statuses": [[name, version, status], ...]}``."""
 
 from __future__ import annotations
@@ -40,6 +40,24 @@ def main(argv: list[str]) -> None:
     audit._run_forked = me.logged
     if "--batch" in argv:
         audit.BATCH = int(argv[argv.index("--batch") + 1])
+    if "--publish-first" in argv:  # the threads a publish leaves behind, then the audit
+        from kit.cli import Env
+
+        Env(root=store.parent, keys=keys, store_dir=store, ks=KeyStore.open(keys),
+            store=LocalArtifactStore(store)).publish("published-here")
+        from dagster_wandb_secure.stores.local_fsync import fsync_together
+
+        fds = [os.open(store.parent / f"fsynced-{i}", os.O_CREAT | os.O_WRONLY, 0o600)
+               for i in range(3)]
+        try:
+            fsync_together(fds)  # the publish by move's flush pool
+        finally:
+            for fd in fds:
+                os.close(fd)
+        names = {t.name for t in threading.enumerate() if t is not threading.current_thread()}
+        assert any(n.startswith("dws-fsync_") for n in names), names
+        assert "ledger-group-commit" in names, names
+        assert all(n.startswith(audit.FORK_AWARE_THREADS) for n in names), names
     assert audit._fork_is_safe(), [t.name for t in threading.enumerate()]
     report = audit.audit_store(
         LocalArtifactStore(store), KeyStore.open(keys), deep="--deep" in argv, processes=True,
