@@ -77,6 +77,7 @@ def test_the_parent_still_hashes_on_every_core_after_a_fork() -> None:
 _AUDIT = """
 import json, os, sys
 from pathlib import Path
+from typing import Any
 from dagster_wandb_secure.core import digests
 from kit import forked_audit
 # what a Dagster process does before an audit: one large read or seal (rayon's pool starts)
@@ -85,18 +86,23 @@ forked_audit.main(sys.argv[1:])
 """
 
 
+def _large_store(root: Path) -> Env:
+    """A local store of three versions whose payloads BLAKE3 hashes on threads."""
+    ks = KeyStore.open(root / "keys")
+    ks.generate("ed25519")
+    env = Env(root, root / "keys", root / "store", ks, LocalArtifactStore(root / "store"))
+    for name in ("a", "a", "b"):
+        env.publish(name, os.urandom(LARGE))
+    return env
+
+
 def test_a_deep_audit_on_processes_after_a_large_hash_in_the_parent_finishes(
     tmp_path: Path,
 ) -> None:
     """End to end, in a fresh interpreter (``kit.forked_audit``: its children, not it, checked
     the versions): large payloads, a large hash in the parent first, then a deep audit on forked
     workers. Before the fix the children deadlocked and the audit never returned."""
-    ks = KeyStore.open(tmp_path / "keys")
-    ks.generate("ed25519")
-    env = Env(tmp_path, tmp_path / "keys", tmp_path / "store", ks,
-              LocalArtifactStore(tmp_path / "store"))
-    for name in ("a", "a", "b"):
-        env.publish(name, os.urandom(LARGE))
+    env = _large_store(tmp_path)
     log = tmp_path / "pids.log"
     log.write_text("")
     proc = subprocess.Popen(
@@ -115,3 +121,34 @@ def test_a_deep_audit_on_processes_after_a_large_hash_in_the_parent_finishes(
     pids = [int(x) for x in log.read_text().split()]
     assert pids and doc["pid"] not in pids
     assert {status for _name, _version, status in doc["statuses"]} == {"valid"}
+
+
+# --- inside a Dagster run with the multiprocess executor ------------------------------------
+
+def test_an_audit_in_a_multiprocess_dagster_step_gives_the_thread_statuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step process of Dagster's multiprocess executor (spawned, not daemonic) gives the
+    statuses the thread path gives in this process, whichever path ``_fork_is_safe`` picks there
+    (threads, at the time of writing: Dagster's own threads run in the step); nothing hangs and
+    nothing fails."""
+    from dagster import execute_job, instance_for_test, reconstructable
+    from dagster_wandb_secure.maintenance.audit import audit_store
+    from kit.audit_in_step import audit_job
+
+    # the step process is spawned: it imports ``kit.audit_in_step`` by name
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+
+    env = _large_store(tmp_path)
+    want = [[e.name, e.version, str(e.status)]
+            for e in audit_store(env.store, env.ks, deep=True, processes=False).entries]
+    config = {"ops": {"audit_op": {"config": {"keys": str(env.keys), "store": str(env.store_dir)}}}}
+    (tmp_path / "dagster").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        with execute_job(
+            reconstructable(audit_job), instance=instance, run_config=config
+        ) as result:
+            assert result.success
+            doc = result.output_for_node("audit_op")
+    assert doc["pid"] != os.getpid()
+    assert doc["statuses"] == want and {s for *_k, s in want} == {"valid"}
