@@ -1,4 +1,6 @@
-"""Red-team tests for the audit's forked workers (``maintenance.audit._in_processes``).
+"""Red-team tests for the audit's forked workers (``maintenance.audit._in_processes``): a
+deadlock in the children after a large hash in the parent, the audit inside a Dagster step, and
+a child's entries checked against the versions it was given (the last part at the end).
 
 ``_fork_is_safe`` looks only at the threads ``threading`` knows. Native threads are invisible
 to it, and one kind is this library's own: BLAKE3's multi-threaded update
@@ -21,11 +23,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import dagster_wandb_secure.maintenance.audit as audit_module
 from dagster_wandb_secure.core import digests
 from dagster_wandb_secure.core.keys import KeyStore
+from dagster_wandb_secure.stores.base import StoreError
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 from kit.cli import Env
 
@@ -75,9 +80,7 @@ def test_the_parent_still_hashes_on_every_core_after_a_fork() -> None:
 
 
 _AUDIT = """
-import json, os, sys
-from pathlib import Path
-from typing import Any
+import os, sys
 from dagster_wandb_secure.core import digests
 from kit import forked_audit
 # what a Dagster process does before an audit: one large read or seal (rayon's pool starts)
@@ -86,13 +89,13 @@ forked_audit.main(sys.argv[1:])
 """
 
 
-def _large_store(root: Path) -> Env:
-    """A local store of three versions whose payloads BLAKE3 hashes on threads."""
+def _large_store(root: Path, size: int = LARGE) -> Env:
+    """A local store of three versions (by default with payloads BLAKE3 hashes on threads)."""
     ks = KeyStore.open(root / "keys")
     ks.generate("ed25519")
     env = Env(root, root / "keys", root / "store", ks, LocalArtifactStore(root / "store"))
     for name in ("a", "a", "b"):
-        env.publish(name, os.urandom(LARGE))
+        env.publish(name, os.urandom(size))
     return env
 
 
@@ -152,3 +155,42 @@ def test_an_audit_in_a_multiprocess_dagster_step_gives_the_thread_statuses(
             doc = result.output_for_node("audit_op")
     assert doc["pid"] != os.getpid()
     assert doc["statuses"] == want and {s for *_k, s in want} == {"valid"}
+
+
+# --- a child's entries are data over a pipe: checked against the versions it was given --------
+
+
+REAL_RUN_FORKED = audit_module._run_forked  # captured before any test patches it
+
+
+def dropping_spy(task: Any) -> Any:
+    """A child that reports one version fewer than it was given."""
+    return REAL_RUN_FORKED(task)[:-1]
+
+
+def swapping_spy(task: Any) -> Any:
+    """A child that reports its versions' entries out of order."""
+    return REAL_RUN_FORKED(task)[::-1]
+
+
+def foreign_spy(task: Any) -> Any:
+    """A child that reports an entry naming another version than the one at its place."""
+    out = REAL_RUN_FORKED(task)
+    out[0].version = "v999"
+    return out
+
+
+@pytest.mark.parametrize("spy", [dropping_spy, swapping_spy, foreign_spy])
+def test_a_child_reporting_other_entries_than_its_versions_fails_the_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spy: Any
+) -> None:
+    """Entries are matched to versions by position (``_check_history`` reads ``entries[i]``
+    with ``versions[i]``'s aliases): a child's list that is shorter, reordered or names other
+    versions must fail the audit with a typed error, not give a report with a version missing
+    or another version's verdict (before the fix: an IndexError, or the wrong verdicts)."""
+    if not audit_module._fork_is_safe():
+        pytest.skip("threads other tests left running keep this process from forking")
+    env = _large_store(tmp_path, 64)
+    monkeypatch.setattr(audit_module, "_run_forked", spy)
+    with pytest.raises(StoreError, match="audit worker process returned"):
+        audit_module.audit_store(env.store, env.ks, deep=False, processes=True, workers=2)
