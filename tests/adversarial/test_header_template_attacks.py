@@ -221,3 +221,40 @@ def test_any_splice_is_matched_only_as_the_strict_path_reads_it(
     header = _learn(dict(BASE))
     pos %= len(header) + 1
     _same_as_strict(header[:pos] + insert + header[pos + cut :])
+
+
+# --- the header that made a reader template must not share the template's dicts ---------------
+
+
+@pytest.mark.parametrize("cold", ["bytes", "file"])
+def test_mutating_the_first_header_read_cannot_change_what_a_template_decodes(
+    tmp_path: Any, cold: str
+) -> None:
+    """The first read of a shape takes the strict path and makes the reader template from its
+    decoded fields. Before the fix the template kept *those* ``context`` and
+    ``serializer_params`` dicts, which the returned ``EnvelopeHeader`` also hands out: code that
+    changed ``header.context`` of that first read rewrote what every later header of the shape
+    decodes to, so an envelope signed for artifact "small" was accepted as artifact "other"."""
+    from dagster_wandb_secure.core.envelope import seal, seal_to, unseal, verify_bytes, verify_file
+    from dagster_wandb_secure.core.errors import ContextMismatchError
+    from dagster_wandb_secure.core.keys import KeyStore
+
+    ks = KeyStore.open(tmp_path / "keys")
+    ks.generate("ed25519")
+    ctx = {"artifact": "small", "type": "dataset"}
+    data = seal({"a": 1}, key_store=ks, context=ctx, record=False)
+    header_template.clear()
+    if cold == "bytes":
+        first, _ = verify_bytes(data, key_store=ks)  # strict path: makes the template
+    else:
+        seal_to(tmp_path / "obj", {"a": 1}, key_store=ks, context=ctx, record=False)
+        first, _ = verify_file(tmp_path / "obj", key_store=ks)
+    assert header_template.reader_template(first.header_bytes) is not None
+    first.context["artifact"] = "other"  # type: ignore[index]
+    first.serializer_params["framing"] = "inband"  # type: ignore[index]
+    with pytest.raises(ContextMismatchError):
+        unseal(data, key_store=ks, expected_context={"artifact": "other"})
+    assert unseal(data, key_store=ks, expected_context=ctx) == {"a": 1}
+    again, _ = verify_bytes(data, key_store=ks)
+    assert dict(again.context) == ctx
+    assert again.serializer_params == canonical.decode(again.header_bytes)["serializer_params"]
