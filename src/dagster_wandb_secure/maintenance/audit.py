@@ -699,7 +699,12 @@ def _in_processes(
                         f"an audit worker process ended before reporting its versions ({exc})",
                         hint="run the audit again; audit_store(processes=False) checks on threads",
                     ) from None
-                yield _entries_of(done, [av for lo, hi in task for av in versions[lo:hi]])
+                try:
+                    checked = _entries_of(done, [av for lo, hi in task for av in versions[lo:hi]])
+                except StoreError:
+                    pool.shutdown(wait=True, cancel_futures=True)  # no wait for the rest
+                    raise
+                yield checked
     finally:
         gc.unfreeze()
         _FORKED.clear()
