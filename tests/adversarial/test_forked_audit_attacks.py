@@ -23,14 +23,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import dagster_wandb_secure.maintenance.audit as audit_module
 from dagster_wandb_secure.core import digests
 from dagster_wandb_secure.core.keys import KeyStore
-from dagster_wandb_secure.stores.base import StoreError
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 from kit.cli import Env
 
@@ -160,37 +157,60 @@ def test_an_audit_in_a_multiprocess_dagster_step_gives_the_thread_statuses(
 # --- a child's entries are data over a pipe: checked against the versions it was given --------
 
 
-REAL_RUN_FORKED = audit_module._run_forked  # captured before any test patches it
+_SPY = """
+import sys
+from pathlib import Path
+import dagster_wandb_secure.maintenance.audit as audit
+from dagster_wandb_secure.core.keys import KeyStore
+from dagster_wandb_secure.stores.base import StoreError
+from dagster_wandb_secure.stores.local import LocalArtifactStore
+
+REAL = audit._run_forked
 
 
-def dropping_spy(task: Any) -> Any:
-    """A child that reports one version fewer than it was given."""
-    return REAL_RUN_FORKED(task)[:-1]
+def dropping(task):  # a child that reports one version fewer than it was given
+    return REAL(task)[:-1]
 
 
-def swapping_spy(task: Any) -> Any:
-    """A child that reports its versions' entries out of order."""
-    return REAL_RUN_FORKED(task)[::-1]
+def swapping(task):  # a child that reports its versions' entries out of order
+    return REAL(task)[::-1]
 
 
-def foreign_spy(task: Any) -> Any:
-    """A child that reports an entry naming another version than the one at its place."""
-    out = REAL_RUN_FORKED(task)
+def foreign(task):  # a child whose first entry names another version than the one at its place
+    out = REAL(task)
     out[0].version = "v999"
     return out
 
 
-@pytest.mark.parametrize("spy", [dropping_spy, swapping_spy, foreign_spy])
+keys, store, spy = sys.argv[1:4]
+assert audit._fork_is_safe()
+audit._run_forked = globals()[spy]  # forked children inherit it (pickled by name: __main__)
+try:
+    audit.audit_store(LocalArtifactStore(Path(store)), KeyStore.open(Path(keys)), deep=False,
+                      processes=True, workers=2)
+except StoreError as exc:
+    print("StoreError:", exc.reason)
+else:
+    print("no error")
+"""
+
+
+@pytest.mark.parametrize("spy", ["dropping", "swapping", "foreign"])
 def test_a_child_reporting_other_entries_than_its_versions_fails_the_audit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spy: Any
+    tmp_path: Path, spy: str
 ) -> None:
     """Entries are matched to versions by position (``_check_history`` reads ``entries[i]``
     with ``versions[i]``'s aliases): a child's list that is shorter, reordered or names other
     versions must fail the audit with a typed error, not give a report with a version missing
-    or another version's verdict (before the fix: an IndexError, or the wrong verdicts)."""
-    if not audit_module._fork_is_safe():
-        pytest.skip("threads other tests left running keep this process from forking")
+    or another version's verdict (before the fix: an IndexError, or the wrong verdicts). In a
+    fresh interpreter, so that threads other tests leave behind cannot keep it from forking."""
     env = _large_store(tmp_path, 64)
-    monkeypatch.setattr(audit_module, "_run_forked", spy)
-    with pytest.raises(StoreError, match="audit worker process returned"):
-        audit_module.audit_store(env.store, env.ks, deep=False, processes=True, workers=2)
+    done = subprocess.run(
+        [sys.executable, "-c", _SPY, str(env.keys), str(env.store_dir), spy],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("StoreError: an audit worker process returned entries"), (
+        done.stdout + done.stderr[-2000:]
+    )
