@@ -4,7 +4,8 @@ Envelope headers (``digest_alg`` plus ``payload_<alg>``), manifest entries (``<a
 files, ``envelope_payload_<alg>`` for envelopes) and the audit all look algorithms up here; no
 other module branches on an algorithm's name. Both algorithms give 32 bytes, written as 64
 lowercase hex digits. ``blake3`` is the ``blake3`` package (the reference implementation's
-bindings), hashing large inputs on every core; ``sha256`` is ``hashlib`` (FIPS environments).
+bindings), hashing large inputs on every core (on rayon's global pool; a forked child of a
+process that started it hashes on one thread: ``_threads_usable``); ``sha256`` is ``hashlib`` (FIPS environments).
 Which algorithms a *reader* accepts is the policy's allow-list (``Policy.digest_algorithms``).
 """
 
@@ -83,8 +84,25 @@ def _sha256(_size: int) -> Hasher:
     return hashlib.sha256()
 
 
+# The process whose rayon global pool ``max_threads=AUTO`` runs on (None: not started yet). That
+# pool is started once per process and never again, and after a fork its threads do not exist in
+# the child: a child's AUTO update queues its work on a pool without threads and waits forever
+# (the audit's forked workers, ``maintenance/audit.py``, after any large hash in the parent). A
+# forked child of a process that started the pool hashes on its own thread instead.
+_POOL_PID: list[int] = []
+
+
+def _threads_usable() -> bool:
+    """Whether this process may hash on rayon's global pool (it started it, or none is
+    inherited)."""
+    pid = os.getpid()
+    if not _POOL_PID:
+        _POOL_PID.append(pid)  # two threads racing here append the same pid
+    return _POOL_PID[0] == pid
+
+
 def _blake3_hasher(size: int) -> Hasher:
-    if size >= THREADED_UPDATE:
+    if size >= THREADED_UPDATE and _threads_usable():
         return _blake3.blake3(max_threads=_blake3.blake3.AUTO)
     return _blake3.blake3()
 

@@ -85,7 +85,10 @@ class HeaderTemplate:
             segments.append(data[pos:at])
             pos = at + len(token)
         segments.append(data[pos:])
-        self.fields = {k: v for k, v in fields.items()}
+        # its own copies of the (flat) context and parameters: the caller's dicts are handed out
+        # (the EnvelopeHeader of the read that made a reader template), and a change to them
+        # must never change what this template decodes for every later header of its shape
+        self.fields = {k: dict(v) if type(v) is dict else v for k, v in fields.items()}
         self.digest_field = digest_field
         self._segments = segments
         self._order = tuple(name for _at, name, _token in found)

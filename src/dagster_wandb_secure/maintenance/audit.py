@@ -690,18 +690,42 @@ def _in_processes(
                 futures = [pool.submit(_run_forked, task) for task in tasks]  # the first forks
             gc.unfreeze()
             _FORKED.clear()  # the children hold their copies; this process needs none
-            for future in futures:
+            for task, future in zip(tasks, futures, strict=True):
                 try:
-                    yield future.result()
+                    done = future.result()
                 except BrokenProcessPool as exc:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise StoreError(
                         f"an audit worker process ended before reporting its versions ({exc})",
                         hint="run the audit again; audit_store(processes=False) checks on threads",
                     ) from None
+                try:
+                    checked = _entries_of(done, [av for lo, hi in task for av in versions[lo:hi]])
+                except StoreError:
+                    pool.shutdown(wait=True, cancel_futures=True)  # no wait for the rest
+                    raise
+                yield checked
     finally:
         gc.unfreeze()
         _FORKED.clear()
+
+
+def _entries_of(done: Any, wanted: list[ArtifactVersion]) -> list[AuditEntry]:
+    """A child's entries, checked to be one per version of its task, in order: entries are
+    matched to versions by position (``_check_history``), so a list that is shorter, reordered
+    or names other versions fails the audit instead of giving a version another's verdict."""
+    if type(done) is not list or len(done) != len(wanted) or any(
+        type(e) is not AuditEntry
+        or (e.entity, e.project, e.name, e.version)
+        != (av.entity, av.project, av.name, av.version_label)
+        for e, av in zip(done, wanted, strict=True)
+    ):
+        raise StoreError(
+            f"an audit worker process returned entries that do not match its {len(wanted)} "
+            "versions",
+            hint="run the audit again; audit_store(processes=False) checks on threads",
+        )
+    return done
 
 
 def _run_forked(task: list[tuple[int, int]]) -> list[AuditEntry]:
