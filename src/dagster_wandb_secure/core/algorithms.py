@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .errors import AlgorithmMismatchError, KeyStoreError, WeakKeyError
+from .keys_memo import OWN_SIGNATURES
 
 __all__ = [
     "ALGORITHMS",
@@ -110,14 +111,27 @@ class _HmacSigner(_Signer):
 
 
 class _Ed25519Signer(_Signer):
-    __slots__ = ("_key",)
+    """Signs, and remembers what it signed in the process's own-signature memo
+    (``keys_memo.py``) under the fingerprint of this very key's public half."""
+
+    __slots__ = ("_key", "fingerprint")
 
     def __init__(self, kid: str, alg: str, key: Ed25519PrivateKey) -> None:
         super().__init__(kid, alg)
         self._key = key
+        self.fingerprint = Ed25519.fingerprint(key.public_key())
 
     def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message)
+        signature = self._key.sign(message)
+        OWN_SIGNATURES.add(self.alg, self.kid, self.fingerprint, message, signature)
+        return signature
+
+    def made(self, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is exactly this key's signature of ``message``. Ed25519 signing
+        is deterministic (RFC 8032 5.1.6: the nonce is a hash of the key and the message), so
+        equality proves validity at the cost of a signature; False says nothing (the caller
+        verifies: a signature made elsewhere, or by a hedged signer, may still be valid)."""
+        return hmac.compare_digest(self._key.sign(bytes(message)), bytes(signature))
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,10 @@ class SignatureAlgorithm:
     public_suffix: ClassVar[str | None]  # public/<kid><public_suffix>; None: no public half
     summary: ClassVar[str]  # a few words for the CLI's --alg help
     supports_passphrase: ClassVar[bool] = False  # can its private file be encrypted
+    # whether verify() may be replaced by a proof that this process made the signature (own
+    # signature memo, or re-signing with the private key held): only where verify is costly and
+    # signing deterministic (SECURITY.md, "Own signatures")
+    proves_own: ClassVar[bool] = False
 
     @classmethod
     def has_public_half(cls) -> bool:
@@ -226,6 +244,7 @@ class Ed25519(SignatureAlgorithm):
     public_suffix = ".pub.pem"
     summary = "readers hold only public keys"
     supports_passphrase = True
+    proves_own = True
 
     @classmethod
     def generate(cls, passphrase: bytes | None) -> GeneratedKey:

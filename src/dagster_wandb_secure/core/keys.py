@@ -111,6 +111,7 @@ from .keyrecords import dump_store as _dump_store
 from .keyrecords import now as _now
 from .keyrecords import parse_store as _parse_store
 from .keyrecords import read_store_file as _read_store_file
+from .keys_memo import OWN_SIGNATURES
 from .keystore_place import check_key_store_place
 from .keystore_state import StoreState as _State
 from .keystore_state import close_pin, fresh, load_state
@@ -765,9 +766,39 @@ class KeyStore:
                 artifact=artifact,
                 key_id=kid,
             )
-        if not algo.verify(self._prepared_verify_key(record), message, signature):
+        prepared = self._prepared_verify_key(record)  # the key file's checks, on every call
+        if algo.proves_own and self._own_signature(record, kid, message, signature):
+            return record
+        if not algo.verify(prepared, message, signature):
             raise TamperedPayloadError(algo.mismatch_message(), artifact=artifact, key_id=kid)
         return record
+
+    def _own_signature(
+        self, record: KeyRecord, kid: str, message: Any, signature: Any
+    ) -> bool:
+        """Whether ``signature`` over ``message`` is provably ``record``'s key's own, without a
+        verification (SECURITY.md, "Own signatures"): this process signed exactly these bytes
+        with exactly this key (the memo), or it holds the key's private half and signing
+        ``message`` again gives exactly ``signature`` (deterministic Ed25519). False proves
+        nothing: the caller verifies."""
+        if type(message) is not bytes:
+            return False
+        if OWN_SIGNATURES.confirms(record.alg, kid, record.fingerprint, message, signature):
+            return True
+        signer: Any = None
+        env = self._env.get(record.kid)
+        if record.origin == "env":
+            signer = env.signer if env is not None else None
+        else:
+            hit = self._signers.get(record.kid)
+            signer = hit[1] if hit is not None else None
+        if (
+            signer is None
+            or signer.alg != record.alg
+            or getattr(signer, "fingerprint", None) != record.fingerprint
+        ):
+            return False
+        return bool(signer.made(message, signature))
 
     def _verifier(self, kid: str, artifact: str | None, state: _State) -> KeyRecord:
         """The record that decides whether ``kid``'s signatures verify (``UnknownKeyError``),
