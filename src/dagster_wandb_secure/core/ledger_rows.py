@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from .envelope_format import format_time
 from .errors import KeyStoreError
 
 ORIGINS = ("signed", "adopted", "resigned")
@@ -235,7 +236,9 @@ def _context_json(context: dict[str, str | None]) -> str | None:
 
 
 def _now_text() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Now in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (``envelope_format.format_time``: the same
+    text ``isoformat`` gives, at a fraction of its cost)."""
+    return format_time(datetime.now(UTC))
 
 
 def signature_row(
