@@ -147,7 +147,7 @@ def format_time(when: datetime) -> str:
     if last[0] != key:
         last = (key, utc.replace(microsecond=0, tzinfo=None).isoformat())
         _LAST_SECOND = last
-    return "%s.%06dZ" % (last[1], utc.microsecond)
+    return f"{last[1]}.{utc.microsecond:06d}Z"
 
 
 def parse_time(text: str) -> datetime:
