@@ -834,13 +834,17 @@ class LocalArtifactStore:
         """``file_path`` of several files of one version, its folder resolved once (a reader's
         ``files_on_disk`` asks for every file of the version it just listed): each file is
         still opened by the ``O_NOFOLLOW`` descriptor walk below that folder."""
-        root = self._root_of(av)
-        out: dict[str, Path] = {}
-        for rel in relpaths:
-            fd, path = open_in_version(root, rel, av.qualified_name)
-            os.close(fd)
-            out[rel] = path
-        return out
+        return _paths_below(self._root_of(av), relpaths, av.qualified_name)
+
+    def list_files_with_paths(
+        self, av: ArtifactVersion
+    ) -> tuple[list[DiskEntry], Callable[[Iterable[str]], dict[str, Path]]]:
+        """``list_files`` and ``file_paths`` of one version with its folder resolved once for
+        both (a reader's ``files_on_disk``: it lists, checks the listing, then asks for the
+        paths of every file listed). The paths function still opens each file by the
+        ``O_NOFOLLOW`` descriptor walk below that folder."""
+        root, label = self._root_of(av), av.qualified_name
+        return list_version(root, label), lambda relpaths: _paths_below(root, relpaths, label)
 
     def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
         """What is actually on disk in the version folder, sorted by path, following nothing.
@@ -854,3 +858,14 @@ class LocalArtifactStore:
         folder opened below the artifacts folder (resolved once) following no symlink, one
         artifact folder descriptor for consecutive versions (``local_files.list_versions_below``)."""
         return list_versions_below(self._resolved_artifacts(), versions)
+
+
+def _paths_below(root: Path, relpaths: Iterable[str], label: str) -> dict[str, Path]:
+    """The path of each file of ``relpaths`` in the version folder ``root``, each checked by
+    opening it with the ``O_NOFOLLOW`` descriptor walk (``open_in_version``)."""
+    out: dict[str, Path] = {}
+    for rel in relpaths:
+        fd, path = open_in_version(root, rel, label)
+        os.close(fd)
+        out[rel] = path
+    return out
