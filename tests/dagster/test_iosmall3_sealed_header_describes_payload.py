@@ -12,23 +12,7 @@ from dagster import AssetIn, asset, materialize
 from dagster_wandb_secure.artifacts import publishing
 from dagster_wandb_secure.core import manifest as core_manifest
 from kit.counting import count_calls
-
-
-def _assets(count: int) -> list[Any]:
-    def producer(i: int) -> Any:
-        @asset(name=f"part_{i}")
-        def part() -> dict[str, int]:
-            return {"i": i}
-
-        return part
-
-    names = [f"part_{i}" for i in range(count)]
-
-    @asset(name="gather", ins={n: AssetIn() for n in names})
-    def gather(**inputs: Any) -> int:
-        return len(inputs)
-
-    return [producer(i) for i in range(count)] + [gather]
+from kit.fan_in import fan_in_assets
 
 
 def test_a_sealed_payload_is_not_read_back_to_describe_it(
@@ -36,7 +20,7 @@ def test_a_sealed_payload_is_not_read_back_to_describe_it(
 ) -> None:
     described = count_calls(monkeypatch, publishing, "describe_file")
     headers_read = count_calls(monkeypatch, core_manifest, "read_header_unverified")
-    assert materialize(_assets(3), resources={"io_manager": make_io_manager()}).success
+    assert materialize(fan_in_assets(3), resources={"io_manager": make_io_manager()}).success
     # 4 publishes, each one payload envelope and nothing else: nothing described from disk
     assert described == []
     assert headers_read == []
