@@ -341,9 +341,10 @@ class LocalArtifactStore:
         ``staging_area()`` holding exactly ``files``) the folder is published by rename after
         ``check_staged``; ``digests`` are then what the index records (else SHA-256 in place).
         ``barrier`` (the ledger's ``durable()``): run before the index commit makes the version
-        visible; when staged, alongside the fsyncs of the staged files, the version's folders and
-        the folder it was renamed into (one round, after the rename), else first, before
-        anything is copied; publish fails (and publishes nothing) if it raises."""
+        visible; when staged, alongside the fsyncs of the staged files (but those of 1 MiB or
+        more, which ``check_staged`` flushed before the lock), the version's folders and the
+        folder it was renamed into (one round, after the rename), else first, before anything
+        is copied; publish fails (and publishes nothing) if it raises."""
         check_name_part(entity, "entity")
         check_name_part(project, "project")
         check_artifact_name(name)
@@ -491,7 +492,8 @@ class LocalArtifactStore:
     ) -> ArtifactVersion:
         """Number, rename and index commit of one version, under the store lock.
 
-        ``checked`` (a publish by move): its files and folders are flushed after the rename,
+        ``checked`` (a publish by move): its files (but the large ones, already flushed by
+        ``check_staged``) and folders are flushed after the rename,
         together with the folder renamed into and ``barrier`` (the ledger's ``durable()``), in
         one round; only then does the index commit make the version visible. The folder is
         in ``artifacts/`` before it is durable, but nothing names it: a crash leaves it with
