@@ -7,26 +7,10 @@ from typing import Any
 
 import pytest
 
-from dagster import AssetIn, asset, materialize
+from dagster import materialize
 from dagster_wandb_secure.artifacts.private_copies import PrivateCopies
 from kit.counting import count_calls
-
-
-def _assets(count: int) -> list[Any]:
-    def producer(i: int) -> Any:
-        @asset(name=f"part_{i}")
-        def part() -> dict[str, int]:
-            return {"i": i}
-
-        return part
-
-    names = [f"part_{i}" for i in range(count)]
-
-    @asset(name="gather", ins={n: AssetIn() for n in names})
-    def gather(**inputs: Any) -> int:
-        return len(inputs)
-
-    return [producer(i) for i in range(count)] + [gather]
+from kit.fan_in import fan_in_assets
 
 
 def test_the_private_copy_root_is_swept_once_per_run(
@@ -35,7 +19,7 @@ def test_the_private_copy_root_is_swept_once_per_run(
     sweeps = count_calls(monkeypatch, PrivateCopies, "cleanup")
     io = make_io_manager()
     for run in range(2):
-        assert materialize(_assets(3), resources={"io_manager": io}).success
+        assert materialize(fan_in_assets(3), resources={"io_manager": io}).success
         assert len(sweeps) == run + 1  # 4 outputs and 3 inputs, one sweep per run
 
 
@@ -60,5 +44,5 @@ def test_the_ledger_barrier_runs_once_per_publish_before_the_version_appears(
 
     monkeypatch.setattr(GroupCommits, "durable", durable)
     monkeypatch.setattr(LocalArtifactStore, "_write_rows", rows)
-    assert materialize(_assets(3), resources={"io_manager": make_io_manager()}).success
+    assert materialize(fan_in_assets(3), resources={"io_manager": make_io_manager()}).success
     assert events == ["durable", "published"] * 4

@@ -1,7 +1,7 @@
 """A reader's ``files_on_disk`` resolves the version folder per version, not per file (session 5:
 ``list_files`` and then ``file_path`` for each file each resolved it: 1 + files full path
-resolutions; now one for the listing and one for all the paths); every file is still opened
-by the descriptor walk."""
+resolutions; then one for the listing and one for all the paths; session 6: one for both,
+``list_files_with_paths``); every file is still opened by the descriptor walk."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_files_on_disk_resolves_the_folder_per_version_and_opens_each_file(
     got = files_on_disk(store, av)  # type: ignore[arg-type]
     assert sorted(got) == ["manifest.dws", "output.pickle", "sub/extra.txt"]
     assert all(p.read_bytes() == rel.encode() for rel, p in got.items())
-    assert len(resolves) == 2  # the listing's, and one for all three paths (was 1 + 3)
+    assert len(resolves) == 1  # one for the listing and all three paths (was 1 + 3, then 2)
     assert len(opens) == 3  # each file still checked by the descriptor walk
 
 

@@ -17,7 +17,7 @@ import platform
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,7 +250,7 @@ def publish_output(
 
         context = target.context(type_, session.qualified_project)
         rows: list[int] = []
-        unrecorded: list[EnvelopeHeader] = []  # recorded with the manifest's, one commit
+        unrecorded: dict[str, EnvelopeHeader] = {}  # recorded with the manifest's, one commit
         payload_digest: str | None = None
         digest_alg = "sha256"
         key_id = session.signing_key_id
@@ -279,7 +279,7 @@ def publish_output(
             files[name] = path
             payload_digest, digest_alg = header.payload_digest, header.digest_alg
             key_id, alg = header.kid, header.alg
-            unrecorded.append(header)
+            unrecorded[name] = header
         refs = _references(config, staged)
         aliases = _aliases(config, dagster_run_id)
         user_metadata = dict(metadata)
@@ -317,7 +317,7 @@ def publish_output(
                 references=refs,
                 history=history,
                 digest_alg=session.settings.digest_algorithm,
-                headers=unrecorded,
+                sealed=unrecorded,
             )
             mheader = signed.header
             key_id, alg = mheader.kid, mheader.alg
@@ -369,16 +369,22 @@ def add_signed_manifest(
     origin: str = "signed",
     history: History | None = None,
     digest_alg: str = DEFAULT_DIGEST,
-    headers: Sequence[EnvelopeHeader] = (),
+    sealed: Mapping[str, EnvelopeHeader] | None = None,
 ) -> SignedManifest:
     """Sign the manifest over ``files`` into ``staging/MANIFEST_NAME``, add it to ``files`` and
     its ledger row to ``rows``; the one manifest step of every publisher. Every file is
     described (hashed, or an envelope's header read) once; the result also gives the store
-    its index hints (``SignedManifest.digests``). ``headers``: payload envelopes sealed without
-    a ledger row, recorded in the same transaction as the manifest's (one durable commit, still
-    before anything is published)."""
+    its index hints (``SignedManifest.digests``). ``sealed``: the payload envelopes this
+    publisher just sealed into ``files`` (relative name -> the header ``seal_to`` returned),
+    without a ledger row: each is described from that header, held in memory since it was
+    signed, not from the file (never re-read: the manifest names what was signed, whatever the
+    staged file holds now; a file changed since fails the store's size check or any reader's
+    digest check), and recorded in the same transaction as the manifest's row (one durable
+    commit, still before anything is published)."""
+    sealed = dict(sealed or {})
     described = {
-        rel: describe_file(rel, Path(path), digest_alg)
+        rel: _sealed_entry(rel, sealed[rel]) if rel in sealed
+        else describe_file(rel, Path(path), digest_alg)
         for rel, path in files.items()
         if rel != MANIFEST_NAME  # refused by build_manifest, with its own message
     }
@@ -397,7 +403,7 @@ def add_signed_manifest(
     )
     # every row in one call: one commit (one statement on PostgreSQL)
     rows.extend(key_store.ledger.record_many(
-        [ledger_entry(h, run_id=run_id, origin=origin) for h in (*headers, mheader)]
+        [ledger_entry(h, run_id=run_id, origin=origin) for h in (*sealed.values(), mheader)]
     ))
     manifest_path = staging / MANIFEST_NAME
     manifest_path.write_bytes(manifest_bytes)
@@ -413,6 +419,21 @@ def add_signed_manifest(
         else:
             position = Position(history.sequence, format_time(mheader.signed_at), digest)
     return SignedManifest(mheader, digest, position, digests)
+
+
+def _sealed_entry(relpath: str, header: EnvelopeHeader) -> ManifestEntry:
+    """The manifest entry of an envelope this process sealed, from the header it signed (what
+    ``describe_file`` reads back from the file: payload digest, serializer, digest algorithm;
+    the size is the envelope's, header and payload, as written)."""
+    if not header.verified:
+        raise ValueError("only a header this process signed describes a sealed envelope")
+    return ManifestEntry(
+        safe_relpath(relpath),
+        header.payload_offset + header.payload_length,
+        envelope_payload_sha256=header.payload_digest,
+        serializer=header.serializer,
+        digest_alg=get_digest(header.digest_alg).name,
+    )
 
 
 def ledger_entry(
@@ -537,7 +558,7 @@ def publish_signed(
     try:
         files: dict[str, Path] = {}
         rows: list[int] = []
-        unrecorded: list[EnvelopeHeader] = []
+        unrecorded: dict[str, EnvelopeHeader] = {}
         if payload_name is not None and payload is not None and serializer is not None:
             target = staging / payload_name
             header = seal_serialized_to(
@@ -551,7 +572,7 @@ def publish_signed(
                 record=False,
                 digest_alg=digest_alg,
             )
-            unrecorded.append(header)  # recorded with the manifest's row, one commit
+            unrecorded[payload_name] = header  # recorded with the manifest's row, one commit
             files[payload_name] = target
         for rel, src in other_files.items():
             dst = staging / "files" / rel
@@ -589,7 +610,7 @@ def publish_signed(
                 origin=origin,
                 history=history,
                 digest_alg=digest_alg,
-                headers=unrecorded,
+                sealed=unrecorded,
             )
             return publish_version(
                 store,

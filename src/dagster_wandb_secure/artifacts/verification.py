@@ -72,6 +72,10 @@ def files_on_disk(store: ArtifactStore, av: ArtifactVersion) -> dict[str, Path]:
             version=av.version_label,
             hint="use the local or W&B store, or implement list_files() in this store",
         )
+    both = getattr(store, "list_files_with_paths", None)
+    if callable(both):  # the version folder resolved once for the listing and the paths
+        listing, paths_below = both(av)
+        return dict(paths_below(list(files_of_listing(av, listing, lambda rel: Path(rel)))))
     listing = lister(av)
     paths_of = getattr(store, "file_paths", None)
     if callable(paths_of):  # the version folder resolved once, not once per file

@@ -341,9 +341,10 @@ class LocalArtifactStore:
         ``staging_area()`` holding exactly ``files``) the folder is published by rename after
         ``check_staged``; ``digests`` are then what the index records (else SHA-256 in place).
         ``barrier`` (the ledger's ``durable()``): run before the index commit makes the version
-        visible; when staged, alongside the fsyncs of the staged files, the version's folders and
-        the folder it was renamed into (one round, after the rename), else first, before
-        anything is copied; publish fails (and publishes nothing) if it raises."""
+        visible; when staged, alongside the fsyncs of the staged files (but those of 1 MiB or
+        more, which ``check_staged`` flushed before the lock), the version's folders and the
+        folder it was renamed into (one round, after the rename), else first, before anything
+        is copied; publish fails (and publishes nothing) if it raises."""
         check_name_part(entity, "entity")
         check_name_part(project, "project")
         check_artifact_name(name)
@@ -491,7 +492,8 @@ class LocalArtifactStore:
     ) -> ArtifactVersion:
         """Number, rename and index commit of one version, under the store lock.
 
-        ``checked`` (a publish by move): its files and folders are flushed after the rename,
+        ``checked`` (a publish by move): its files (but the large ones, already flushed by
+        ``check_staged``) and folders are flushed after the rename,
         together with the folder renamed into and ``barrier`` (the ledger's ``durable()``), in
         one round; only then does the index commit make the version visible. The folder is
         in ``artifacts/`` before it is durable, but nothing names it: a crash leaves it with
@@ -834,13 +836,17 @@ class LocalArtifactStore:
         """``file_path`` of several files of one version, its folder resolved once (a reader's
         ``files_on_disk`` asks for every file of the version it just listed): each file is
         still opened by the ``O_NOFOLLOW`` descriptor walk below that folder."""
-        root = self._root_of(av)
-        out: dict[str, Path] = {}
-        for rel in relpaths:
-            fd, path = open_in_version(root, rel, av.qualified_name)
-            os.close(fd)
-            out[rel] = path
-        return out
+        return _paths_below(self._root_of(av), relpaths, av.qualified_name)
+
+    def list_files_with_paths(
+        self, av: ArtifactVersion
+    ) -> tuple[list[DiskEntry], Callable[[Iterable[str]], dict[str, Path]]]:
+        """``list_files`` and ``file_paths`` of one version with its folder resolved once for
+        both (a reader's ``files_on_disk``: it lists, checks the listing, then asks for the
+        paths of every file listed). The paths function still opens each file by the
+        ``O_NOFOLLOW`` descriptor walk below that folder."""
+        root, label = self._root_of(av), av.qualified_name
+        return list_version(root, label), lambda relpaths: _paths_below(root, relpaths, label)
 
     def list_files(self, av: ArtifactVersion) -> list[DiskEntry]:
         """What is actually on disk in the version folder, sorted by path, following nothing.
@@ -854,3 +860,14 @@ class LocalArtifactStore:
         folder opened below the artifacts folder (resolved once) following no symlink, one
         artifact folder descriptor for consecutive versions (``local_files.list_versions_below``)."""
         return list_versions_below(self._resolved_artifacts(), versions)
+
+
+def _paths_below(root: Path, relpaths: Iterable[str], label: str) -> dict[str, Path]:
+    """The path of each file of ``relpaths`` in the version folder ``root``, each checked by
+    opening it with the ``O_NOFOLLOW`` descriptor walk (``open_in_version``)."""
+    out: dict[str, Path] = {}
+    for rel in relpaths:
+        fd, path = open_in_version(root, rel, label)
+        os.close(fd)
+        out[rel] = path
+    return out
