@@ -117,3 +117,61 @@ def test_a_plan_made_on_a_young_ledger_looks_rows_up_by_index(
         plan = kept_plan(conn, name, query, PARAMS[name])
     assert "Seq Scan" not in plan, plan
 
+
+def _publish(ledger: PostgresLedger, n: int, marks: tuple[str, ...]) -> None:
+    rows = ledger.record_many([entry(10 * n), entry(10 * n + 1)])
+    position = Position(n, AT, digest(f"m{n}"))
+    ledger.record_version(
+        rows, artifact_version=f"v{n}", aliases=marks, history_key=ART,
+        manifest_digest=position.digest, position=position, marks=marks,
+    )
+
+
+@pytest.mark.parametrize("table", ["aliases", "history_marks"])
+def test_record_version_locks_the_marks_in_the_order_of_their_names(
+    pg_url: str, table: str
+) -> None:
+    """Two publishes of one artifact naming its aliases in different orders lock the marks in
+    one order (a deadlock otherwise): while another session holds the mark ``zeta``, a
+    ``record_version`` naming ``zeta`` then ``alpha`` already holds ``alpha`` (it was written
+    first), whatever the caller's order."""
+    import threading
+
+    import psycopg
+
+    ledger = PostgresLedger(pg_url)
+    names = ("zeta", "alpha")
+    _publish(ledger, 1, names)  # every mark exists: the next publish's upserts lock them
+    where = f"{ledger.schema}.{table} WHERE artifact = %s AND alias = %s FOR UPDATE"
+    holder = psycopg.connect(pg_url)
+    holder.execute(f"SELECT 1 FROM {where}", (ART, "zeta"))
+    done: list[BaseException | None] = []
+
+    def publish() -> None:
+        try:
+            _publish(ledger, 2, names)
+            done.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            done.append(exc)
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as probe:
+            for _ in range(1000):  # until the publish waits for zeta's lock
+                waiting = probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND application_name = 'dagster-wandb-secure'"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.01)
+            assert waiting == 1
+            with pytest.raises(psycopg.errors.LockNotAvailable):  # alpha was locked before zeta
+                probe.execute(f"SELECT 1 FROM {where} NOWAIT", (ART, "alpha"))
+    finally:
+        holder.rollback()
+        holder.close()
+        thread.join(60)
+        ledger.close()
+    assert done == [None]
