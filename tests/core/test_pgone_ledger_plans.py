@@ -175,3 +175,16 @@ def test_record_version_locks_the_marks_in_the_order_of_their_names(
         thread.join(60)
         ledger.close()
     assert done == [None]
+
+
+def test_record_version_sorts_the_marks_before_it_writes_them(young_ledger: PostgresLedger) -> None:
+    """The plan of the same: each mark-writing part of record_version inserts from a Sort on
+    the marks' keys."""
+    import psycopg
+
+    name = "record_version_unflushed"
+    with psycopg.connect(young_ledger._conninfo, **young_ledger._connect_kwargs()) as conn:
+        plan = kept_plan(conn, name, young_ledger._statements()[name], PARAMS[name])
+    parts = {p.split("\n", 1)[0].strip(): p for p in plan.split("  CTE ")[1:]}
+    assert re.search(r"Sort Key: u\.artifact, n\.alias", parts["marked"]), plan
+    assert re.search(r"Sort Key: n(_\d+)?\.alias", parts["hmarks"]), plan
