@@ -85,6 +85,12 @@ RECHECK_AFTER_S = 1.0  # a pooled connection idle longer than this is checked be
 # judge cheaper. Every ledger statement is a key lookup whose plan does not depend on the values
 # (a publish's record_version: ~0.2 ms of planning per execution saved, session 5 in RESULTS.md).
 PLAN_CACHE_MODE = "force_generic_plan"
+# ... and that plan looks rows up by index whatever the tables' size when it was made: a plan made
+# on a young ledger (one-page tables, analyzed by autovacuum) was a sequential scan, kept as the
+# tables grew (a publish's record_version scanned every signature row, twice; session 6 in
+# RESULTS.md, tests/core/test_pgone_ledger_plans.py). Every statement that names rows has an
+# index for them; a whole-table read (status, export) still scans when no index serves it.
+PLANNER_OPTIONS = "-c enable_seqscan=off"
 _OUR_PARAMS = ("schema", "statement_timeout", "pool_max", "lock_timeout")
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
@@ -296,9 +302,10 @@ class PostgresLedger(PostgresHistory):
         return {
             "autocommit": True,
             "connect_timeout": self.connect_timeout,
-            # every statement's plan made once per connection (PLAN_CACHE_MODE)
+            # every statement's plan made once per connection, an index lookup
+            # (PLAN_CACHE_MODE, PLANNER_OPTIONS)
             "options": (options or f"-c statement_timeout={self.statement_timeout_ms}")
-            + f" -c plan_cache_mode={PLAN_CACHE_MODE}",
+            + f" -c plan_cache_mode={PLAN_CACHE_MODE} {PLANNER_OPTIONS}",
             "application_name": "dagster-wandb-secure",
             # every statement prepared at its first use on a connection (psycopg's default:
             # the fifth), so the server parses and plans each once per connection; the set

@@ -113,7 +113,10 @@ def _insert_rows(n: int) -> str:
 # previous) >= 0``, true, computed before its first row): rows, alias marks, the manifest seen,
 # then the history marks, the order of every other ledger transaction (a reader's batch: its
 # manifest, then its mark). Locking a mark before waiting for a reader's uncommitted manifest
-# row deadlocked with that reader (tests/adversarial/test_coarse_ledger_lock_order.py).
+# row deadlocked with that reader (tests/adversarial/test_coarse_ledger_lock_order.py). Within a
+# part, the alias marks and the history marks are written (locked) in the order of their keys,
+# not in the caller's order of names or a hash's: two calls for one artifact naming its aliases
+# in different orders lock them in one order (tests/core/test_pgone_ledger_plans.py).
 _RECORD_VERSION = (
     "WITH target AS (SELECT id, artifact FROM {s}.signatures WHERE id = ANY(%(ids)s::bigint[])), "
     "ok AS (SELECT count(*) = %(n)s::int AND (%(named)s::int = 0 OR "
@@ -124,6 +127,7 @@ _RECORD_VERSION = (
     "marked AS (INSERT INTO {s}.aliases AS a (artifact, alias, version, source, updated_at) "
     "SELECT DISTINCT u.artifact, n.alias, %(number)s::bigint, 'writer', %(now)s::text "
     "FROM updated u, unnest(%(aliases)s::text[]) AS n(alias) WHERE u.artifact IS NOT NULL "
+    "ORDER BY 1, 2 "
     "ON CONFLICT (artifact, alias) DO UPDATE SET version = excluded.version, "
     "source = excluded.source, updated_at = excluded.updated_at "
     "WHERE excluded.version > a.version RETURNING 1), "
@@ -136,7 +140,7 @@ _RECORD_VERSION = (
     "hmarks AS (INSERT INTO {s}.history_marks AS m (artifact, alias, sequence, signed_at, digest, "
     "source, updated_at) SELECT %(key)s::text, n.alias, %(seq)s::bigint, %(at)s::text, "
     "%(pdigest)s::text, 'writer', %(now)s::text FROM ok, unnest(%(marks)s::text[]) AS n(alias) "
-    "WHERE ok.ok AND (SELECT count(*) FROM seen) >= 0 "
+    "WHERE ok.ok AND (SELECT count(*) FROM seen) >= 0 ORDER BY n.alias "
     "ON CONFLICT (artifact, alias) DO UPDATE SET sequence = excluded.sequence, "
     "signed_at = excluded.signed_at, digest = excluded.digest, source = excluded.source, "
     "updated_at = excluded.updated_at WHERE (excluded.sequence, excluded.signed_at, "
@@ -192,7 +196,7 @@ STATEMENTS: dict[str, str] = {
         "marked AS (INSERT INTO {s}.aliases AS a (artifact, alias, version, source, updated_at) "
         "SELECT u.artifact, n.alias, %(number)s, 'writer', %(now)s "
         "FROM updated u, unnest(%(aliases)s::text[]) AS n(alias) WHERE u.artifact IS NOT NULL "
-        "ON CONFLICT (artifact, alias) DO UPDATE SET version = excluded.version, "
+        "ORDER BY n.alias ON CONFLICT (artifact, alias) DO UPDATE SET version = excluded.version, "
         "source = excluded.source, updated_at = excluded.updated_at "
         "WHERE excluded.version > a.version RETURNING 1) "
         "SELECT EXISTS (SELECT 1 FROM target), (SELECT artifact FROM target)"
