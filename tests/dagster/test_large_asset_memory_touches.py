@@ -54,10 +54,62 @@ def _vm_flags(address: int) -> set[str]:
 
 @linux_only
 def test_the_private_read_buffer_is_not_a_huge_page_mapping() -> None:
-    view = _envelope_read._private_buffer(_envelope_read.LARGE_PAYLOAD)
+    view, _populate = _envelope_read._private_buffer(_envelope_read.LARGE_PAYLOAD)
     assert isinstance(view.obj, mmap.mmap)  # an anonymous mapping: no user-space zero-fill
     address = np.frombuffer(view, np.uint8).ctypes.data
     assert "hg" not in _vm_flags(address)  # not advised MADV_HUGEPAGE
+
+
+def _rss_bytes(address: int) -> int:
+    """The resident bytes of the mapping of this process that holds ``address``."""
+    current = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            current = lo <= address < hi
+        elif current and head == "Rss:":
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+class _ResidencyProbe:
+    """A payload source that records, at each ``readinto``, how much of the buffer it is asked
+    to fill is already resident (and how much of the mapping is)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos, self.seen = data, 0, []
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf)
+        address = np.frombuffer(view, np.uint8).ctypes.data
+        self.seen.append((self.pos, view.nbytes, _rss_bytes(address)))
+        n = min(view.nbytes, len(self.data) - self.pos)
+        view[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+@pytest.mark.skipif(
+    _envelope_read.MADV_POPULATE_WRITE is None, reason="no MADV_POPULATE_WRITE here"
+)
+@linux_only
+def test_the_private_buffer_is_populated_one_chunk_ahead_of_each_read() -> None:
+    """Each chunk's pages are made present right before it is read, not all up front
+    (MAP_POPULATE made the hash wait for the whole mapping) and not one fault per page inside
+    the read; the digest and bytes are unchanged."""
+    chunk = _envelope_read.READ_CHUNK
+    data = bytes(range(256)) * (3 * chunk // 256)
+    probe = _ResidencyProbe(data)
+    view, digest = _envelope_read._read_payload(probe, "sha256", len(data), "a", "k")
+    import hashlib
+
+    assert digest == hashlib.sha256(data).hexdigest() and bytes(view) == data
+    assert [pos for pos, _, _ in probe.seen] == [0, chunk, 2 * chunk]
+    for pos, asked, resident in probe.seen:
+        # the chunk being read is resident (maybe a page of slack: the mapping's Rss counts
+        # whole pages), the chunks after it are not yet
+        assert pos + asked <= resident < pos + asked + chunk, (pos, asked, resident)
 
 
 class _CountingFile:
