@@ -8,11 +8,13 @@ queued insert fails anyway (the disk), the error says which rows, key ids and ar
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dagster_wandb_secure.core import ledger_groups
 from dagster_wandb_secure.core.errors import KeyStoreError
 from dagster_wandb_secure.core.ledger import Ledger
 from kit.ledger_rows import digest, entry
@@ -73,10 +75,18 @@ class _FailingInserts:
         return getattr(self._conn, name)
 
 
-def test_a_failed_queued_insert_names_the_rows_it_lost(tmp_path: Path) -> None:
+def test_a_failed_queued_insert_names_the_rows_it_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the group stays open until durable(): on a loaded machine (CI failed so under load) the
+    # 2 ms window or the flusher committed both rows before the failing connection was in place
+    monkeypatch.setattr(ledger_groups, "GROUP_WINDOW_S", 60.0)
+    monkeypatch.setattr(ledger_groups, "FLUSHER_DELAY_S", 60.0)
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     first = ledger.record_signature(**entry(1, artifact="model-a"))
+    time.sleep(0.02)  # longer than the default window: the rows must still be queued
     last = ledger.record_signature(**entry(2, artifact="model-b", key_id="fedcba9876543210"))
+    time.sleep(0.02)  # ... and the default flusher delay
     real = ledger._conn
     assert real is not None
     ledger._conn = _FailingInserts(real)  # type: ignore[assignment]
