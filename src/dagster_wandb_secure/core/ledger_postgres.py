@@ -91,6 +91,12 @@ PLAN_CACHE_MODE = "force_generic_plan"
 # RESULTS.md, tests/core/test_pgone_ledger_plans.py). Every statement that names rows has an
 # index for them; a whole-table read (status, export) still scans when no index serves it.
 PLANNER_OPTIONS = "-c enable_seqscan=off"
+# Every commit of ours is durable at return unless it says otherwise (SECURITY.md, "Durability of
+# ledger writes"): a server, database or role default of synchronous_commit = off (an
+# administrator's tuning) would void that for every row, so each ledger session sets it back; the
+# loss-tolerant writes still turn it off for their own transaction only. (fsync = off on the
+# server cannot be overridden by a session; SECURITY.md says so.)
+DURABILITY_OPTIONS = "-c synchronous_commit=on"
 _OUR_PARAMS = ("schema", "statement_timeout", "pool_max", "lock_timeout")
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
@@ -303,9 +309,10 @@ class PostgresLedger(PostgresHistory):
             "autocommit": True,
             "connect_timeout": self.connect_timeout,
             # every statement's plan made once per connection, an index lookup
-            # (PLAN_CACHE_MODE, PLANNER_OPTIONS)
+            # (PLAN_CACHE_MODE, PLANNER_OPTIONS); commits flush whatever the server's default
+            # (DURABILITY_OPTIONS)
             "options": (options or f"-c statement_timeout={self.statement_timeout_ms}")
-            + f" -c plan_cache_mode={PLAN_CACHE_MODE} {PLANNER_OPTIONS}",
+            + f" -c plan_cache_mode={PLAN_CACHE_MODE} {PLANNER_OPTIONS} {DURABILITY_OPTIONS}",
             "application_name": "dagster-wandb-secure",
             # every statement prepared at its first use on a connection (psycopg's default:
             # the fifth), so the server parses and plans each once per connection; the set
