@@ -67,8 +67,11 @@ class KeyFiles:
         self.private_dir = root / PRIVATE_DIR
         self.public_dir = root / PUBLIC_DIR
         self._mutex = threading.RLock()
-        self._privates: dict[str, tuple[tuple[int, ...], Any]] = {}
-        self._publics: dict[str, tuple[tuple[int, ...], Any]] = {}
+        # kid -> (the file's stat signature + the record it was checked against, material): a
+        # hit needs the same file AND the same record (alg, fingerprint), so a keystore.json
+        # that changes a key's fingerprint is checked against the file again
+        self._privates: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._publics: dict[str, tuple[tuple[Any, ...], Any]] = {}
         self._paths: dict[tuple[str, str], str] = {}
         self._prepared: dict[str, tuple[Any, Any]] = {}  # kid -> (verify key, prepared state)
         self.dirs_checked = False
@@ -169,7 +172,7 @@ class KeyFiles:
         """The loaded private material of ``record`` (checked against its fingerprint)."""
         algo = algorithm(record.alg)
         path = self.private_file(record)
-        sig = self.stat_private(path, record.kid)
+        sig = (*self.stat_private(path, record.kid), record.alg, record.fingerprint)
         hit = self._privates.get(record.kid)
         if hit is not None and hit[0] == sig:
             return hit[1]
@@ -200,7 +203,7 @@ class KeyFiles:
                 hint="restore it, or import the key again with `keys import-public`",
             ) from None
         check_owner(path, st, what="public key file")
-        sig = file_sig(st)
+        sig = (*file_sig(st), record.alg, record.fingerprint)
         hit = self._publics.get(record.kid)
         if hit is not None and hit[0] == sig:
             return hit[1]
