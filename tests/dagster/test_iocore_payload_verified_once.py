@@ -13,7 +13,8 @@ import pytest
 
 from dagster import AssetIn, asset, materialize
 from dagster_wandb_secure.artifacts import verification
-from dagster_wandb_secure.core import envelope, manifest as core_manifest
+from dagster_wandb_secure.core import envelope
+from dagster_wandb_secure.core import manifest as core_manifest
 from dagster_wandb_secure.core.errors import SecureArtifactError
 from dagster_wandb_secure.stores.local import LocalArtifactStore
 from kit.counting import count_calls
