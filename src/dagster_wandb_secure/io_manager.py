@@ -371,6 +371,7 @@ class ArtifactIOEngine(IOManager):
             private=private,
             dagster_run_id=run_id,
             bind_asset_key=bind_asset_key,
+            whole_content=read.get_path is None and read.get is None,
         )
         if context is not None:
             _log_verified(context, verified)

@@ -110,21 +110,30 @@ def store_head(
                                     relpath=MANIFEST_NAME, max_bytes=manifest_byte_cap(policy)))
     except SecureArtifactError:
         return None
+    found = [(av, data, manifest_digest(data)) for av, data in items if isinstance(data, bytes)]
+    # the ledger's records of all of them in one lookup (not one read per store version)
+    known = _seen_all(ledger, key, [digest for _av, _data, digest in found])
     best: Head | None = None
-    for av, data in items:
-        if not isinstance(data, bytes):
-            continue
-        head = _head_of(ledger, key, key_store, av, data, policy)
+    for av, data, digest in found:
+        head = _head_of(known.get(digest), key_store, av, data, digest, policy)
         if head is not None and (best is None or head.order > best.order):
             best = head
     return best
 
 
+def _seen_all(ledger: Any, key: str, digests: list[str]) -> dict[str, Any]:
+    if not digests:
+        return {}
+    many = getattr(ledger, "seen_manifests", None)
+    if callable(many):
+        return dict(many(key, digests))
+    seen = ((d, ledger.seen_manifest(key, d)) for d in digests)  # a backend without the batch
+    return {d: s for d, s in seen if s is not None}
+
+
 def _head_of(
-    ledger: Any, key: str, key_store: KeyStore, av: ArtifactVersion, data: bytes, policy: Policy
+    seen: Any, key_store: KeyStore, av: ArtifactVersion, data: bytes, digest: str, policy: Policy
 ) -> Head | None:
-    digest = manifest_digest(data)
-    seen = ledger.seen_manifest(key, digest)
     if seen is not None:  # verified when recorded; format 1 (no position) never counts
         return None if seen.position is None else Head(seen.position, digest)
     try:

@@ -193,6 +193,9 @@ class VerifiedVersion:
     manifest: VerifiedManifest | None = None
     _dir: Path | None = None
     _copies: dict[str, Path] = field(default_factory=dict)
+    # payload envelopes verified in private memory by ``verify_version`` (a whole-content read):
+    # name -> (header, payload), handed to ``unseal_payload`` once
+    _unsealed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     def locate(self, exc: SecureArtifactError) -> SecureArtifactError:
         """Name artifact, version and (when the error did not) the manifest's signing key."""
@@ -310,8 +313,18 @@ class VerifiedVersion:
         )
 
     def unseal_payload(self, relpath: str) -> Any:
-        """Verify the payload envelope ``relpath`` into private memory, then deserialize it."""
-        from ..core.envelope import deserialize, verify_file
+        """Verify the payload envelope ``relpath`` into private memory, then deserialize it
+        (verified already when ``verify_version`` was asked for the whole content)."""
+        from ..core.envelope import deserialize
+
+        verified = self._unsealed.pop(relpath, None)
+        header, payload = verified if verified is not None else self._verify_payload(relpath)
+        return deserialize(header, payload, self.session.policy)
+
+    def _verify_payload(self, relpath: str) -> tuple[Any, Any]:
+        """The payload envelope ``relpath`` read once into private memory and verified there
+        (signature, context, serializer, length, digest), and the one the manifest signed."""
+        from ..core.envelope import verify_file
         from ..core.fsutil import open_no_follow
 
         entry = self.entries[relpath]
@@ -344,7 +357,7 @@ class VerifiedVersion:
                 version=self.av.version_label,
                 key_id=header.kid,
             )
-        return deserialize(header, payload, self.session.policy)
+        return header, payload
 
     def source(self) -> VerifiedSource:
         return VerifiedSource(
@@ -361,16 +374,24 @@ def verify_version(
     dagster_run_id: str | None,
     bind_asset_key: bool = True,
     deep: bool = False,
+    whole_content: bool = False,
 ) -> VerifiedVersion:
     """Resolve, rollback-check and verify one version (steps 1-2); nothing is deserialized.
 
     ``deep=True`` also hashes every file and envelope payload in the store (asset checks);
-    reads do not need it, since each file used is hashed while it is copied."""
+    reads do not need it, since each file used is hashed while it is copied.
+
+    ``whole_content=True`` (a read that unseals the version's one payload, if it has one): that
+    payload envelope is read into private memory and verified there (what ``unseal_payload``
+    then deserializes) instead of once on the store's bytes and again in private memory; still
+    before any ledger mark, use record or log line, so what is returned was checked whole."""
     from ..core.manifest import verify_manifest
 
     av, alias = resolve_version(session, target, read)
     try:
         on_disk = files_on_disk(session.store, av)
+        payloads = [n for n in on_disk if "/" not in n and n.startswith(PAYLOAD_STEM + ".")]
+        unsealed = frozenset(payloads) if whole_content and not deep and len(payloads) == 1 else frozenset()
         # every key the library signs is stated; "role" is None for payloads, so a manifest
         # envelope (role "manifest") is never accepted as one (verify_manifest sets the role
         # for the manifest itself)
@@ -388,6 +409,7 @@ def verify_version(
                 policy=session.policy,
                 deep=deep,
                 version=av.version_label,
+                unsealed_by_caller=unsealed,
             )
         except UnsignedPayloadError as exc:
             legacy = [n for n in on_disk if n in LEGACY_PAYLOADS]
@@ -400,11 +422,7 @@ def verify_version(
                     key_id=exc.key_id,
                 ) from None
             raise
-        if session.settings.require_ledger_record:
-            check_ledger_record(session, av, verified.header.payload_sha256, verified.header.kid)
-        check_alias_history(session.key_store, av, alias, verified)
-        session.store.record_use(av, dagster_run_id)
-        return VerifiedVersion(
+        out = VerifiedVersion(
             session=session,
             av=av,
             on_disk=on_disk,
@@ -416,6 +434,17 @@ def verify_version(
             private=private,
             manifest=verified,
         )
+        for name in unsealed:  # skipped by verify_manifest: verified here, in private memory
+            if verified.entries[name].envelope_payload_sha256 is not None:
+                try:
+                    out._unsealed[name] = out._verify_payload(name)
+                except SecureArtifactError as exc:
+                    raise out.locate(exc) from None
+        if session.settings.require_ledger_record:
+            check_ledger_record(session, av, verified.header.payload_sha256, verified.header.kid)
+        check_alias_history(session.key_store, av, alias, verified)
+        session.store.record_use(av, dagster_run_id)
+        return out
     except SecureArtifactError as exc:
         raise exc.with_location(artifact=av.name, version=av.version_label) from None
 
@@ -437,6 +466,7 @@ def load(
         private=private,
         dagster_run_id=dagster_run_id,
         bind_asset_key=bind_asset_key,
+        whole_content=read.get_path is None and read.get is None,
     )
     try:
         if read.get_path is not None:

@@ -82,6 +82,11 @@ __all__ = ["ORIGINS", "Ledger", "LedgerRow", "parse_version"]
 LATEST = "latest"
 SCHEMA_VERSION = 2
 HISTORY_SOURCES = ("writer", "reader")
+_SEEN_MANY = (
+    "SELECT digest, sequence, signed_at, position_digest, version FROM history_seen "
+    "WHERE artifact = ? AND digest IN ("
+)
+_IN_CHUNK = 500  # digests per ``IN (...)`` (SQLite's variable limit is 999 before 3.32)
 _SIGNED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 BUSY_TIMEOUT_MS = 60_000
 
@@ -710,6 +715,23 @@ class Ledger(GroupCommits):
         d, seq, at, pd, version = rows[0]
         position = None if seq is None else Position(int(seq), at, pd)
         return SeenManifest(d, position, version)
+
+    def seen_manifests(self, artifact: str, digests: Iterable[str]) -> dict[str, SeenManifest]:
+        """``seen_manifest`` of each of ``digests`` (the seen ones only, by digest) in one
+        statement per ``_IN_CHUNK`` digests: a writer's ``store_head`` looks up every store
+        version's manifest at once, not one read per version."""
+        _text(artifact, "artifact")
+        wanted = sorted({str(d) for d in digests})
+        out: dict[str, SeenManifest] = {}
+        for at in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[at : at + _IN_CHUNK]
+            # only placeholders are interpolated: every value is a parameter
+            sql = _SEEN_MANY + ", ".join("?" * len(chunk)) + ")"
+            rows = self._read(sql, (artifact, *chunk))
+            for d, seq, at_, pd, version in rows:
+                position = None if seq is None else Position(int(seq), at_, pd)
+                out[d] = SeenManifest(d, position, version)
+        return out
 
     def newest_seen(self, artifact: str) -> SeenManifest | None:
         """The seen manifest of ``artifact`` highest in the signed order (format 2 only)."""

@@ -155,6 +155,14 @@ class LayeredLedger:
         shared = self.shared.seen_manifest(artifact, digest)
         return shared if shared is not None else self.local.seen_manifest(artifact, digest)
 
+    def seen_manifests(self, artifact: str, digests: Iterable[str]) -> dict[str, SeenManifest]:
+        wanted = set(digests)
+        found = self.shared.seen_manifests(artifact, wanted)
+        rest = wanted - set(found)
+        if rest:  # as seen_manifest: the shared ledger's record first, else the local one
+            found.update(self.local.seen_manifests(artifact, rest))
+        return found
+
     def newest_seen(self, artifact: str) -> SeenManifest | None:
         found = [
             s

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -225,6 +225,15 @@ class PostgresHistory:
         _text(artifact, "artifact")
         rows = self._read("seen_manifest", (artifact, digest))
         return self._seen(rows[0]) if rows else None
+
+    def seen_manifests(self, artifact: str, digests: Iterable[str]) -> dict[str, SeenManifest]:
+        """``seen_manifest`` of each of ``digests`` (the seen ones only, by digest), one
+        statement (``ledger_api.LedgerBackend``)."""
+        _text(artifact, "artifact")
+        wanted = sorted({str(d) for d in digests})
+        if not wanted:
+            return {}
+        return {row[0]: self._seen(row) for row in self._read("seen_manifests", (artifact, wanted))}
 
     def newest_seen(self, artifact: str) -> SeenManifest | None:
         """The seen manifest of ``artifact`` highest in the signed order (format 2 only)."""

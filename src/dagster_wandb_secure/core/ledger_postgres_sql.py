@@ -289,6 +289,10 @@ STATEMENTS: dict[str, str] = {
         "SELECT digest, sequence, signed_at, position_digest, version FROM {s}.history_seen "
         "WHERE artifact = %s AND digest = %s"
     ),
+    "seen_manifests": (
+        "SELECT digest, sequence, signed_at, position_digest, version FROM {s}.history_seen "
+        "WHERE artifact = %s AND digest = ANY(%s)"
+    ),
     "newest_seen": (
         "SELECT digest, sequence, signed_at, position_digest, version FROM {s}.history_seen "
         "WHERE artifact = %s AND sequence IS NOT NULL "

@@ -277,17 +277,33 @@ def verify_manifest(
     deep: bool = True,
     hash_envelopes: bool = True,
     version: str | None = None,
+    unsealed_by_caller: frozenset[str] = frozenset(),
 ) -> VerifiedManifest:
     """Verify a version's files against its signed manifest.
 
     ``files_on_disk`` is what is actually present (relative name -> path), including the manifest
     itself. ``deep=False`` checks names and sizes but not digests (fast audits);
     ``hash_envelopes=False`` skips hashing envelope payloads that the caller will unseal (and so
-    hash) anyway."""
+    hash) anyway. ``unsealed_by_caller``: payload envelopes (by name) whose signature, context,
+    serializer, length and digest the caller verifies itself, in private memory, against the
+    returned entry before it returns or uses anything (``artifacts/verification.verify_version``
+    for a whole-content read); their presence, regular-file type, size and digest algorithm are
+    still checked here. Checking them here too, on the store's bytes, protected nothing: the
+    store's file can change after it. Not with ``deep`` (asset checks, audits check all)."""
     policy = policy or Policy.default()
     artifact = expected_context.get("artifact")
+    if deep and unsealed_by_caller:
+        raise ValueError("a deep verification checks every envelope itself")
     try:
-        return _verify(files_on_disk, key_store, expected_context, policy, deep, hash_envelopes)
+        return _verify(
+            files_on_disk,
+            key_store,
+            expected_context,
+            policy,
+            deep,
+            hash_envelopes,
+            unsealed_by_caller,
+        )
     except SecureArtifactError as exc:
         raise exc.with_location(artifact=artifact, version=version) from None
 
@@ -299,6 +315,7 @@ def _verify(
     policy: Policy,
     deep: bool,
     hash_envelopes: bool,
+    unsealed_by_caller: frozenset[str] = frozenset(),
 ) -> VerifiedManifest:
     artifact = expected_context.get("artifact")
     if len(files_on_disk) > policy.max_files:
@@ -342,6 +359,8 @@ def _verify(
                 key_id=kid,
             )
         policy.check_digest(entry.digest_alg, artifact=artifact, key_id=kid)
+        if entry.envelope_payload_sha256 is not None and name in unsealed_by_caller:
+            continue  # verified by the caller in private memory (docstring)
         if entry.envelope_payload_sha256 is not None:
             env = verify_path(
                 path,
