@@ -322,6 +322,7 @@ def dump_store(records: Iterable[KeyRecord]) -> bytes:
 
 
 def file_sig(st: os.stat_result) -> tuple[int, ...]:
+    # inlined, the same tuple, in KeyStore._current and KeyFiles.stat_private: change all three
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 

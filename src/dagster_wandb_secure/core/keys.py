@@ -68,6 +68,7 @@ from .errors import (
     TamperedPayloadError,
     UnknownKeyError,
 )
+from .forkgen import GENERATION
 from .fsutil import (
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
@@ -114,7 +115,7 @@ from .keyrecords import read_store_file as _read_store_file
 from .keys_memo import OWN_SIGNATURES
 from .keystore_place import check_key_store_place
 from .keystore_state import StoreState as _State
-from .keystore_state import close_pin, fresh, load_state
+from .keystore_state import close_pin, load_state
 from .ledger import Ledger
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ class KeyStore:
         # parse of keystore.json and those env keys (a new parse is a new state object)
         self._verifiers: dict[str, tuple[_State, int, KeyRecord]] = {}
         self._env_gen = 0
-        self._pid = os.getpid()
+        self._fork_gen = GENERATION[0]  # forkgen.py: a fork is a new generation, no getpid()
         self._ledger: Ledger | None = None
 
     def __repr__(self) -> str:
@@ -228,15 +229,16 @@ class KeyStore:
     def _after_fork_check(self) -> None:
         """In a forked child, drop the parent's locks: another parent thread may have held
         the mutex, and an inherited lock file descriptor would share the parent's lock."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
+        if self._fork_gen != GENERATION[0]:
+            self._fork_gen = GENERATION[0]
             self._mutex = threading.RLock()
             self._lock = InterProcessLock(self.path / LOCK_FILE)
             self._files.after_fork()
 
     def _current(self) -> _State:
         """The records, re-read only when keystore.json changed (one ``stat`` on a hit)."""
-        self._after_fork_check()
+        if self._fork_gen != GENERATION[0]:  # _after_fork_check, inlined (the hot path)
+            self._after_fork_check()
         try:
             st = os.stat(self._file_str)
         except FileNotFoundError:
@@ -245,8 +247,10 @@ class KeyStore:
                 hint="restore it from a backup, or open the folder as a new key store",
             ) from None
         state = self._state
-        if fresh(state, st):  # keystore_state.py: why an unchanged identity is the same file
-            assert state is not None
+        # keystore_state.fresh, inlined (the hot path): why an unchanged identity is the same file
+        if state is not None and state.sig == (
+            st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+        ):
             return state
         return self._reload()
 

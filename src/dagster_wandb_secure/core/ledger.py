@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KeyStoreError
+from .forkgen import GENERATION
 from .fsutil import InterProcessLock
 from .history import Position, SeenManifest
 from .ledger_groups import (
@@ -208,7 +209,8 @@ class Ledger(GroupCommits):
         self.path = Path(path)
         self.synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
-        self._pid: int | None = None
+        self._pid: int | None = None  # the process that opened _conn (None: no connection)
+        self._conn_gen = GENERATION[0]  # ... and its fork generation (forkgen.py)
         self._mutex = threading.RLock()
         self._batch_depth = 0
         self._group_rows = 0  # rows in the open group transaction (not yet committed)
@@ -224,7 +226,8 @@ class Ledger(GroupCommits):
     # -- connection -------------------------------------------------------------------------------
 
     def _after_fork_check(self) -> None:
-        if self._pid is not None and self._pid != os.getpid():
+        # the fork generation, not os.getpid(): no system call per row (forkgen.py)
+        if self._pid is not None and self._conn_gen != GENERATION[0]:
             # Inherited across fork: abandon the parent's connection (never use or close it
             # here) and its mutex (another thread of the parent may have held it). The object
             # is kept alive: its deallocation would close it, rolling back the parent's open
@@ -245,7 +248,7 @@ class Ledger(GroupCommits):
         conn = self._conn
         if conn is None:
             conn = self._open()
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid, self._conn_gen = conn, os.getpid(), GENERATION[0]
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -438,7 +441,8 @@ class Ledger(GroupCommits):
             artifact_version=artifact_version,
             origin=origin,
         )
-        self._after_fork_check()
+        if self._conn_gen != GENERATION[0]:  # _after_fork_check, inlined (once per row)
+            self._after_fork_check()
         with self._mutex:
             if self._batch_depth:
                 return self._insert(self._connection(), values)

@@ -66,7 +66,8 @@ class GroupCommits:
     def _group_insert(self, values: tuple[Any, ...]) -> int:
         """Add one row to the open group transaction (opening it); call with the mutex held.
         No SQL runs here except when the row opens or commits the group."""
-        self._check_broken()
+        if self._broken is not None:  # _check_broken, inlined (once per row)
+            self._check_broken()
         if not self._group_rows:
             self._open_group()
         row_id = self._next_id
