@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from dagster_wandb_secure.core import canonical, header_template
 from dagster_wandb_secure.core.envelope_format import check_schema
 from dagster_wandb_secure.core.errors import MalformedEnvelopeError
+from kit.strict_header import strict_fields
 
 BASE: dict[str, Any] = {
     "format": 1,
@@ -32,24 +33,9 @@ BASE: dict[str, Any] = {
 }
 
 
-def _strict(header: bytes) -> dict[str, Any] | None:
-    """What the full path admits: the decoded fields, or None when it refuses."""
-    try:
-        fields = canonical.decode(header)
-    except canonical.CanonicalJSONError:
-        return None
-    if not isinstance(fields, dict):
-        return None
-    try:
-        check_schema(fields, None)
-    except MalformedEnvelopeError:
-        return None
-    return fields
-
-
 def _learn(fields: dict[str, Any]) -> bytes:
     header = canonical.encode_shaped(fields)
-    assert _strict(header) == fields
+    assert strict_fields(header) == fields
     header_template.remember_reader(fields, "payload_blake3", header)
     assert header_template.decode_known(header) == fields
     return header
@@ -119,7 +105,7 @@ def test_no_slot_value_the_strict_path_refuses_is_matched(old: bytes, new: bytes
     edited = header.replace(old, new, 1)
     _same_as_strict(edited)
     known = header_template.decode_known(edited)
-    if _strict(edited) is None and known is not None:
+    if strict_fields(edited) is None and known is not None:
         assert _schema(known) != "ok"  # only an invalid date: refused by the schema, as before
 
 
@@ -129,7 +115,7 @@ def test_trailing_or_leading_bytes_are_not_matched(tail: bytes) -> None:
     header = _learn(dict(BASE))
     for edited in (header + tail, tail + header, header[:-1] + tail + b"}"):
         assert header_template.decode_known(edited) is None
-        assert _strict(edited) is None
+        assert strict_fields(edited) is None
 
 
 @pytest.mark.parametrize(
@@ -153,13 +139,13 @@ def test_a_context_holding_slot_or_literal_text_matches_only_itself(
     header_template.clear()
     fields = dict(BASE, context=context)
     header = canonical.encode_shaped(fields)
-    if _strict(header) is None:
+    if strict_fields(header) is None:
         pytest.skip("not a header the strict path admits")
     header_template.remember_reader(fields, "payload_blake3", header)
     _same_as_strict(header)
     for other in ({"artifact": "small"}, {k: (v or "") + "x" for k, v in context.items()}):
         header2 = canonical.encode_shaped(dict(BASE, context=other))
-        assert header_template.decode_known(header2) in (None, _strict(header2))
+        assert header_template.decode_known(header2) in (None, strict_fields(header2))
 
 
 def test_a_context_differing_only_in_escaping_is_not_matched() -> None:
@@ -170,7 +156,7 @@ def test_a_context_differing_only_in_escaping_is_not_matched() -> None:
     for old, new in ((b'"a\xc3\xa9"', b'"a\\u00e9"'), (b'"a\xc3\xa9"', b'"\\u0061\xc3\xa9"')):
         edited = header.replace(old, new, 1)
         assert edited != header
-        assert _strict(edited) is None and header_template.decode_known(edited) is None
+        assert strict_fields(edited) is None and header_template.decode_known(edited) is None
 
 
 @pytest.mark.parametrize(

@@ -56,12 +56,26 @@ def copy_verified(
     manifest entry's algorithm); refuse on digest mismatch.
 
     The source is opened without following symlinks; ``target`` must not exist."""
-    target.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    digest = get_digest(digest_alg).new()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(target, flags, 0o600)
     try:
-        with open_no_follow(source) as src, os.fdopen(fd, "wb") as dst:
+        opened = open_no_follow(source)
+    except OSError as exc:  # the store removed or replaced it after the manifest check
+        raise TamperedPayloadError(
+            f"signed file {target.name!r} could not be read after the manifest check "
+            f"({exc.strerror or type(exc).__name__})",
+            artifact=artifact,
+            key_id=key_id,
+            version=version,
+        ) from None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(target, flags, 0o600)
+    except BaseException:
+        opened.close()
+        raise
+    digest = get_digest(digest_alg).new()
+    try:
+        with opened as src, os.fdopen(fd, "wb") as dst:
             while True:
                 chunk = src.read(CHUNK)
                 if not chunk:

@@ -249,6 +249,17 @@ class VerifiedVersion:
         except SecureArtifactError as exc:
             raise self.locate(exc) from None
 
+    def _unreadable(self, relpath: str, exc: OSError) -> SecureArtifactError:
+        """The typed error for a signed file the store no longer lets us read (a bare OSError
+        used to escape from ``open_no_follow``)."""
+        return TamperedPayloadError(
+            f"signed file {relpath!r} could not be read after the manifest check "
+            f"({exc.strerror or type(exc).__name__})",
+            artifact=self.av.name,
+            version=self.av.version_label,
+            key_id=self.key_id,
+        )
+
     def _materialize(self, relpath: str) -> Path:
         relpath = safe_relpath(relpath, what="file name")
         if relpath in self._copies:
@@ -282,7 +293,11 @@ class VerifiedVersion:
         from ..core.fsutil import open_no_follow
 
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open_no_follow(self.on_disk[relpath]) as src, open(target, "xb") as dst:
+        try:
+            source = open_no_follow(self.on_disk[relpath])
+        except OSError as exc:  # removed or replaced after the manifest check
+            raise self._unreadable(relpath, exc) from None
+        with source as src, open(target, "xb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         header = verify_path(
             target,
@@ -340,7 +355,11 @@ class VerifiedVersion:
         # length, digest): no file copy is needed, and swapping the stored file afterwards
         # changes nothing. Before anything is deserialized, the envelope must be the one the
         # manifest signed.
-        with open_no_follow(self.on_disk[relpath]) as fh:
+        try:
+            fh = open_no_follow(self.on_disk[relpath])
+        except OSError as exc:  # removed or replaced after the manifest check
+            raise self._unreadable(relpath, exc) from None
+        with fh:
             header, payload = verify_file(
                 fh,
                 key_store=self.session.key_store,
