@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dagster_wandb_secure.core.history import Position, SeenManifest
 from dagster_wandb_secure.core.ledger import Ledger
-from dagster_wandb_secure.core.ledger_api import LedgerBackend, open_ledger
+from dagster_wandb_secure.core.ledger_api import LedgerBackend
 from dagster_wandb_secure.core.ledger_layered import LayeredLedger
 
 ART = "team/proj/many"
@@ -27,12 +26,9 @@ def _pos(n: int) -> Position:
     return Position(n, f"2024-05-01T12:00:{n % 60:02d}.000000Z", _d(f"p{n}"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    spec = None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
-    opened = open_ledger(spec, tmp_path)
-    yield opened
-    opened.close()
+@pytest.fixture
+def ledger(any_ledger: LedgerBackend) -> LedgerBackend:
+    return any_ledger  # each backend in turn (kit/postgres.py)
 
 
 def _fill(ledger: LedgerBackend, count: int) -> None:

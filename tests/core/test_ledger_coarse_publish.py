@@ -22,12 +22,9 @@ def pos(sequence: int, d: str | None = None) -> Position:
     return Position(sequence, AT, digest(d or f"m{sequence}"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    spec = None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
-    opened = open_ledger(spec, tmp_path)
-    yield opened
-    opened.close()
+@pytest.fixture
+def ledger(any_ledger: LedgerBackend) -> LedgerBackend:
+    return any_ledger  # each backend in turn (kit/postgres.py)
 
 
 def state(ledger: LedgerBackend) -> tuple[Any, ...]:

@@ -39,17 +39,22 @@ def _io() -> dict[str, int]:
     return out
 
 
-def _vm_flags(address: int) -> set[str]:
-    """The VmFlags of the mapping of this process that holds ``address``."""
+def _smaps_field(address: int, name: str) -> list[str]:
+    """The values of field ``name`` (e.g. "VmFlags:", "Rss:") of the mapping of this process
+    that holds ``address``."""
     current = False
     for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split()[0]
         if "-" in head and not head.endswith(":"):
             lo, hi = (int(x, 16) for x in head.split("-"))
             current = lo <= address < hi
-        elif current and head == "VmFlags:":
-            return set(line.split()[1:])
+        elif current and head == name:
+            return line.split()[1:]
     raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def _vm_flags(address: int) -> set[str]:
+    return set(_smaps_field(address, "VmFlags:"))
 
 
 @linux_only
@@ -62,15 +67,7 @@ def test_the_private_read_buffer_is_not_a_huge_page_mapping() -> None:
 
 def _rss_bytes(address: int) -> int:
     """The resident bytes of the mapping of this process that holds ``address``."""
-    current = False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()[0]
-        if "-" in head and not head.endswith(":"):
-            lo, hi = (int(x, 16) for x in head.split("-"))
-            current = lo <= address < hi
-        elif current and head == "Rss:":
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no mapping holds {address:#x}")
+    return int(_smaps_field(address, "Rss:")[0]) * 1024
 
 
 class _ResidencyProbe:

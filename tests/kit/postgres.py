@@ -102,3 +102,15 @@ def pg_server() -> Iterator[PgServer]:
 def pg_url(pg_server: PgServer) -> str:
     """A URL to a fresh, empty database of this test's own."""
     return pg_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A ledger on each backend in turn: SQLite in the test's folder, then PostgreSQL in a
+    database of the test's own (``open_ledger``, as the library opens them)."""
+    from dagster_wandb_secure.core.ledger_api import open_ledger
+
+    spec = None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    opened = open_ledger(spec, tmp_path)
+    yield opened
+    opened.close()
